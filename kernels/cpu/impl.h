@@ -1,0 +1,68 @@
+// Internal: the per-level implementations behind kernels.h. kernels.cpp checks shapes and
+// dispatches; ref:: is portable C++ (also the only implementation of ops without a reduction),
+// avx2:: and avx512:: live in files compiled with their own -m flags.
+//
+// Rule for the SIMD files: they must not instantiate templates or inline functions shared with
+// other translation units (std::vector, fmt, PHI_CHECK, dtype.h's inline helpers...): the linker
+// may keep the AVX-512 copy of a COMDAT symbol and run it on a CPU without AVX-512. They use only
+// intrinsics, plain loops, OpenMP and functions of their own (internal linkage).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/kernels.h"
+
+namespace phi::kernels::cpu {
+
+/// rope precomputes cos/sin of one position on the stack: rotary_dim / 2 must not exceed this.
+constexpr int64_t k_rope_max_half = 512;
+
+/// Arguments of paged_attention after validation, plus per-thread scratch for the scores.
+struct AttentionArgs {
+    float* out;              // [n, n_heads, head_dim]
+    const float* q;          // [n, n_heads, head_dim]
+    const float* k_cache;    // [num_blocks, block_size, n_kv_heads, head_dim]
+    const float* v_cache;    // [num_blocks, block_size, n_kv_heads, head_dim]
+    KvLayout layout;
+    const int32_t* block_table;  // [ceil((start_pos + n) / block_size)]
+    int64_t start_pos;
+    int64_t n;
+    int64_t n_heads;
+    const int32_t* q_to_kv;  // [n_heads]
+    float scale;
+    int64_t sliding_window;
+    float* scratch;          // [max_threads, scratch_stride]
+    int64_t scratch_stride;  // >= start_pos + n
+};
+
+#define PHI_KERNELS_LEVEL_DECLS                                                                   \
+    void linear(float* y, const float* x, int64_t n, const WeightView& w, const float* bias);     \
+    void layer_norm(float* y, const float* x, const float* w, const float* b, int64_t n, int64_t d, \
+                    float eps);                                                                   \
+    void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);     \
+    void paged_attention(const AttentionArgs& a);
+
+namespace ref {
+PHI_KERNELS_LEVEL_DECLS
+// Ops without a reduction: one portable implementation serves every level (bitwise equal).
+void gelu_new(float* x, int64_t count);
+void silu_mul(float* out, const float* in, int64_t n, int64_t d);
+void add_inplace(float* y, const float* x, int64_t count);
+void rope(float* x, const int32_t* pos, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim,
+          const float* inv_freq, float attn_scale);
+void kv_write(float* k_cache, float* v_cache, const KvLayout& layout, const int32_t* block_table,
+              int64_t start_pos, int64_t n, const float* k, const float* v);
+void embedding(float* out, const WeightView& emb, const int32_t* ids, int64_t n, int64_t row_offset);
+}  // namespace ref
+
+namespace avx2 {
+PHI_KERNELS_LEVEL_DECLS
+}  // namespace avx2
+
+namespace avx512 {
+PHI_KERNELS_LEVEL_DECLS
+}  // namespace avx512
+
+#undef PHI_KERNELS_LEVEL_DECLS
+
+}  // namespace phi::kernels::cpu

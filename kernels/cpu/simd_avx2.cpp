@@ -1,0 +1,59 @@
+// AVX2 + FMA level of the CPU kernels (compiled with PHI_AVX2_FLAGS): 8-lane vector traits, then
+// the shared SIMD body (simd_kernels.inl). bf16 weights are widened in registers (zero-extend,
+// shift left 16).
+#include <immintrin.h>
+#include <omp.h>
+
+#include "kernels/cpu/impl.h"
+
+#ifndef PHI_AVX2_ROWS
+#define PHI_AVX2_ROWS 4
+#endif
+#ifndef PHI_AVX2_TOKENS
+#define PHI_AVX2_TOKENS 3
+#endif
+
+namespace phi::kernels::cpu::avx2 {
+namespace {
+
+struct V {
+    using F = __m256;
+    static constexpr int k_width = 8;
+    static constexpr int k_rows = PHI_AVX2_ROWS;
+    static constexpr int k_tokens = PHI_AVX2_TOKENS;
+
+    static __m256i mask(int rem) {
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    static F widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+    static F zero() { return _mm256_setzero_ps(); }
+    static F set1(float v) { return _mm256_set1_ps(v); }
+    static F load(const float* p) { return _mm256_loadu_ps(p); }
+    static F load(const uint16_t* p) { return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+    static F load_tail(const float* p, int rem) { return _mm256_maskload_ps(p, mask(rem)); }
+    static F load_tail(const uint16_t* p, int rem) {
+        alignas(16) uint16_t buf[8] = {};
+        for (int i = 0; i < rem; ++i) buf[i] = p[i];
+        return widen(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
+    }
+    static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+    static void store_tail(float* p, F v, int rem) { _mm256_maskstore_ps(p, mask(rem), v); }
+    static F keep(F v, int rem) { return _mm256_and_ps(v, _mm256_castsi256_ps(mask(rem))); }
+    static F add(F a, F b) { return _mm256_add_ps(a, b); }
+    static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+    static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+    static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+    /// Fixed tree: 4 + 4, 2 + 2, 1 + 1.
+    static float hsum(F v) {
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        return _mm_cvtss_f32(s4);
+    }
+};
+
+}  // namespace
+
+#include "kernels/cpu/simd_kernels.inl"
+
+}  // namespace phi::kernels::cpu::avx2

@@ -1,0 +1,62 @@
+// AVX-512 level of the CPU kernels (compiled with PHI_AVX512_FLAGS): 16-lane vector traits, then
+// the shared SIMD body (simd_kernels.inl). bf16 weights are widened in registers (zero-extend,
+// shift left 16). Needs AVX512F/BW/VL/DQ (BW+VL for the masked 16-bit tail loads).
+// GCC 12 warns falsely about the _mm512_undefined_* placeholders inside its own intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#include <omp.h>
+
+#include "kernels/cpu/impl.h"
+
+#ifndef PHI_AVX512_ROWS
+#define PHI_AVX512_ROWS 4
+#endif
+#ifndef PHI_AVX512_TOKENS
+#define PHI_AVX512_TOKENS 6
+#endif
+
+namespace phi::kernels::cpu::avx512 {
+namespace {
+
+struct V {
+    using F = __m512;
+    static constexpr int k_width = 16;
+    static constexpr int k_rows = PHI_AVX512_ROWS;
+    static constexpr int k_tokens = PHI_AVX512_TOKENS;
+
+    static __mmask16 mask(int rem) { return rem >= 16 ? __mmask16(0xffff) : __mmask16((1u << rem) - 1u); }
+    static F zero() { return _mm512_setzero_ps(); }
+    static F set1(float v) { return _mm512_set1_ps(v); }
+    static F load(const float* p) { return _mm512_loadu_ps(p); }
+    static F load(const uint16_t* p) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    static F load_tail(const float* p, int rem) { return _mm512_maskz_loadu_ps(mask(rem), p); }
+    static F load_tail(const uint16_t* p, int rem) {
+        const __m256i h = _mm256_maskz_loadu_epi16(mask(rem), p);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+    static void store_tail(float* p, F v, int rem) { _mm512_mask_storeu_ps(p, mask(rem), v); }
+    static F keep(F v, int rem) { return _mm512_maskz_mov_ps(mask(rem), v); }
+    static F add(F a, F b) { return _mm512_add_ps(a, b); }
+    static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+    static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+    static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+    /// Fixed tree: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
+    static float hsum(F v) {
+        const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        return _mm_cvtss_f32(s4);
+    }
+};
+
+}  // namespace
+
+#include "kernels/cpu/simd_kernels.inl"
+
+}  // namespace phi::kernels::cpu::avx512

@@ -1,0 +1,54 @@
+// ShardPlan: for a ModelConfig, world size N and rank r, which part of every tensor rank r holds
+// (Megatron-style tensor parallelism, see docs/ARCHITECTURE.md). Global sizes stay in ModelConfig;
+// every per-rank size is a `_local` field here, computed once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sharding/model_config.h"
+
+namespace phi {
+
+/// A half-open range [begin, end) of a global dimension.
+struct Range {
+    int64_t begin = 0;
+    int64_t end = 0;
+    int64_t size() const { return end - begin; }
+};
+
+/// Balanced split of [0, total) into `parts`; part i gets [i*total/parts, (i+1)*total/parts).
+Range split_range(int64_t total, int64_t parts, int64_t i);
+
+struct ShardPlan {
+    int world = 1;
+    int rank = 0;
+
+    Range q_heads;              // global query heads held (contiguous, equal count on every rank)
+    Range kv_heads;             // global KV heads held: those the local query heads use
+    std::vector<int32_t> q_to_kv;  // [n_heads_local] local KV head index of each local query head
+    int64_t n_heads_local = 0;
+    int64_t n_kv_heads_local = 0;
+    bool kv_replicated = false;  // some KV heads are held by more than one rank
+
+    Range ff;                 // columns of the MLP (per expert for MoE) held
+    int64_t d_ff_local = 0;
+
+    int64_t vocab_padded = 0;  // vocab rounded up to a multiple of world
+    Range vocab;               // rows of embedding / LM head held, in padded space
+    int64_t vocab_local = 0;
+
+    /// Collectives per forward step (for tests and metrics): all-reduces in the layers plus the
+    /// vocab-parallel embedding's one (when world > 1).
+    int64_t all_reduces_per_step = 0;
+};
+
+/// Builds the plan or throws a phi::Error naming the numbers when N cannot work
+/// (e.g. "tp size 3 does not divide num_attention_heads 32").
+ShardPlan make_shard_plan(const ModelConfig& cfg, int world, int rank);
+
+/// One line per fact, for `phi-worker --print-plan` and logs.
+std::string describe_shard_plan(const ModelConfig& cfg, const ShardPlan& plan);
+
+}  // namespace phi

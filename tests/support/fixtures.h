@@ -1,0 +1,33 @@
+// Test support: locating the repository (PHI_SOURCE_DIR, set by CTest) and reading HF golden
+// fixtures written by scripts/make_goldens.py.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace phi::test {
+
+std::filesystem::path source_dir();
+std::filesystem::path fixture_dir(const std::string& name);
+
+struct Golden {
+    std::string name;
+    int64_t tokenizer_size = 0;
+    std::vector<int32_t> prompt;
+    std::vector<std::vector<float>> prompt_logits;       // [len][vocab]
+    std::vector<std::vector<float>> prompt_logits_bf16;  // [len][vocab]
+    std::vector<int32_t> greedy;
+    std::vector<std::vector<float>> greedy_logits;       // [steps][vocab]
+    std::vector<float> greedy_margins;
+    std::vector<int32_t> long_prompt;                    // optional
+    std::vector<std::vector<float>> long_prompt_logits;  // optional
+};
+
+Golden load_golden(const std::string& name);
+
+/// Every fixture folder holding a golden.json.
+std::vector<std::string> golden_fixture_names();
+
+}  // namespace phi::test

@@ -1,0 +1,163 @@
+// Slicing a checkpoint into one rank's weights (Megatron-style column/row/vocab splits; fused
+// qkv_proj and gate_up_proj are split into their sections first, then each section is sharded).
+#include "worker/model_weights.h"
+
+#include <cstring>
+
+#include "common/error.h"
+#include "sharding/weight_names.h"
+
+namespace phi {
+namespace {
+
+struct Piece {
+    const TensorInfo* t;
+    Range rows;
+};
+
+class Loader {
+public:
+    Loader(const Checkpoint& ckpt, DType dtype, ModelWeights& w) : ckpt_(ckpt), dtype_(dtype), w_(w) {}
+
+    const TensorInfo& tensor(const std::string& name, std::initializer_list<int64_t> shape) {
+        const TensorInfo& t = ckpt_.get(name);
+        expect_shape(t, shape);
+        return t;
+    }
+
+    // Linear weight rows from several pieces, concatenated, in the run-time dtype.
+    OwnedTensor matrix(const std::vector<Piece>& pieces, Range cols) { return concat(pieces, cols, dtype_); }
+
+    // Small fp32 tensor (norm, bias, router): rounded through bf16 when weights are bf16.
+    OwnedTensor small(const std::vector<Piece>& pieces) {
+        OwnedTensor t = concat(pieces, Range{}, DType::F32);
+        if (dtype_ == DType::BF16) {
+            float* p = t.f32();
+            const int64_t n = t.rows() * t.cols();
+            for (int64_t i = 0; i < n; ++i) p[i] = bf16_to_f32(f32_to_bf16(p[i]));
+        }
+        return t;
+    }
+
+private:
+    OwnedTensor concat(const std::vector<Piece>& pieces, Range cols, DType dst) {
+        std::vector<OwnedTensor> parts;
+        int64_t rows = 0;
+        for (const Piece& p : pieces) {
+            parts.push_back(load_slice(*p.t, std::span<const Range>(&p.rows, 1), cols, dst));
+            w_.checkpoint_bytes_read += slice_source_bytes(*p.t, std::span<const Range>(&p.rows, 1), cols);
+            rows += parts.back().rows();
+        }
+        if (parts.size() == 1) {
+            w_.resident_bytes += parts[0].bytes.size();
+            return std::move(parts[0]);
+        }
+        OwnedTensor out;
+        out.dtype = dst;
+        const bool is_2d = parts[0].shape.size() == 2;
+        out.shape = is_2d ? std::vector<int64_t>{rows, parts[0].cols()} : std::vector<int64_t>{rows};
+        out.bytes = AlignedBuffer(size_t(rows) * size_t(out.cols()) * dtype_size(dst));
+        size_t off = 0;
+        for (const OwnedTensor& p : parts) {
+            std::memcpy(out.bytes.data() + off, p.bytes.data(), p.bytes.size());
+            off += p.bytes.size();
+        }
+        w_.resident_bytes += out.bytes.size();
+        return out;
+    }
+
+    const Checkpoint& ckpt_;
+    DType dtype_;
+    ModelWeights& w_;
+};
+
+Range scaled(Range r, int64_t k, int64_t offset = 0) { return Range{offset + r.begin * k, offset + r.end * k}; }
+
+}  // namespace
+
+kernels::cpu::WeightView ModelWeights::lm_head_view() const { return view_of(lm_head.empty() ? embed : lm_head); }
+
+ModelWeights load_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
+                                DType dtype) {
+    PHI_CHECK(dtype == DType::F32 || dtype == DType::BF16, "CPU weights must be F32 or BF16, not {}",
+              dtype_name(dtype));
+    PHI_CHECK(!(cfg.arch == Arch::Phi3 && cfg.attention_bias),
+              "{} with attention_bias=true is not a released Phi-3 layout and is not supported",
+              cfg.architecture);
+    ModelWeights w;
+    Loader ld(ckpt, dtype, w);
+    const int64_t d = cfg.d_model, hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads, dff = cfg.d_ff;
+    const Range q_rows = scaled(plan.q_heads, hd), kv_rows = scaled(plan.kv_heads, hd);
+    const Range o_cols = q_rows;
+    const Range all_d{0, d};
+
+    const ModelTensorNames mn = model_tensor_names(cfg);
+    const TensorInfo& embed = ld.tensor(mn.embed, {cfg.vocab_size, d});
+    w.embed = ld.matrix({{&embed, plan.vocab}}, Range{});
+    w.final_norm_w = ld.small({{&ld.tensor(mn.final_norm_w, {d}), all_d}});
+    if (!mn.final_norm_b.empty()) w.final_norm_b = ld.small({{&ld.tensor(mn.final_norm_b, {d}), all_d}});
+    if (!cfg.tie_word_embeddings) {
+        w.lm_head = ld.matrix({{&ld.tensor(mn.lm_head_w, {cfg.vocab_size, d}), plan.vocab}}, Range{});
+    }
+    if (!mn.lm_head_b.empty()) w.lm_head_b = ld.small({{&ld.tensor(mn.lm_head_b, {cfg.vocab_size}), plan.vocab}});
+
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+        const LayerTensorNames n = layer_tensor_names(cfg, l);
+        LayerWeights lw;
+        lw.attn_norm_w = ld.small({{&ld.tensor(n.attn_norm_w, {d}), all_d}});
+        if (!n.attn_norm_b.empty()) lw.attn_norm_b = ld.small({{&ld.tensor(n.attn_norm_b, {d}), all_d}});
+        if (!n.ffn_norm_w.empty()) lw.ffn_norm_w = ld.small({{&ld.tensor(n.ffn_norm_w, {d}), all_d}});
+        if (!n.ffn_norm_b.empty()) lw.ffn_norm_b = ld.small({{&ld.tensor(n.ffn_norm_b, {d}), all_d}});
+
+        if (!n.qkv_w.empty()) {
+            const TensorInfo& qkv = ld.tensor(n.qkv_w, {(nh + 2 * nkv) * hd, d});
+            const Range k_sec = Range{nh * hd + kv_rows.begin, nh * hd + kv_rows.end};
+            const Range v_sec = Range{(nh + nkv) * hd + kv_rows.begin, (nh + nkv) * hd + kv_rows.end};
+            lw.wqkv = ld.matrix({{&qkv, q_rows}, {&qkv, k_sec}, {&qkv, v_sec}}, Range{});
+        } else {
+            lw.wqkv = ld.matrix({{&ld.tensor(n.q_w, {nh * hd, d}), q_rows},
+                                 {&ld.tensor(n.k_w, {nkv * hd, d}), kv_rows},
+                                 {&ld.tensor(n.v_w, {nkv * hd, d}), kv_rows}},
+                                Range{});
+        }
+        if (!n.q_b.empty()) {
+            lw.bqkv = ld.small({{&ld.tensor(n.q_b, {nh * hd}), q_rows},
+                                {&ld.tensor(n.k_b, {nkv * hd}), kv_rows},
+                                {&ld.tensor(n.v_b, {nkv * hd}), kv_rows}});
+        }
+        if (!n.q_norm_w.empty()) {
+            const Range all_hd{0, hd};
+            lw.q_norm_w = ld.small({{&ld.tensor(n.q_norm_w, {hd}), all_hd}});
+            lw.q_norm_b = ld.small({{&ld.tensor(n.q_norm_b, {hd}), all_hd}});
+            lw.k_norm_w = ld.small({{&ld.tensor(n.k_norm_w, {hd}), all_hd}});
+            lw.k_norm_b = ld.small({{&ld.tensor(n.k_norm_b, {hd}), all_hd}});
+        }
+        lw.wo = ld.matrix({{&ld.tensor(n.o_w, {d, nh * hd}), all_d}}, o_cols);
+        if (!n.o_b.empty()) lw.bo = ld.small({{&ld.tensor(n.o_b, {d}), all_d}});
+
+        if (cfg.arch == Arch::PhiMoE) {
+            lw.router = ld.small({{&ld.tensor(n.router_w, {cfg.n_experts, d}), Range{0, cfg.n_experts}}});
+            for (int64_t e = 0; e < cfg.n_experts; ++e) {
+                const std::string ep = n.expert_prefix + std::to_string(e) + ".";
+                const TensorInfo& w1 = ld.tensor(ep + "w1.weight", {dff, d});
+                const TensorInfo& w3 = ld.tensor(ep + "w3.weight", {dff, d});
+                const TensorInfo& w2 = ld.tensor(ep + "w2.weight", {d, dff});
+                lw.expert_up.push_back(ld.matrix({{&w1, plan.ff}, {&w3, plan.ff}}, Range{}));
+                lw.expert_down.push_back(ld.matrix({{&w2, all_d}}, plan.ff));
+            }
+        } else if (cfg.arch == Arch::Phi3) {
+            const TensorInfo& gu = ld.tensor(n.up_w, {2 * dff, d});
+            lw.w_up = ld.matrix({{&gu, plan.ff}, {&gu, Range{dff + plan.ff.begin, dff + plan.ff.end}}}, Range{});
+            lw.w_down = ld.matrix({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
+        } else {
+            lw.w_up = ld.matrix({{&ld.tensor(n.up_w, {dff, d}), plan.ff}}, Range{});
+            lw.b_up = ld.small({{&ld.tensor(n.up_b, {dff}), plan.ff}});
+            lw.w_down = ld.matrix({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
+            lw.b_down = ld.small({{&ld.tensor(n.down_b, {d}), all_d}});
+        }
+        w.layers.push_back(std::move(lw));
+    }
+    return w;
+}
+
+}  // namespace phi

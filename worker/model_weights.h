@@ -1,0 +1,56 @@
+// One rank's weights, sliced from the checkpoint by the ShardPlan. Linear weights are kept in the
+// configured dtype (F32 or BF16); norms, biases and the MoE router are fp32 (rounded through bf16
+// when the weights are bf16, as a bf16 checkpoint would hold them).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/kernels.h"
+#include "sharding/model_config.h"
+#include "sharding/safetensors.h"
+#include "sharding/shard_plan.h"
+#include "sharding/tensor_slice.h"
+
+namespace phi {
+
+struct LayerWeights {
+    OwnedTensor attn_norm_w, attn_norm_b;  // [d_model]
+    OwnedTensor ffn_norm_w, ffn_norm_b;    // [d_model] (sequential blocks)
+    OwnedTensor wqkv;                      // [(nq_l + 2 nkv_l) * head_dim, d_model]: local Q | K | V
+    OwnedTensor bqkv;                      // [(nq_l + 2 nkv_l) * head_dim] or empty
+    OwnedTensor q_norm_w, q_norm_b;        // [head_dim] (qk_layernorm)
+    OwnedTensor k_norm_w, k_norm_b;        // [head_dim]
+    OwnedTensor wo;                        // [d_model, nq_l * head_dim] (row-parallel)
+    OwnedTensor bo;                        // [d_model] added once, after the all-reduce
+    OwnedTensor w_up;                      // fc1 [dff_l, d] or gate_up [2 dff_l, d] (local gate | up)
+    OwnedTensor b_up;                      // [dff_l] or empty
+    OwnedTensor w_down;                    // [d_model, dff_l] (row-parallel)
+    OwnedTensor b_down;                    // [d_model] added once, after the all-reduce
+    OwnedTensor router;                    // [n_experts, d_model] replicated (MoE)
+    std::vector<OwnedTensor> expert_up;    // per expert [2 dff_l, d]: local w1 | w3
+    std::vector<OwnedTensor> expert_down;  // per expert [d, dff_l]
+};
+
+struct ModelWeights {
+    OwnedTensor embed;                   // [vocab_local, d_model] rows plan.vocab of the padded vocab
+    std::vector<LayerWeights> layers;
+    OwnedTensor final_norm_w, final_norm_b;  // [d_model]
+    OwnedTensor lm_head;                 // [vocab_local, d_model]; empty when tied to embed
+    OwnedTensor lm_head_b;               // [vocab_local] or empty
+    size_t checkpoint_bytes_read = 0;    // bytes copied out of the checkpoint by this rank
+    size_t resident_bytes = 0;           // bytes held by this rank
+
+    kernels::cpu::WeightView lm_head_view() const;
+};
+
+/// Loads rank plan.rank's shard. `dtype` is the run-time weight dtype (F32 or BF16). Every tensor
+/// is checked against its expected global shape; a missing or mis-shaped one is a clear error.
+ModelWeights load_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
+                                DType dtype);
+
+inline kernels::cpu::WeightView view_of(const OwnedTensor& t) {
+    return kernels::cpu::WeightView{t.bytes.data(), t.dtype, t.rows(), t.cols()};
+}
+
+}  // namespace phi
