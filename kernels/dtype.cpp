@@ -19,7 +19,8 @@ float f16_to_f32(uint16_t h) {
             u |= sign;
         }
     } else if (exp == 31) {
-        u = sign | 0x7f800000u | (mant << 13);  // inf, or NaN with its payload kept
+        // inf, or NaN with its payload kept and quieted (as vcvtph2ps does).
+        u = sign | 0x7f800000u | (mant << 13) | (mant != 0 ? 0x400000u : 0u);
     } else {
         u = sign | ((exp + 112u) << 23) | (mant << 13);
     }

@@ -20,7 +20,7 @@ using json = nlohmann::json;
 /// Typed access to the keys of one JSON object. A null value counts as absent (HF writes
 /// `"num_key_value_heads": null`, `"sliding_window": null`, `"rope_scaling": null`).
 class Keys {
-public:
+  public:
     Keys(const json& obj, std::string origin, std::string prefix = "")
         : obj_(obj), origin_(std::move(origin)), prefix_(std::move(prefix)) {}
 
@@ -97,18 +97,19 @@ public:
         std::vector<float> out;
         out.reserve(v->size());
         for (const json& e : *v) {
-            PHI_CHECK(e.is_number(), "{}: '{}' must be a list of numbers, found {}", origin_, name(key), e.dump());
+            PHI_CHECK(e.is_number(), "{}: '{}' must be a list of numbers, found {}", origin_, name(key),
+                      e.dump());
             out.push_back(e.get<float>());
         }
         return out;
     }
 
-private:
+  private:
     int64_t to_int(const json& v, const char* key) const {
         if (v.is_number_unsigned()) {
             uint64_t u = v.get<uint64_t>();
-            PHI_CHECK(u <= uint64_t(std::numeric_limits<int64_t>::max()), "{}: '{}' = {} is too large", origin_,
-                      name(key), u);
+            PHI_CHECK(u <= uint64_t(std::numeric_limits<int64_t>::max()), "{}: '{}' = {} is too large",
+                      origin_, name(key), u);
             return int64_t(u);
         }
         PHI_CHECK(v.is_number_integer(), "{}: '{}' must be an integer, got {} {}", origin_, name(key),
@@ -163,9 +164,10 @@ Arch parse_arch(const Keys& k, const json& j, std::string& spelled) {
     if (spelled == "PhiForCausalLM") return Arch::Phi;
     if (spelled == "Phi3ForCausalLM") return Arch::Phi3;
     if (spelled == "PhiMoEForCausalLM" || spelled == "PhimoeForCausalLM") return Arch::PhiMoE;
-    PHI_FAIL("{}: architecture '{}' is not supported; supported: PhiForCausalLM, Phi3ForCausalLM, "
-             "PhiMoEForCausalLM (PhimoeForCausalLM)",
-             origin, spelled);
+    PHI_FAIL(
+        "{}: architecture '{}' is not supported; supported: PhiForCausalLM, Phi3ForCausalLM, "
+        "PhiMoEForCausalLM (PhimoeForCausalLM)",
+        origin, spelled);
 }
 
 /// RoPE: rope_theta + rope_scaling (v4) or rope_parameters (v5). Needs head_dim and
@@ -200,21 +202,23 @@ void parse_rope(const Keys& k, ModelConfig& c, double prf_default, double theta_
 
     auto top_orig = k.opt_int("original_max_position_embeddings");
     if (top_orig) {
-        PHI_CHECK(*top_orig > 0, "{}: 'original_max_position_embeddings' must be > 0, got {}", origin, *top_orig);
+        PHI_CHECK(*top_orig > 0, "{}: 'original_max_position_embeddings' must be > 0, got {}", origin,
+                  *top_orig);
         c.original_max_position_embeddings = *top_orig;
     }
     if (!rope) return;
 
     auto type = r.opt_string("rope_type");
     auto legacy_type = r.opt_string("type");
-    PHI_CHECK(!type || !legacy_type || *type == *legacy_type, "{}: '{}.type' = '{}' and '{}.rope_type' = '{}' disagree",
-              origin, rope_key, *legacy_type, rope_key, *type);
+    PHI_CHECK(!type || !legacy_type || *type == *legacy_type,
+              "{}: '{}.type' = '{}' and '{}.rope_type' = '{}' disagree", origin, rope_key, *legacy_type,
+              rope_key, *type);
     std::string t = type ? *type : legacy_type ? *legacy_type : std::string("default");
     // HF's Phi3Config rewrites a legacy "type" of "su" or "yarn" to "longrope" (the 128k
     // checkpoints shipped with those names and LongRoPE factor lists).
-    bool longrope = t == "longrope" || t == "su" ||
-                    (t == "yarn" && c.arch == Arch::Phi3 && legacy_type && r.has("short_factor") &&
-                     r.has("long_factor"));
+    bool longrope =
+        t == "longrope" || t == "su" ||
+        (t == "yarn" && c.arch == Arch::Phi3 && legacy_type && r.has("short_factor") && r.has("long_factor"));
     if (t == "default" && !longrope) return;
     PHI_CHECK(longrope,
               "{}: {} type '{}' is not supported; phi-cluster supports only LongRoPE ('longrope', alias "
@@ -228,31 +232,36 @@ void parse_rope(const Keys& k, ModelConfig& c, double prf_default, double theta_
     for (const char* key : {"short_factor", "long_factor"}) {
         const auto& f = std::string(key) == "short_factor" ? c.rope_short_factor : c.rope_long_factor;
         PHI_CHECK(f.size() == half,
-                  "{}: '{}{}' has {} entries but must have rotary_dim/2 = {} (head_dim {} * "
+                  "{}: '{}.{}' has {} entries but must have rotary_dim/2 = {} (head_dim {} * "
                   "partial_rotary_factor {})",
                   origin, rope_key, key, f.size(), half, c.head_dim, prf);
         for (float v : f) {
-            PHI_CHECK(std::isfinite(v) && v > 0, "{}: '{}{}' entries must be finite and > 0, found {}", origin,
-                      rope_key, key, v);
+            PHI_CHECK(std::isfinite(v) && v > 0, "{}: '{}.{}' entries must be finite and > 0, found {}",
+                      origin, rope_key, key, v);
         }
     }
 
     auto inner_orig = r.opt_int("original_max_position_embeddings");
     if (inner_orig) {
-        PHI_CHECK(*inner_orig > 0, "{}: '{}original_max_position_embeddings' must be > 0, got {}", origin,
+        PHI_CHECK(*inner_orig > 0, "{}: '{}.original_max_position_embeddings' must be > 0, got {}", origin,
                   rope_key, *inner_orig);
-        PHI_CHECK(!top_orig || *top_orig == *inner_orig,
-                  "{}: original_max_position_embeddings is {} at the top level but {} in '{}'; they must agree",
-                  origin, *top_orig, *inner_orig, rope_key);
+        PHI_CHECK(
+            !top_orig || *top_orig == *inner_orig,
+            "{}: original_max_position_embeddings is {} at the top level but {} in '{}'; they must agree",
+            origin, *top_orig, *inner_orig, rope_key);
         c.original_max_position_embeddings = *inner_orig;
     }
 
     // PhiMoE scales cos/sin by its own mscales instead of the LongRoPE attention factor.
+    PHI_CHECK(c.arch != Arch::PhiMoE || r.has("short_mscale") == r.has("long_mscale"),
+              "{}: '{}' gives only one of short_mscale / long_mscale; give both or neither", origin,
+              rope_key);
     if (c.arch == Arch::PhiMoE && r.has("short_mscale") && r.has("long_mscale")) {
         c.rope_short_mscale = float(r.positive_number_or("short_mscale", 1.0));
         c.rope_long_mscale = float(r.positive_number_or("long_mscale", 1.0));
         c.rope_attention_factor = 1.0f;
-        if (c.original_max_position_embeddings == 0) c.original_max_position_embeddings = c.max_position_embeddings;
+        if (c.original_max_position_embeddings == 0)
+            c.original_max_position_embeddings = c.max_position_embeddings;
         return;
     }
 
@@ -269,10 +278,13 @@ void parse_rope(const Keys& k, ModelConfig& c, double prf_default, double theta_
             c.original_max_position_embeddings = c.max_position_embeddings;
         }
         double orig = double(c.original_max_position_embeddings);
+        PHI_CHECK(factor <= 1.0 || orig > 1.0,
+                  "{}: original_max_position_embeddings must be > 1 for LongRoPE, got {}", origin, orig);
         c.rope_attention_factor =
             factor <= 1.0 ? 1.0f : float(std::sqrt(1.0 + std::log(factor) / std::log(orig)));
     }
-    if (c.original_max_position_embeddings == 0) c.original_max_position_embeddings = c.max_position_embeddings;
+    if (c.original_max_position_embeddings == 0)
+        c.original_max_position_embeddings = c.max_position_embeddings;
 }
 
 }  // namespace
@@ -289,14 +301,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.n_heads = k.positive_int("num_attention_heads");
     c.vocab_size = k.positive_int("vocab_size");
     c.n_kv_heads = k.positive_int_or("num_key_value_heads", c.n_heads);
-    PHI_CHECK(c.n_heads % c.n_kv_heads == 0,
-              "{}: num_key_value_heads {} must divide num_attention_heads {}", origin, c.n_kv_heads, c.n_heads);
+    PHI_CHECK(c.n_heads % c.n_kv_heads == 0, "{}: num_key_value_heads {} must divide num_attention_heads {}",
+              origin, c.n_kv_heads, c.n_heads);
     if (k.has("head_dim")) {
         c.head_dim = k.positive_int("head_dim");
     } else {
         PHI_CHECK(c.d_model % c.n_heads == 0,
-                  "{}: num_attention_heads {} must divide hidden_size {} (or give head_dim)", origin, c.n_heads,
-                  c.d_model);
+                  "{}: num_attention_heads {} must divide hidden_size {} (or give head_dim)", origin,
+                  c.n_heads, c.d_model);
         c.head_dim = c.d_model / c.n_heads;
     }
 
@@ -345,12 +357,14 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
                       "{}: num_experts_per_tok is {} but PhiMoE's sparsemixer router requires top-2 routing "
                       "(num_experts_per_tok = 2)",
                       origin, c.n_experts_per_tok);
-            PHI_CHECK(c.n_experts >= c.n_experts_per_tok, "{}: num_local_experts {} is less than "
-                      "num_experts_per_tok {}", origin, c.n_experts, c.n_experts_per_tok);
+            PHI_CHECK(c.n_experts >= c.n_experts_per_tok,
+                      "{}: num_local_experts {} is less than "
+                      "num_experts_per_tok {}",
+                      origin, c.n_experts, c.n_experts_per_tok);
             {
                 auto jitter = k.opt_number("router_jitter_noise").value_or(0.01);
-                PHI_CHECK(std::isfinite(jitter) && jitter >= 0, "{}: 'router_jitter_noise' must be >= 0, got {}",
-                          origin, jitter);
+                PHI_CHECK(std::isfinite(jitter) && jitter >= 0,
+                          "{}: 'router_jitter_noise' must be >= 0, got {}", origin, jitter);
                 c.router_jitter_noise = float(jitter);
             }
             theta_default = 1e6;
@@ -359,8 +373,8 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     }
     if (auto act = k.opt_string("hidden_act")) {
         bool ok = *act == act_expected || (act_expected == "silu" && *act == "swish");
-        PHI_CHECK(ok, "{}: hidden_act '{}' is not supported for {} (expected '{}')", origin, *act, c.architecture,
-                  act_expected);
+        PHI_CHECK(ok, "{}: hidden_act '{}' is not supported for {} (expected '{}')", origin, *act,
+                  c.architecture, act_expected);
     }
     c.tie_word_embeddings = k.bool_or("tie_word_embeddings", false);
     c.max_position_embeddings = k.positive_int_or("max_position_embeddings", max_pos_default);

@@ -32,7 +32,9 @@ using json = nlohmann::json;
 // hostile file, and parsing it would cost more memory than any real checkpoint header needs.
 constexpr uint64_t k_max_header_bytes = 100'000'000;
 
-std::string errno_text(int err) { return std::strerror(err); }
+std::string errno_text(int err) {
+    return std::strerror(err);
+}
 
 /// Maps a safetensors dtype string to ours. Dtypes that are valid safetensors but that the
 /// kernels cannot consume get their own message, so the user knows the file is fine but the
@@ -42,9 +44,9 @@ DType parse_dtype(const std::string& s, const std::string& tensor, const std::st
     if (s == "F16") return DType::F16;
     if (s == "BF16") return DType::BF16;
     static const char* const k_valid_unsupported[] = {
-        "BOOL", "U8",      "I8",      "I16",     "U16",     "I32",     "U32", "I64",
-        "U64",  "F64",     "F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
-        "C64",  "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
+        "BOOL",    "U8",  "I8",  "I16",         "U16",        "I32",     "U32",
+        "I64",     "U64", "F64", "F8_E5M2",     "F8_E4M3",    "F8_E8M0", "F6_E2M3",
+        "F6_E3M2", "F4",  "C64", "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
     for (const char* v : k_valid_unsupported) {
         if (s == v) {
             PHI_FAIL(
@@ -142,8 +144,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
     std::set<std::string> seen_keys;
     auto reject_duplicates = [&](int depth, json::parse_event_t event, json& parsed) {
         if (depth == 1 && event == json::parse_event_t::key && parsed.is_string()) {
-            PHI_CHECK(seen_keys.insert(parsed.get<std::string>()).second, "{}: header lists tensor '{}' twice",
-                      file, parsed.get<std::string>());
+            PHI_CHECK(seen_keys.insert(parsed.get<std::string>()).second,
+                      "{}: header lists tensor '{}' twice", file, parsed.get<std::string>());
         }
         return true;
     };
@@ -199,16 +201,20 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
         }
         uint64_t nbytes = 0;
         overflow = overflow || __builtin_mul_overflow(numel, uint64_t(dtype_size(info.dtype)), &nbytes);
-        PHI_CHECK(!overflow, "{}: tensor '{}': shape {} overflows the element count (byte size does not fit "
-                  "in 64 bits)", file, name, sh->dump());
+        PHI_CHECK(!overflow,
+                  "{}: tensor '{}': shape {} overflows the element count (byte size does not fit "
+                  "in 64 bits)",
+                  file, name, sh->dump());
 
         auto off = entry.find("data_offsets");
         PHI_CHECK(off != entry.end() && off->is_array() && off->size() == 2,
                   "{}: tensor '{}': 'data_offsets' must be an array of 2 non-negative integers", file, name);
         auto begin = as_non_negative((*off)[0]);
         auto end = as_non_negative((*off)[1]);
-        PHI_CHECK(begin && end, "{}: tensor '{}': 'data_offsets' must be an array of 2 non-negative integers, "
-                  "got {}", file, name, off->dump());
+        PHI_CHECK(begin && end,
+                  "{}: tensor '{}': 'data_offsets' must be an array of 2 non-negative integers, "
+                  "got {}",
+                  file, name, off->dump());
         PHI_CHECK(*begin <= *end, "{}: tensor '{}': data_offsets [{}, {}] begin is after end", file, name,
                   *begin, *end);
         PHI_CHECK(*end - *begin == nbytes,
@@ -234,8 +240,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
     const std::string* prev = nullptr;
     for (const Span& s : spans) {
         if (s.begin < covered) {
-            PHI_FAIL("{}: tensor '{}' (bytes [{}, {})) and tensor '{}' overlap (it ends at {})", file, *s.name,
-                     s.begin, s.end, prev ? *prev : std::string(), covered);
+            PHI_FAIL("{}: tensor '{}' (bytes [{}, {})) and tensor '{}' overlap (it ends at {})", file,
+                     *s.name, s.begin, s.end, prev ? *prev : std::string(), covered);
         }
         if (s.begin > covered) {
             PHI_FAIL("{}: bytes [{}, {}) of the data section belong to no tensor (gap before tensor '{}')",
@@ -281,8 +287,8 @@ void check_shard_name(const std::string& f, const std::string& tensor, const std
 
 Checkpoint::Checkpoint(const std::filesystem::path& model_dir) : dir_(model_dir) {
     std::error_code ec;
-    PHI_CHECK(std::filesystem::is_directory(model_dir, ec), "model folder {} does not exist or is not a folder",
-              model_dir.string());
+    PHI_CHECK(std::filesystem::is_directory(model_dir, ec),
+              "model folder {} does not exist or is not a folder", model_dir.string());
     const auto index_path = model_dir / "model.safetensors.index.json";
     const auto single_path = model_dir / "model.safetensors";
 
@@ -298,15 +304,17 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir) : dir_(model_dir)
         std::map<std::string, std::string> weight_map;
         std::map<std::string, SafetensorsFile*> by_file;
         for (auto it = wm->begin(); it != wm->end(); ++it) {
-            PHI_CHECK(it.value().is_string(), "{}: weight_map entry for tensor '{}' must be a file name string",
-                      index, it.key());
+            PHI_CHECK(it.value().is_string(),
+                      "{}: weight_map entry for tensor '{}' must be a file name string", index, it.key());
             std::string f = it.value().get<std::string>();
             check_shard_name(f, it.key(), index);
             weight_map[it.key()] = f;
             if (by_file.count(f) == 0) {
                 const auto shard = model_dir / f;
-                PHI_CHECK(std::filesystem::exists(shard, ec), "{}: tensor '{}' is in file '{}', which is missing "
-                          "from {}", index, it.key(), f, model_dir.string());
+                PHI_CHECK(std::filesystem::exists(shard, ec),
+                          "{}: tensor '{}' is in file '{}', which is missing "
+                          "from {}",
+                          index, it.key(), f, model_dir.string());
                 files_.push_back(std::make_unique<SafetensorsFile>(shard));
                 by_file[f] = files_.back().get();
             }
@@ -322,15 +330,17 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir) : dir_(model_dir)
         for (const auto& [f, sf] : by_file) {
             for (const auto& [name, info] : sf->tensors()) {
                 auto w = weight_map.find(name);
-                PHI_CHECK(w != weight_map.end(), "{}: tensor '{}' is in file '{}' but not in weight_map", index,
-                          name, f);
-                PHI_CHECK(w->second == f, "{}: weight_map puts tensor '{}' in '{}' but it is stored in '{}'", index,
-                          name, w->second, f);
+                PHI_CHECK(w != weight_map.end(), "{}: tensor '{}' is in file '{}' but not in weight_map",
+                          index, name, f);
+                PHI_CHECK(w->second == f, "{}: weight_map puts tensor '{}' in '{}' but it is stored in '{}'",
+                          index, name, w->second, f);
             }
         }
         for (const auto& [name, f] : weight_map) {
-            PHI_CHECK(index_.count(name) != 0, "{}: tensor '{}' is listed in weight_map for file '{}' but that "
-                      "file does not contain it", index, name, f);
+            PHI_CHECK(index_.count(name) != 0,
+                      "{}: tensor '{}' is listed in weight_map for file '{}' but that "
+                      "file does not contain it",
+                      index, name, f);
         }
     } else if (std::filesystem::exists(single_path, ec)) {
         files_.push_back(std::make_unique<SafetensorsFile>(single_path));

@@ -26,7 +26,7 @@ GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, i
     const int64_t n_blocks = (max_len + bs - 1) / bs;
     PHI_CHECK(first_block + n_blocks <= model.kv_cache().layout().num_blocks,
               "KV cache of {} blocks cannot hold {} tokens", model.kv_cache().layout().num_blocks, max_len);
-    std::vector<int32_t> table(size_t(n_blocks));
+    std::vector<int32_t> table(static_cast<size_t>(n_blocks));
     std::iota(table.begin(), table.end(), first_block);
 
     GreedyResult res;

@@ -29,7 +29,7 @@ T* grow(std::vector<T>& v, size_t n) {
 
 // HF: inv_freq = 1 / (ext * base ** (arange(0, dim, 2) / dim)), all fp32.
 std::vector<float> make_inv_freq(float base, int64_t dim, const std::vector<float>* ext) {
-    std::vector<float> f(size_t(dim / 2));
+    std::vector<float> f(static_cast<size_t>(dim / 2));
     for (int64_t i = 0; i < dim / 2; ++i) {
         const float e = float(2 * i) / float(dim);
         const float p = std::pow(base, e);
@@ -55,7 +55,7 @@ void sparsemixer(const float* s, int64_t E, float jitter_eps, int32_t* idx, floa
         const float m = scores[i];
         // softmax over scores masked where (m - s_j) / max(|s_j|, m) > 2 eps (numerator uses s).
         float mx = -std::numeric_limits<float>::infinity();
-        std::vector<float> g(size_t(E));
+        std::vector<float> g(static_cast<size_t>(E));
         for (int64_t j = 0; j < E; ++j) {
             const float factor = std::max(std::fabs(s[j]), m);
             const bool masked = ((m - s[j]) / factor) > 2.0f * jitter_eps;
@@ -230,7 +230,7 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
     if (T == 0) return 0;
 
     // Token ids and absolute positions of every row.
-    std::vector<int32_t> ids(size_t(T));
+    std::vector<int32_t> ids(static_cast<size_t>(T));
     grow(pos_, size_t(T));
     {
         int64_t t = 0;

@@ -52,3 +52,18 @@ private:
 };
 
 }  // namespace phi::kernels::cpu::test
+
+namespace phi::kernels::cpu::test {
+
+/// The levels to test: every supported one up to choose_isa(), so PHI_CPU_ISA=avx2 limits a run
+/// to scalar and avx2 (and PHI_CPU_ISA=scalar to the reference alone).
+inline std::vector<Isa> levels_to_test() {
+    std::vector<Isa> out;
+    const Isa top = choose_isa();
+    for (Isa isa : supported_isas()) {
+        if (int(isa) <= int(top)) out.push_back(isa);
+    }
+    return out;
+}
+
+}  // namespace phi::kernels::cpu::test

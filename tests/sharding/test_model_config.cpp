@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "sharding/model_config.h"
-#include "test_util.h"
+#include "sharding_test_util.h"
 
 namespace phi {
 namespace {
@@ -18,7 +18,9 @@ using test::write_file;
 
 constexpr const char* k_origin = "test/config.json";
 
-ModelConfig parse(const json& j) { return parse_model_config(j.dump(), k_origin); }
+ModelConfig parse(const json& j) {
+    return parse_model_config(j.dump(), k_origin);
+}
 
 std::function<void()> parser(const json& j) {
     return [j] { parse(j); };
@@ -84,7 +86,8 @@ json phi35_mini() {
     json j = phi3_mini_4k();
     j["max_position_embeddings"] = 131072;
     j["sliding_window"] = 262144;
-    j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", factors(48, 1.0)}, {"long_factor", factors(48, 1.08)}};
+    j["rope_scaling"] = {
+        {"type", "longrope"}, {"short_factor", factors(48, 1.0)}, {"long_factor", factors(48, 1.08)}};
     return j;
 }
 
@@ -100,7 +103,8 @@ json phi4_mini() {
     j["full_attn_mod"] = 1;
     j["bos_token_id"] = 199999;
     j["eos_token_id"] = 199999;
-    j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", factors(48, 1.0)}, {"long_factor", factors(48, 1.0)}};
+    j["rope_scaling"] = {
+        {"type", "longrope"}, {"short_factor", factors(48, 1.0)}, {"long_factor", factors(48, 1.0)}};
     return j;
 }
 
@@ -311,6 +315,14 @@ TEST(ModelConfig, PhiMoEBiasDefaultsTrue) {
     EXPECT_TRUE(c.attention_bias);
     EXPECT_TRUE(c.lm_head_bias);
     EXPECT_EQ(c.rope_theta, 1e6f);  // HF PhimoeConfig default
+
+    // Without mscales PhiMoE falls back to the LongRoPE attention factor; one alone is an error.
+    j["rope_scaling"].erase("short_mscale");
+    expect_error(parser(j), {"short_mscale", "long_mscale", "both"});
+    j["rope_scaling"].erase("long_mscale");
+    ModelConfig n = parse(j);
+    EXPECT_FALSE(n.rope_short_mscale.has_value());
+    EXPECT_FLOAT_EQ(n.rope_attention_factor, k_longrope_32x);
 }
 
 TEST(ModelConfig, SuAliasAndRopeType) {
@@ -375,12 +387,9 @@ TEST(ModelConfig, RopeParametersV5Spelling) {
     j.erase("rope_theta");
     j.erase("partial_rotary_factor");
     j.erase("original_max_position_embeddings");
-    j["rope_parameters"] = {{"rope_type", "longrope"},
-                            {"rope_theta", 10000.0},
-                            {"partial_rotary_factor", 0.75},
-                            {"original_max_position_embeddings", 4096},
-                            {"short_factor", factors(48, 1.0)},
-                            {"long_factor", factors(48, 2.0)}};
+    j["rope_parameters"] = {{"rope_type", "longrope"},          {"rope_theta", 10000.0},
+                            {"partial_rotary_factor", 0.75},    {"original_max_position_embeddings", 4096},
+                            {"short_factor", factors(48, 1.0)}, {"long_factor", factors(48, 2.0)}};
     ModelConfig c = parse(j);
     EXPECT_EQ(c.rotary_dim, 96);
     EXPECT_EQ(c.rope_scaling, RopeScaling::LongRope);
@@ -403,7 +412,7 @@ TEST(ModelConfig, RopeParametersV5Spelling) {
 TEST(ModelConfig, FactorListWrongLength) {
     json j = phi35_mini();
     j["rope_scaling"]["short_factor"] = factors(47, 1.0);
-    expect_error(parser(j), {k_origin, "short_factor", "47", "48"});
+    expect_error(parser(j), {k_origin, "'rope_scaling.short_factor'", "47", "48"});
     j = phi4_mini();  // rotary_dim 96 -> 48, not head_dim/2 = 64
     j["rope_scaling"]["long_factor"] = factors(64, 1.0);
     expect_error(parser(j), {"long_factor", "64", "48"});
@@ -419,12 +428,18 @@ TEST(ModelConfig, RefusesPhi3Small) {
     json j = phi3_mini_4k();
     j["architectures"] = {"Phi3SmallForCausalLM"};
     j["model_type"] = "phi3small";
-    expect_error(parser(j), {k_origin, "Phi3SmallForCausalLM", "different architecture", "blocksparse", "gegelu"});
+    expect_error(parser(j),
+                 {k_origin, "Phi3SmallForCausalLM", "different architecture", "blocksparse", "gegelu"});
 }
 
 TEST(ModelConfig, RefusesPhiMsft) {
-    json j = {{"architectures", {"PhiForCausalLM"}}, {"model_type", "phi-msft"}, {"n_embd", 2560},
-              {"n_head", 32},  {"n_layer", 32},      {"rotary_dim", 32},       {"vocab_size", 51200}};
+    json j = {{"architectures", {"PhiForCausalLM"}},
+              {"model_type", "phi-msft"},
+              {"n_embd", 2560},
+              {"n_head", 32},
+              {"n_layer", 32},
+              {"rotary_dim", 32},
+              {"vocab_size", 51200}};
     expect_error(parser(j), {k_origin, "phi-msft", "HF-native"});
     json k = phi1();
     k["n_embd"] = 2048;
@@ -434,8 +449,8 @@ TEST(ModelConfig, RefusesPhiMsft) {
 TEST(ModelConfig, RefusesUnknownArchitecture) {
     json j = phi3_mini_4k();
     j["architectures"] = {"LlamaForCausalLM"};
-    expect_error(parser(j), {k_origin, "LlamaForCausalLM", "not supported", "PhiForCausalLM", "Phi3ForCausalLM",
-                             "PhiMoEForCausalLM"});
+    expect_error(parser(j), {k_origin, "LlamaForCausalLM", "not supported", "PhiForCausalLM",
+                             "Phi3ForCausalLM", "PhiMoEForCausalLM"});
     j["architectures"] = json::array();
     expect_error(parser(j), {"architectures", "non-empty"});
     j["architectures"] = "Phi3ForCausalLM";

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "sharding/safetensors.h"
-#include "test_util.h"
+#include "sharding_test_util.h"
 
 namespace phi {
 namespace {
@@ -39,7 +39,7 @@ std::string one_entry(const json& entry, size_t data_len, const std::string& nam
 }
 
 class SafetensorsTest : public ::testing::Test {
-protected:
+  protected:
     /// Writes `bytes` to <tmp>/model.safetensors and opens it.
     void open(const std::string& bytes) {
         write_file(path(), bytes);
@@ -55,7 +55,7 @@ protected:
 TEST_F(SafetensorsTest, ValidFileReadsBackAllDtypes) {
     const std::vector<float> f32 = {1.0f, -2.5f, 3.25f, 0.0f, 1e-8f, 65504.0f};
     const std::vector<uint16_t> f16 = {0x3C00, 0xC000, 0x3800, 0x7C00};  // 1, -2, 0.5, inf
-    const std::vector<uint16_t> bf16 = {0x3F80, 0xC040};                  // 1, -3
+    const std::vector<uint16_t> bf16 = {0x3F80, 0xC040};                 // 1, -3
     write_file(path(), build_safetensors({{"a.f32", "F32", {2, 3}, bytes_of(f32)},
                                           {"b.f16", "F16", {4}, bytes_of(f16)},
                                           {"c.bf16", "BF16", {1, 2}, bytes_of(bf16)},
@@ -196,8 +196,9 @@ TEST_F(SafetensorsTest, ShapeProductOverflow) {
         opener(one_entry({{"dtype", "F32"}, {"shape", {uint64_t(1) << 62}}, {"data_offsets", {0, 0}}}, 0)),
         {"'w'", "overflow"});
     // A dimension beyond int64 is rejected rather than wrapped.
-    expect_error(opener(one_entry({{"dtype", "F32"}, {"shape", {~uint64_t(0)}}, {"data_offsets", {0, 0}}}, 0)),
-                 {"'w'", "non-negative"});
+    expect_error(
+        opener(one_entry({{"dtype", "F32"}, {"shape", {~uint64_t(0)}}, {"data_offsets", {0, 0}}}, 0)),
+        {"'w'", "non-negative"});
 }
 
 TEST_F(SafetensorsTest, OffsetsOutsideData) {
@@ -262,7 +263,8 @@ void write_sharded(const TempDir& dir, const std::function<void(json&)>& mutate 
     const std::vector<float> a = {1, 2}, b = {3}, c = {4, 5, 6};
     write_file(dir / "model-00001-of-00002.safetensors",
                build_safetensors({{"embed", "F32", {1, 2}, bytes_of(a)}, {"norm", "F32", {1}, bytes_of(b)}}));
-    write_file(dir / "model-00002-of-00002.safetensors", build_safetensors({{"head", "F32", {3}, bytes_of(c)}}));
+    write_file(dir / "model-00002-of-00002.safetensors",
+               build_safetensors({{"head", "F32", {3}, bytes_of(c)}}));
     json index = {{"metadata", {{"total_size", 24}}},
                   {"weight_map",
                    {{"embed", "model-00001-of-00002.safetensors"},
@@ -316,7 +318,8 @@ TEST(Checkpoint, IndexAndFilesDisagree) {
     expect_error([&] { Checkpoint ck(dir.path()); }, {"'extra'", "does not contain"});
     // Stored in a file but the index puts it elsewhere.
     write_sharded(dir, [](json& j) { j["weight_map"]["norm"] = "model-00002-of-00002.safetensors"; });
-    expect_error([&] { Checkpoint ck(dir.path()); }, {"'norm'", "stored in 'model-00001-of-00002.safetensors'"});
+    expect_error([&] { Checkpoint ck(dir.path()); },
+                 {"'norm'", "stored in 'model-00001-of-00002.safetensors'"});
     // Stored in a file but not listed.
     write_sharded(dir, [](json& j) { j["weight_map"].erase("norm"); });
     expect_error([&] { Checkpoint ck(dir.path()); }, {"'norm'", "not in weight_map"});

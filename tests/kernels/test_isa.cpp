@@ -1,0 +1,66 @@
+// Level detection and the PHI_CPU_ISA override.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "common/error.h"
+#include "kernels/cpu/isa.h"
+
+namespace {
+
+using namespace phi::kernels::cpu;
+
+/// Sets PHI_CPU_ISA for a scope and restores the previous value.
+class EnvIsa {
+public:
+    explicit EnvIsa(const char* value) {
+        if (const char* old = std::getenv("PHI_CPU_ISA")) saved_ = old, had_ = true;
+        setenv("PHI_CPU_ISA", value, 1);
+    }
+    ~EnvIsa() {
+        if (had_) {
+            setenv("PHI_CPU_ISA", saved_.c_str(), 1);
+        } else {
+            unsetenv("PHI_CPU_ISA");
+        }
+    }
+
+private:
+    std::string saved_;
+    bool had_ = false;
+};
+
+TEST(Isa, SupportedStartsWithScalarInOrder) {
+    const auto isas = supported_isas();
+    ASSERT_FALSE(isas.empty());
+    EXPECT_EQ(isas.front(), Isa::Scalar);
+    for (size_t i = 1; i < isas.size(); ++i) EXPECT_LT(int(isas[i - 1]), int(isas[i]));
+}
+
+TEST(Isa, EnvOverride) {
+    const auto isas = supported_isas();
+    {
+        EnvIsa env("");
+        EXPECT_EQ(choose_isa(), isas.back());
+    }
+    for (Isa isa : isas) {
+        EnvIsa env(std::string(isa_name(isa)).c_str());
+        EXPECT_EQ(choose_isa(), isa);
+    }
+    {
+        EnvIsa env("sse9");
+        EXPECT_THROW(choose_isa(), phi::Error);
+    }
+    if (isas.back() != Isa::Avx512) {
+        EnvIsa env("avx512");
+        EXPECT_THROW(choose_isa(), phi::Error);
+    }
+}
+
+TEST(Isa, Names) {
+    EXPECT_EQ(isa_name(Isa::Scalar), "scalar");
+    EXPECT_EQ(isa_name(Isa::Avx2), "avx2");
+    EXPECT_EQ(isa_name(Isa::Avx512), "avx512");
+}
+
+}  // namespace
