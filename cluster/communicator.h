@@ -36,6 +36,9 @@ public:
     /// Every rank's `count` uint64 values land at recv[r * count] on every rank.
     virtual void all_gather_u64(const uint64_t* send, int64_t count, uint64_t* recv) = 0;
     virtual void barrier() = 0;
+    /// Deadline for each following collective (the watchdog); implementations without one
+    /// ignore it.
+    virtual void set_timeout(std::chrono::milliseconds) {}
 
     const CommStats& stats() const { return stats_; }
     void reset_stats() { stats_ = CommStats{}; }

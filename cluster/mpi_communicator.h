@@ -42,7 +42,7 @@ public:
 
     /// Deadline for one collective (the watchdog). Waiting for the next step plan uses its own,
     /// longer deadline: set_wait_timeout.
-    void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+    void set_timeout(std::chrono::milliseconds t) override { timeout_ = t; }
     std::chrono::milliseconds timeout() const { return timeout_; }
 
     /// Blocks until `req` completes or the deadline passes; on timeout aborts the job naming

@@ -668,6 +668,21 @@ def forward_logits(model, ids):
         return model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False).logits[0].float()
 
 
+def router_logits_of_forward(model, ids):
+    records, hooks = [], []
+    for name, mod in model.named_modules():
+        if type(mod).__name__ == "PhimoeTopKRouter":
+            def fwd_hook(mod, args, out, name=name):
+                records.append((name, out[0].detach().clone(), out[1].detach().clone(), out[2].detach().clone()))
+            hooks.append(mod.register_forward_hook(fwd_hook))
+    try:
+        forward_logits(model, ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return records
+
+
 def bf16_rounded(model):
     m = copy.deepcopy(model)
     with torch.no_grad():
@@ -891,7 +906,9 @@ MOE_NOTES = (
     "(w1 + w2 != 1 in general). Experts: expert e's w1 = gate, w3 = up, w2 = down; "
     "out_e = (silu(w1 h) * w3 h) @ w2^T * w_k; contributions are index_add_-ed into a zero tensor in increasing "
     "expert index order. Routing stats over generate: {stats}. Every router decision in prefill and generation was "
-    "checked to be at least 2e-5 (relative) away from a tie or from the 2*eps threshold."
+    "checked to be at least 2e-5 (relative) away from a tie or from the 2*eps threshold (also in the bf16-rounded "
+    "model's prompt forward). NB: rounding the weights to bf16 changes some routing decisions, so "
+    "prompt_logits_bf16 differs from prompt_logits by much more here than in the dense fixtures."
 )
 
 
@@ -982,6 +999,9 @@ def try_seed(spec, cfg_obj, seed):
         if ok:
             st = routing_stats(router)
             ok = st["top1_weight_lt_1"] > 0 and st["top2_weight_lt_1"] > 0
+    if ok and router:
+        # the bf16-rounded-weight model (prompt_logits_bf16) must route robustly too
+        ok = routing_ok(router_logits_of_forward(bf16_rounded(model), prompt), model.config.router_jitter_noise)
     long_prompt = None
     if ok and spec.get("long_prompt_len"):
         long_prompt = torch.randint(0, T, (spec["long_prompt_len"],), generator=gen).tolist()
@@ -1196,6 +1216,8 @@ def make_fixture(spec, out_root):
         stats = routing_stats(router)
         golden["routing_stats"] = stats
         check(routing_ok(router, cfg.router_jitter_noise), f"{name}: knife-edge routing after reload")
+        check(routing_ok(router_logits_of_forward(bf16_rounded(loaded), prompt), cfg.router_jitter_noise),
+              f"{name}: knife-edge routing in the bf16-rounded model")
         notes += " " + MOE_NOTES.format(automodel=automodel, stats=json.dumps(stats)) + notes_rope
     if spelling_note:
         notes += spelling_note
@@ -1232,8 +1254,9 @@ def main():
     check(ACT2FN["gelu_new"].__class__ is NewGELUActivation, "gelu_new is not NewGELUActivation")
     for spec in specs:
         make_fixture(spec, out_root)
-    total = sum(f.stat().st_size for f in out_root.rglob("*") if f.is_file())
-    print(f"total {total / 1024 / 1024:.2f} MiB in {out_root}")
+    total = sum(f.stat().st_size for s in (sp() for sp in SPECS) for f in (out_root / s["name"]).glob("*")
+                if f.is_file())
+    print(f"total {total / 1024 / 1024:.2f} MiB in the golden fixture folders under {out_root}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,15 @@ int64_t argmax(std::span<const float> logits, int64_t limit) {
 
 GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, int64_t max_new,
                              int64_t sample_limit, int32_t first_block) {
+    PHI_CHECK(model.plan().world == 1, "generate_greedy(PhiModel&) is for single-rank models");
+    LocalCommunicator comm;
+    StepExecutor exec(model, comm, WatchdogOptions{});
+    return generate_greedy(exec, prompt, max_new, sample_limit, first_block);
+}
+
+GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt, int64_t max_new,
+                             int64_t sample_limit, int32_t first_block) {
+    PhiModel& model = exec.model();
     PHI_CHECK(!prompt.empty(), "empty prompt");
     const ModelConfig& cfg = model.config();
     const int64_t bs = model.block_size();
@@ -42,12 +51,14 @@ GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, i
             cached = 0;  // short-factor keys cannot be reused: recompute everything with long factors
             ++res.reprefills;
         }
-        SeqStep step;
-        step.tokens = std::span<const int32_t>(seq.data() + cached, size_t(total - cached));
-        step.start_pos = cached;
-        step.block_table = table;
-        step.long_rope = long_rope;
-        model.forward(std::span<const SeqStep>(&step, 1), &logits);
+        StepPlan plan;
+        SeqPlan sp;
+        sp.tokens.assign(seq.begin() + cached, seq.end());
+        sp.start_pos = cached;
+        sp.block_table = table;
+        sp.long_rope = long_rope;
+        plan.seqs.push_back(std::move(sp));
+        exec.run(plan, &logits);
         cached = total;
         cache_long = long_rope;
         const int64_t next = argmax(std::span<const float>(logits.data(), size_t(vp)), sample_limit);

@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "worker/phi_model.h"
+#include "worker/step_executor.h"
 
 namespace phi {
 
@@ -24,6 +24,10 @@ struct GreedyResult {
 
 /// Greedy generation of `max_new` tokens after `prompt`, choosing only ids < `sample_limit`
 /// (the tokenizer's size). Uses blocks [first_block, ...) of the model's cache.
+GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt, int64_t max_new,
+                             int64_t sample_limit, int32_t first_block = 0);
+
+/// Same on a single-rank model (builds a local executor).
 GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, int64_t max_new,
                              int64_t sample_limit, int32_t first_block = 0);
 

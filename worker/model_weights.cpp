@@ -17,7 +17,8 @@ struct Piece {
 
 class Loader {
 public:
-    Loader(const Checkpoint& ckpt, DType dtype, ModelWeights& w) : ckpt_(ckpt), dtype_(dtype), w_(w) {}
+    Loader(const Checkpoint& ckpt, DType dtype, ModelWeights& w, std::vector<HeldTensor>* dry_run)
+        : ckpt_(ckpt), dtype_(dtype), w_(w), dry_run_(dry_run) {}
 
     const TensorInfo& tensor(const std::string& name, std::initializer_list<int64_t> shape) {
         const TensorInfo& t = ckpt_.get(name);
@@ -31,6 +32,7 @@ public:
     // Small fp32 tensor (norm, bias, router): rounded through bf16 when weights are bf16.
     OwnedTensor small(const std::vector<Piece>& pieces) {
         OwnedTensor t = concat(pieces, Range{}, DType::F32);
+        if (dry_run_) return t;
         if (dtype_ == DType::BF16) {
             float* p = t.f32();
             const int64_t n = t.rows() * t.cols();
@@ -41,6 +43,10 @@ public:
 
 private:
     OwnedTensor concat(const std::vector<Piece>& pieces, Range cols, DType dst) {
+        if (dry_run_) {
+            record(pieces, cols, dst);
+            return OwnedTensor{};
+        }
         std::vector<OwnedTensor> parts;
         int64_t rows = 0;
         for (const Piece& p : pieces) {
@@ -66,9 +72,30 @@ private:
         return out;
     }
 
+    void record(const std::vector<Piece>& pieces, Range cols, DType dst) {
+        HeldTensor h;
+        int64_t rows = 0;
+        for (const Piece& p : pieces) {
+            if (!h.source.empty() && h.source.find(p.t->name) == std::string::npos) h.source += "+";
+            if (h.source.find(p.t->name) == std::string::npos) h.source += p.t->name;
+            rows += p.rows.size();
+        }
+        const TensorInfo& t0 = *pieces[0].t;
+        h.shape = {rows};
+        int64_t width = 1;
+        if (t0.shape.size() == 2) {
+            width = cols.size() == 0 ? t0.shape[1] : cols.size();
+            h.shape.push_back(width);
+        }
+        h.dtype = dst;
+        h.bytes = size_t(rows) * size_t(width) * dtype_size(dst);
+        dry_run_->push_back(std::move(h));
+    }
+
     const Checkpoint& ckpt_;
     DType dtype_;
     ModelWeights& w_;
+    std::vector<HeldTensor>* dry_run_;
 };
 
 Range scaled(Range r, int64_t k, int64_t offset = 0) { return Range{offset + r.begin * k, offset + r.end * k}; }
@@ -77,15 +104,33 @@ Range scaled(Range r, int64_t k, int64_t offset = 0) { return Range{offset + r.b
 
 kernels::cpu::WeightView ModelWeights::lm_head_view() const { return view_of(lm_head.empty() ? embed : lm_head); }
 
+namespace {
+ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan, DType dtype,
+                          std::vector<HeldTensor>* dry_run);
+}
+
 ModelWeights load_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
                                 DType dtype) {
+    return load_or_plan(ckpt, cfg, plan, dtype, nullptr);
+}
+
+std::vector<HeldTensor> plan_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
+                                           DType dtype) {
+    std::vector<HeldTensor> held;
+    load_or_plan(ckpt, cfg, plan, dtype, &held);
+    return held;
+}
+
+namespace {
+ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan, DType dtype,
+                          std::vector<HeldTensor>* dry_run) {
     PHI_CHECK(dtype == DType::F32 || dtype == DType::BF16, "CPU weights must be F32 or BF16, not {}",
               dtype_name(dtype));
     PHI_CHECK(!(cfg.arch == Arch::Phi3 && cfg.attention_bias),
               "{} with attention_bias=true is not a released Phi-3 layout and is not supported",
               cfg.architecture);
     ModelWeights w;
-    Loader ld(ckpt, dtype, w);
+    Loader ld(ckpt, dtype, w, dry_run);
     const int64_t d = cfg.d_model, hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads, dff = cfg.d_ff;
     const Range q_rows = scaled(plan.q_heads, hd), kv_rows = scaled(plan.kv_heads, hd);
     const Range o_cols = q_rows;
@@ -159,5 +204,6 @@ ModelWeights load_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, 
     }
     return w;
 }
+}  // namespace
 
 }  // namespace phi

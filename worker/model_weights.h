@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
@@ -43,6 +44,18 @@ struct ModelWeights {
 
     kernels::cpu::WeightView lm_head_view() const;
 };
+
+/// One tensor a rank holds, for --print-plan.
+struct HeldTensor {
+    std::string source;  // checkpoint tensor name(s), '+' joined for fused pieces
+    std::vector<int64_t> shape;
+    DType dtype = DType::F32;
+    size_t bytes = 0;
+};
+
+/// What rank plan.rank would hold, without copying any weight bytes.
+std::vector<HeldTensor> plan_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
+                                           DType dtype);
 
 /// Loads rank plan.rank's shard. `dtype` is the run-time weight dtype (F32 or BF16). Every tensor
 /// is checked against its expected global shape; a missing or mis-shaped one is a clear error.

@@ -14,6 +14,7 @@
 #include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "cluster/step_plan.h"
 
 namespace phi {
 
@@ -88,7 +89,11 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
               plan.rank, plan.world);
     if (cfg.rope_scaling == RopeScaling::LongRope) {
         inv_freq_short_ = make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_short_factor);
-        inv_freq_long_ = make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_long_factor);
+        // Pinned HF (5.24) PhiMoE keeps the short factors at every length and switches only the
+        // mscale (docs/GOLDENS.md); Phi3 switches the factors.
+        inv_freq_long_ = cfg.arch == Arch::PhiMoE
+                             ? inv_freq_short_
+                             : make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_long_factor);
         rope_scale_short_ = cfg.rope_short_mscale.value_or(cfg.rope_attention_factor);
         rope_scale_long_ = cfg.rope_long_mscale.value_or(cfg.rope_attention_factor);
     } else {
@@ -294,6 +299,7 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
         debug_dump(x, T * d, "residual", l);
     }
     tokens_computed_ += T;
+    activation_hash_ = fnv1a(x, size_t(T * d) * sizeof(float));
 
     // Final norm and LM head only on the rows whose logits are wanted.
     std::vector<float> rows_in(size_t(R * d));

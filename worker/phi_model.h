@@ -50,6 +50,9 @@ public:
     const ModelWeights& weights() const { return w_; }
     KvCache& kv_cache() { return kv_; }
     int64_t block_size() const { return kv_.layout().block_size; }
+    /// FNV-1a of the residual stream after the last forward ([tokens, d_model]); identical on
+    /// every rank because every all-reduce result is.
+    uint64_t activation_hash() const { return activation_hash_; }
     /// Tokens whose K/V were computed since construction (decode must add exactly one per step).
     int64_t tokens_computed() const { return tokens_computed_; }
 
@@ -69,6 +72,7 @@ private:
     float rope_scale_short_ = 1.0f, rope_scale_long_ = 1.0f;
     std::optional<std::filesystem::path> dump_dir_;
     int64_t tokens_computed_ = 0;
+    uint64_t activation_hash_ = 0;
 
     // Scratch, grown on demand and reused across steps.
     std::vector<float> x_, h_, qkv_, attn_, t1_, t2_, t3_;

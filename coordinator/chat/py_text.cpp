@@ -222,7 +222,7 @@ std::vector<std::string> split(std::string_view s, const std::optional<std::stri
             }
             if (pos >= n) break;
             if (static_cast<int64_t>(parts.size()) >= maxsplit) {
-                parts.emplace_back(rstrip_space(s.substr(pos)));
+                parts.emplace_back(s.substr(pos));  // the remainder keeps its trailing whitespace
                 break;
             }
             const size_t start = pos;

@@ -13,12 +13,18 @@
 
 namespace {
 
+#ifndef PHI_PF_HINT
+#define PHI_PF_HINT _MM_HINT_T1
+#endif
 using F = V::F;
 
 /// y[t, r] = dot(x[t, :], w[r, :]) (+ bias[r]) for a tile of R weight rows and T tokens.
+/// pf (or null): the next R-row weight block, prefetched at the rate this one is consumed, so the
+/// weight stream stays one block ahead of the loads (short rows defeat the hardware prefetcher).
 template <typename W, int R, int T>
 inline void linear_tile(float* y, int64_t ldy, const float* x, int64_t ldx, const W* w, int64_t ldw,
-                        int64_t k_total, const float* bias) {
+                        int64_t k_total, const float* bias, const char* pf) {
+    constexpr int k_pf_lines = int(R * sizeof(W) * V::k_width / 64);  // lines consumed per step
     F acc[T][R];
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -27,6 +33,11 @@ inline void linear_tile(float* y, int64_t ldy, const float* x, int64_t ldx, cons
     }
     int64_t k = 0;
     for (; k + V::k_width <= k_total; k += V::k_width) {
+        if (k_pf_lines > 0 && pf != nullptr) {
+#pragma GCC unroll 8
+            for (int l = 0; l < k_pf_lines; ++l) _mm_prefetch(pf + 64 * l, PHI_PF_HINT);
+            pf += 64 * k_pf_lines;
+        }
         F wv[R];
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) wv[r] = V::load(w + r * ldw + k);
@@ -63,14 +74,14 @@ inline void linear_tile(float* y, int64_t ldy, const float* x, int64_t ldx, cons
 /// linear_tile with T = tn (1 <= tn <= V::k_tokens) chosen at run time.
 template <typename W, int R, int T = V::k_tokens>
 inline void linear_tile_n(int64_t tn, float* y, int64_t ldy, const float* x, int64_t ldx, const W* w,
-                          int64_t ldw, int64_t k_total, const float* bias) {
+                          int64_t ldw, int64_t k_total, const float* bias, const char* pf) {
     if constexpr (T > 1) {
         if (tn < T) {
-            linear_tile_n<W, R, T - 1>(tn, y, ldy, x, ldx, w, ldw, k_total, bias);
+            linear_tile_n<W, R, T - 1>(tn, y, ldy, x, ldx, w, ldw, k_total, bias, pf);
             return;
         }
     }
-    linear_tile<W, R, T>(y, ldy, x, ldx, w, ldw, k_total, bias);
+    linear_tile<W, R, T>(y, ldy, x, ldx, w, ldw, k_total, bias, pf);
 }
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -96,15 +107,20 @@ void linear_impl(float* y, const float* x, int64_t n, const W* w, int64_t rows, 
             const int64_t t_hi = min64(n, t0 + tb);
             int64_t o = o_lo;
             for (; o + R <= o_hi; o += R) {
+                // Prefetch the next block while the first token tile streams this one.
+#ifndef PHI_PF_AHEAD
+#define PHI_PF_AHEAD 1
+#endif
+                const char* pf = o + (PHI_PF_AHEAD + 1) * R <= rows && PHI_PF_AHEAD > 0 ? reinterpret_cast<const char*>(w + (o + PHI_PF_AHEAD * R) * cols) : nullptr;
                 for (int64_t t = t0; t < t_hi; t += T) {
                     linear_tile_n<W, R>(min64(T, t_hi - t), y + t * rows + o, rows, x + t * cols, cols,
-                                        w + o * cols, cols, cols, bias ? bias + o : nullptr);
+                                        w + o * cols, cols, cols, bias ? bias + o : nullptr, t == t0 ? pf : nullptr);
                 }
             }
             for (; o < o_hi; ++o) {
                 for (int64_t t = t0; t < t_hi; t += T) {
                     linear_tile_n<W, 1>(min64(T, t_hi - t), y + t * rows + o, rows, x + t * cols, cols,
-                                        w + o * cols, cols, cols, bias ? bias + o : nullptr);
+                                        w + o * cols, cols, cols, bias ? bias + o : nullptr, nullptr);
                 }
             }
         }

@@ -56,7 +56,7 @@ void check_prompt(PhiModel& model, const std::vector<int32_t>& prompt,
         ASSERT_EQ(expected[size_t(r)].size(), size_t(v));
         worst = std::max(worst, max_abs_diff(row, expected[size_t(r)]));
     }
-    RecordProperty(what, std::to_string(worst));
+    ::testing::Test::RecordProperty(what, std::to_string(worst));
     std::printf("[%s] %s max abs logit error %.3g\n", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
                 what, worst);
     EXPECT_LE(worst, k_tolerance) << what;
@@ -99,7 +99,9 @@ TEST_P(Golden, GreedyTokensAndStepLogitsMatchHf) {
     EXPECT_LE(worst, k_tolerance);
     // Decoding computes exactly one new token per step (plus LongRoPE's one-time recomputation).
     const int64_t expected_tokens = int64_t(g.prompt.size()) + int64_t(g.greedy.size()) - 1;
-    if (res.reprefills == 0) EXPECT_EQ(model->tokens_computed(), expected_tokens);
+    if (res.reprefills == 0) {
+        EXPECT_EQ(model->tokens_computed(), expected_tokens);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Golden, ::testing::ValuesIn(k_fixtures),

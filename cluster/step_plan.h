@@ -1,0 +1,46 @@
+// StepPlan: what every rank computes in one step, decided by rank 0 alone and broadcast to all
+// ranks. Encoded as a small versioned binary frame; decoding validates every length, so a corrupt
+// frame is an error, never an out-of-bounds read.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace phi {
+
+enum class StepKind : uint8_t {
+    Forward = 1,    // run the sequences below
+    Heartbeat = 2,  // nothing to run; proves rank 0 is alive while idle
+    Shutdown = 3,   // leave the worker loop and exit cleanly
+};
+
+struct SeqPlan {
+    int64_t seq_id = 0;
+    int64_t start_pos = 0;  // tokens already in this sequence's cache
+    bool long_rope = false;
+    bool all_logits = false;
+    std::vector<int32_t> tokens;       // new tokens
+    std::vector<int32_t> block_table;  // blocks covering [0, start_pos + tokens.size())
+};
+
+struct StepPlan {
+    uint64_t step = 0;
+    StepKind kind = StepKind::Forward;
+    std::vector<SeqPlan> seqs;
+    std::vector<int64_t> released;  // sequences finished or cancelled since the last step
+};
+
+std::vector<uint8_t> encode_step_plan(const StepPlan& plan);
+/// Throws phi::Error describing what is malformed.
+StepPlan decode_step_plan(std::span<const uint8_t> bytes);
+
+/// Hash of the state a rank applied in this step (step number, sequence ids, lengths, block
+/// tables, rope modes): equal on every rank when all ranks follow the same plan.
+uint64_t step_state_hash(const StepPlan& plan);
+
+/// FNV-1a over raw bytes; `seed` chains calls.
+uint64_t fnv1a(const void* data, size_t n, uint64_t seed = 1469598103934665603ull);
+
+}  // namespace phi
