@@ -46,10 +46,9 @@ ShardPlan make_shard_plan(const ModelConfig& cfg, int world, int rank) {
     p.vocab_local = p.vocab_padded / world;
     p.vocab = Range{rank * p.vocab_local, (rank + 1) * p.vocab_local};
 
-    if (world > 1) {
-        const int64_t per_layer = cfg.parallel_residual ? 1 : 2;
-        p.all_reduces_per_step = per_layer * cfg.n_layers + 1;
-    }
+    // One per layer for the parallel block, two otherwise, plus the vocab-parallel embedding's
+    // (skipped with one rank, where the layer ones are no-ops).
+    p.all_reduces_per_step = (cfg.parallel_residual ? 1 : 2) * cfg.n_layers + (world > 1 ? 1 : 0);
     return p;
 }
 

@@ -39,8 +39,8 @@ struct ShardPlan {
     Range vocab;               // rows of embedding / LM head held, in padded space
     int64_t vocab_local = 0;
 
-    /// Collectives per forward step (for tests and metrics): all-reduces in the layers plus the
-    /// vocab-parallel embedding's one (when world > 1).
+    /// All-reduces per forward step (for tests and metrics): 2L+1 for sequential blocks, L+1 for
+    /// Phi-1/1.5/2's parallel blocks; the +1 (vocab-parallel embedding) only when world > 1.
     int64_t all_reduces_per_step = 0;
 };
 

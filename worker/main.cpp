@@ -3,7 +3,9 @@
 // of a prompt given as token ids and prints the generated ids, or prints the shard plan.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "cluster/mpi_communicator.h"
@@ -40,6 +42,8 @@ struct Args {
     int tp = 0;
     int print_plan = 0;
     int64_t watchdog_ms = 10000;
+    int64_t plan_wait_ms = 120000;
+    int64_t vocab_limit = 0;
 };
 
 int run(phi::Communicator& comm, const Args& a) {
@@ -59,6 +63,7 @@ int run(phi::Communicator& comm, const Args& a) {
     auto model = phi::load_model(a.model_dir, comm, opts);
     phi::WatchdogOptions wd;
     wd.step_base = std::chrono::milliseconds(a.watchdog_ms);
+    wd.plan_wait = std::chrono::milliseconds(a.plan_wait_ms);
     phi::StepExecutor exec(*model, comm, wd);
     if (comm.rank() != 0) {
         exec.follow();
@@ -67,7 +72,9 @@ int run(phi::Communicator& comm, const Args& a) {
     phi::log().info("model {} loaded on {} rank(s): {} layers, d_model {}, {} heads, ISA {}", a.model_dir,
                     comm.size(), model->config().n_layers, model->config().d_model, model->config().n_heads,
                     phi::kernels::cpu::isa_name(opts.isa));
-    const auto res = phi::generate_greedy(exec, prompt, a.max_tokens, model->config().vocab_size);
+    const int64_t limit = a.vocab_limit > 0 ? std::min(a.vocab_limit, model->config().vocab_size)
+                                            : model->config().vocab_size;
+    const auto res = phi::generate_greedy(exec, prompt, a.max_tokens, limit);
     exec.shutdown();
     std::printf("generated ids:");
     for (int32_t t : res.tokens) std::printf(" %d", t);
@@ -90,6 +97,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 4096));
     app.add_option("--watchdog-ms", a.watchdog_ms, "base deadline of a step's collectives")
         ->check(CLI::Range(100, 86400000));
+    app.add_option("--plan-wait-ms", a.plan_wait_ms, "how long ranks > 0 wait for rank 0's next step plan")
+        ->check(CLI::Range(100, 86400000));
+    app.add_option("--vocab-limit", a.vocab_limit, "only ids below this are generated (the tokenizer's size)");
     app.add_option("--log-level", a.log_level, "trace, debug, info, warn, error");
     CLI11_PARSE(app, argc, argv);
 
@@ -107,10 +117,9 @@ int main(int argc, char** argv) {
         std::fflush(stderr);
         // A failing rank takes the whole group down at once: no rank is left waiting in a
         // collective for it.
-        int size = 1;
-        MPI_Comm_size(MPI_COMM_WORLD, &size);
-        if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-        code = 1;
+        // Exiting without MPI_Finalize makes mpirun end the job at once; MPI_Abort would instead
+        // wait out the SIGTERM->SIGKILL grace period meant for draining.
+        std::_Exit(1);
     }
     return code;
 }

@@ -31,7 +31,11 @@ struct AttentionArgs {
     const int32_t* q_to_kv;  // [n_heads]
     float scale;
     int64_t sliding_window;
-    float* scratch;          // [max_threads, scratch_stride]
+    // Work item of the SIMD levels: a block of consecutive queries x a run of consecutive heads (the
+    // last ones may be smaller). Blocking only shares K/V loads; it never changes a result.
+    int64_t queries_per_item;
+    int64_t heads_per_item;
+    float* scratch;          // [max_threads, queries_per_item, heads_per_item, scratch_stride]
     int64_t scratch_stride;  // >= start_pos + n
 };
 

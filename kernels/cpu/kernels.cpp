@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/error.h"
@@ -114,10 +115,20 @@ void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, 
     }
     check_blocks(layout, block_table, start_pos + n, "paged_attention");
     if (n == 0) return;
+    // Work item = a block of up to 8 queries x a run of heads, sized so its q and out rows stay in
+    // L1 (about 64 rows of head_dim): each K/V row of the item's heads (contiguous in the cache) is
+    // loaded once for all its queries. Heads are split further only to give every thread work.
+    const int64_t threads = omp_get_max_threads();
+    const int64_t qb = std::min<int64_t>(n, 8);
+    const int64_t q_chunks = (n + qb - 1) / qb;
+    int64_t h_chunks = (n_heads + 64 / qb - 1) / (64 / qb);
+    if (q_chunks * h_chunks < threads) h_chunks = std::min(n_heads, (threads + q_chunks - 1) / q_chunks);
+    const int64_t hb = (n_heads + h_chunks - 1) / h_chunks;
     const int64_t stride = (start_pos + n + 15) / 16 * 16;  // scores of one (query, head), padded
-    std::vector<float> scratch(size_t(omp_get_max_threads()) * size_t(stride));
-    const AttentionArgs a{out,   q, k_cache, v_cache, layout, block_table,    start_pos,     n,
-                          n_heads, q_to_kv, scale, sliding_window, scratch.data(), stride};
+    std::vector<float> scratch(size_t(threads * qb * hb * stride));
+    const AttentionArgs a{out,   q,      k_cache, v_cache, layout,         block_table, start_pos,
+                          n,     n_heads, q_to_kv, scale,  sliding_window, qb,          hb,
+                          scratch.data(), stride};
     switch (isa) {
         case Isa::Scalar: ref::paged_attention(a); return;
         case Isa::Avx2: avx2::paged_attention(a); return;

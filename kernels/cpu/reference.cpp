@@ -17,8 +17,10 @@ namespace phi::kernels::cpu::ref {
 namespace {
 
 constexpr int64_t k_lanes = 8;
-// Below this many elements an elementwise op runs on the calling thread only.
+// Below this many elements an elementwise op runs on the calling thread only (fork/join costs
+// microseconds); ops calling expf/tanhf per element are worth splitting much sooner.
 constexpr int64_t k_parallel_min = 1 << 15;
+constexpr int64_t k_parallel_min_transcendental = 1 << 12;
 
 float reduce_lanes(float (&s)[k_lanes]) {
     for (int j = 0; j < 4; ++j) s[j] += s[j + 4];
@@ -129,6 +131,7 @@ void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, fl
     }
 }
 
+// One (query, head) pair at a time (the reference ignores the SIMD levels' blocking).
 void paged_attention(const AttentionArgs& a) {
     const int64_t d = a.layout.head_dim;
     const int64_t bs = a.layout.block_size;
@@ -143,7 +146,7 @@ void paged_attention(const AttentionArgs& a) {
         const int64_t kvh = a.q_to_kv[h];
         const float* q = a.q + pair * d;  // [d]
         float* out = a.out + pair * d;    // [d]
-        float* sc = a.scratch + int64_t(omp_get_thread_num()) * a.scratch_stride;  // [qpos + 1 - lo]
+        float* sc = a.scratch + int64_t(omp_get_thread_num()) * a.queries_per_item * a.heads_per_item * a.scratch_stride;  // [qpos + 1 - lo]
         auto row = [&](const float* cache, int64_t p) {
             const int64_t blk = a.block_table[p / bs];
             return cache + ((blk * bs + p % bs) * nkv + kvh) * d;
@@ -163,9 +166,10 @@ void paged_attention(const AttentionArgs& a) {
             sc[p - lo] = e;
             sum += e;
         }
+        const float inv = 1.0f / sum;  // probabilities as e * (1 / sum), as torch's CPU softmax
         for (int64_t j = 0; j < d; ++j) out[j] = 0.0f;
         for (int64_t p = lo; p <= qpos; ++p) {
-            const float prob = sc[p - lo] / sum;
+            const float prob = sc[p - lo] * inv;
             const float* v = row(a.v_cache, p);
             for (int64_t j = 0; j < d; ++j) out[j] += prob * v[j];
         }
@@ -173,7 +177,7 @@ void paged_attention(const AttentionArgs& a) {
 }
 
 void gelu_new(float* x, int64_t count) {
-#pragma omp parallel for schedule(static) if (count >= k_parallel_min)
+#pragma omp parallel for schedule(static) if (count >= k_parallel_min_transcendental)
     for (int64_t i = 0; i < count; ++i) {
         // HF's op order: t = x^3; t = 0.044715 t; t = x + t; t = c t; t = tanh t; t = 1 + t; 0.5 x t.
         const float v = x[i];
@@ -188,14 +192,13 @@ void gelu_new(float* x, int64_t count) {
 }
 
 void silu_mul(float* out, const float* in, int64_t n, int64_t d) {
-#pragma omp parallel for schedule(static) if (n * d >= k_parallel_min)
+    // collapse(2): a single decode row (n = 1, d = d_ff) is split across threads too.
+#pragma omp parallel for collapse(2) schedule(static) if (n * d >= k_parallel_min_transcendental)
     for (int64_t t = 0; t < n; ++t) {
-        const float* gate = in + t * 2 * d;  // [d]
-        const float* up = gate + d;          // [d]
-        float* o = out + t * d;              // [d]
         for (int64_t j = 0; j < d; ++j) {
-            const float g = gate[j];
-            o[j] = g / (1.0f + std::exp(-g)) * up[j];
+            const float g = in[t * 2 * d + j];       // gate = in[t, 0:d]
+            const float up = in[t * 2 * d + d + j];  // up = in[t, d:2d]
+            out[t * d + j] = g / (1.0f + std::exp(-g)) * up;
         }
     }
 }

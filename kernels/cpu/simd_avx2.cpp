@@ -6,21 +6,14 @@
 
 #include "kernels/cpu/impl.h"
 
-#ifndef PHI_AVX2_ROWS
-#define PHI_AVX2_ROWS 4
-#endif
-#ifndef PHI_AVX2_TOKENS
-#define PHI_AVX2_TOKENS 3
-#endif
-
 namespace phi::kernels::cpu::avx2 {
 namespace {
 
 struct V {
     using F = __m256;
     static constexpr int k_width = 8;
-    static constexpr int k_rows = PHI_AVX2_ROWS;
-    static constexpr int k_tokens = PHI_AVX2_TOKENS;
+    static constexpr int k_rows = 3;  // register tile of linear: rows x tokens accumulators
+    static constexpr int k_tokens = 4;
 
     static __m256i mask(int rem) {
         return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

@@ -9,21 +9,14 @@
 
 #include "kernels/cpu/impl.h"
 
-#ifndef PHI_AVX512_ROWS
-#define PHI_AVX512_ROWS 4
-#endif
-#ifndef PHI_AVX512_TOKENS
-#define PHI_AVX512_TOKENS 6
-#endif
-
 namespace phi::kernels::cpu::avx512 {
 namespace {
 
 struct V {
     using F = __m512;
     static constexpr int k_width = 16;
-    static constexpr int k_rows = PHI_AVX512_ROWS;
-    static constexpr int k_tokens = PHI_AVX512_TOKENS;
+    static constexpr int k_rows = 4;  // register tile of linear: rows x tokens accumulators
+    static constexpr int k_tokens = 6;
 
     static __mmask16 mask(int rem) { return rem >= 16 ? __mmask16(0xffff) : __mmask16((1u << rem) - 1u); }
     static F zero() { return _mm512_setzero_ps(); }

@@ -1,0 +1,191 @@
+// PCRE2 wrapper, see regex.h.
+//
+// HF tokenizers compiles tokenizer.json patterns with Oniguruma (Ruby syntax, Unicode): \s is Unicode
+// White_Space, \w is Unicode word characters, ^ and $ are line anchors. PCRE2 10.42 in UCP mode differs on
+// a few code points (\s includes U+180E; \w lacks combining marks), so those escapes are rewritten to
+// explicit classes, and PCRE2_MULTILINE gives Ruby's anchors.
+#include "coordinator/tokenizer/regex.h"
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+
+#include <pcre2.h>
+
+#include "common/error.h"
+
+namespace phi::tokenizer {
+
+namespace {
+
+// Unicode White_Space, as a class body.
+constexpr std::string_view k_space_class =
+    "\\x{09}-\\x{0D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"
+    "\\x{3000}";
+// Oniguruma's Unicode \w: Alphabetic, marks, decimal digits, connector punctuation, join controls.
+constexpr std::string_view k_word_class = "\\p{L}\\p{Nl}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}";
+constexpr std::string_view k_hex_class = "0-9a-fA-F";
+
+std::string pcre2_message(int code) {
+    PCRE2_UCHAR buf[256];
+    pcre2_get_error_message(code, buf, sizeof(buf));
+    return reinterpret_cast<const char*>(buf);
+}
+
+}  // namespace
+
+struct Regex::Impl {
+    pcre2_code* code = nullptr;
+    bool jit = false;
+    ~Impl() {
+        if (code) pcre2_code_free(code);
+    }
+};
+
+std::string Regex::translate(std::string_view p) {
+    std::string out;
+    out.reserve(p.size() + 64);
+    bool in_class = false;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+        const char c = p[i];
+        if (c == '\\' && i + 1 < p.size()) {
+            const char d = p[i + 1];
+            std::string_view body;
+            switch (d) {
+                case 's':
+                case 'S':
+                    body = k_space_class;
+                    break;
+                case 'w':
+                case 'W':
+                    body = k_word_class;
+                    break;
+                case 'h':
+                case 'H':
+                    body = k_hex_class;
+                    break;
+                default:
+                    break;
+            }
+            if (!body.empty()) {
+                const bool negated = d == 'S' || d == 'W' || d == 'H';
+                if (!in_class) {
+                    out += negated ? "[^" : "[";
+                    out += body;
+                    out += ']';
+                } else if (!negated) {
+                    out += body;
+                } else if (d == 'H') {
+                    PHI_FAIL("regex '{}': \\H inside a character class is not supported", p);
+                } else {
+                    // A negated class escape inside a class cannot be spelled out in PCRE2: keep PCRE2's own
+                    // meaning (differs from Oniguruma only on U+180E and combining marks).
+                    out += c;
+                    out += d;
+                }
+                ++i;
+                continue;
+            }
+            out += c;
+            out += d;
+            ++i;
+            continue;
+        }
+        if (c == '[') {
+            if (!in_class) {
+                in_class = true;
+                out += c;
+                if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+                if (i + 1 < p.size() && p[i + 1] == ']') {  // a leading ']' is a literal
+                    out += "\\]";
+                    ++i;
+                }
+                continue;
+            }
+            if (i + 1 < p.size() && p[i + 1] == ':') {  // POSIX class [:alpha:]
+                const std::size_t end = p.find(":]", i + 2);
+                PHI_CHECK(end != std::string_view::npos, "regex '{}': unterminated POSIX class", p);
+                out.append(p.substr(i, end + 2 - i));
+                i = end + 1;
+                continue;
+            }
+            PHI_FAIL("regex '{}': nested character classes (Oniguruma syntax) are not supported", p);
+        }
+        if (c == ']' && in_class) in_class = false;
+        out += c;
+    }
+    return out;
+}
+
+std::string Regex::escape(std::string_view literal) {
+    std::string out;
+    for (const char c : literal) {
+        if (std::string_view("\\^$.|?*+()[]{}-/#&~ ").find(c) != std::string_view::npos) {
+            out += "\\x{";
+            out += fmt::format("{:X}", static_cast<unsigned char>(c));
+            out += '}';
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_unique<Impl>()) {
+    const std::string translated = translate(pattern);
+    int err = 0;
+    PCRE2_SIZE err_off = 0;
+    impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                                PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &err, &err_off,
+                                nullptr);
+    PHI_CHECK(impl_->code != nullptr, "cannot compile the tokenizer regex '{}' (as PCRE2 '{}'): {} at offset {}",
+              pattern, translated, pcre2_message(err), err_off);
+    impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+}
+
+Regex::~Regex() = default;
+Regex::Regex(Regex&&) noexcept = default;
+Regex& Regex::operator=(Regex&&) noexcept = default;
+
+void Regex::find_all(std::string_view text, std::vector<std::pair<std::size_t, std::size_t>>& out) const {
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
+    PHI_CHECK(md != nullptr, "out of memory creating PCRE2 match data");
+    const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+    const std::size_t n = text.size();
+    std::size_t last_end = 0;
+    bool have_last = false;
+    std::size_t last_match_end = 0;
+    bool use_jit = impl_->jit;
+    while (last_end <= n) {
+        int rc = use_jit ? pcre2_jit_match(impl_->code, subject, n, last_end, 0, md, nullptr)
+                         : pcre2_match(impl_->code, subject, n, last_end, PCRE2_NO_UTF_CHECK, md, nullptr);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // deep backtracking: the interpreter has no such limit
+            use_jit = false;
+            continue;
+        }
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+            pcre2_match_data_free(md);
+            PHI_FAIL("tokenizer regex '{}' failed on a {}-byte input: {}", pattern_, n, pcre2_message(rc));
+        }
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        const std::size_t s = ov[0];
+        const std::size_t e = ov[1];
+        if (s == e && have_last && last_match_end == e) {
+            // Oniguruma/Rust iterator rule: no empty match right after the previous one; step one character.
+            if (last_end >= n) break;
+            std::size_t step = 1;
+            while (last_end + step < n && (static_cast<unsigned char>(text[last_end + step]) & 0xC0) == 0x80)
+                ++step;
+            last_end += step;
+            continue;
+        }
+        last_end = e;
+        have_last = true;
+        last_match_end = e;
+        out.emplace_back(s, e);
+    }
+    pcre2_match_data_free(md);
+}
+
+}  // namespace phi::tokenizer
