@@ -502,7 +502,7 @@ private:
             static const char* const k_refused_globals[] = {"namespace", "dict",   "strftime_now",
                                                             "lipsum",    "cycler", "joiner"};
             for (const char* g : k_refused_globals) {
-                if (t.value == g) unsupported(t, "function '" + t.value + "'");
+                if (t.value == g) unsupported(t, t.value + "()");
             }
             ExprPtr e = make(ExprKind::Name, t);
             e->name = t.value;
@@ -587,7 +587,7 @@ private:
             if (attr.type == TokenType::Name) {
                 advance();
                 if (!attr.value.empty() && attr.value[0] == '_') {
-                    unsupported(attr, "attribute '" + attr.value + "' (names starting with '_')");
+                    unsupported(attr, "attribute " + attr.value);
                 }
                 ExprPtr e = make(ExprKind::Getattr, at);
                 e->node = std::move(node);
@@ -700,7 +700,7 @@ private:
         ExprPtr e = make(ExprKind::Call, at);
         parse_call_args(&e->items, &e->kwargs);
         if (node->kind == ExprKind::Name) {
-            if (!is_supported_function(node->name)) unsupported(at, "function '" + node->name + "'");
+            if (!is_supported_function(node->name)) unsupported(at, node->name + "()");
             e->name = node->name;
             return e;
         }
@@ -708,7 +708,7 @@ private:
             if (node->node->kind == ExprKind::Name && node->node->name == "loop") {
                 unsupported(at, "loop." + node->name + "()");
             }
-            if (!is_supported_method(node->name)) unsupported(at, "method '" + node->name + "'");
+            if (!is_supported_method(node->name)) unsupported(at, "." + node->name + "()");
             e->name = node->name;
             e->node = std::move(node->node);
             return e;
@@ -733,21 +733,21 @@ private:
             return;
         }
         if (filter.items.size() <= index) {
-            if (f == "map") unsupported(at, "filter 'map' without a filter name or attribute=");
+            if (f == "map") unsupported(at, "|map without a filter name or attribute=");
             if (index == 0 || !filter.items.empty()) return;  // select()/selectattr('a'): truthiness
-            unsupported(at, "filter '" + f + "' without an attribute name");
+            unsupported(at, "|" + f + " without an attribute name");
         }
         const Expr& name_arg = *filter.items[index];
         if (name_arg.kind != ExprKind::Const || !name_arg.constant.is_string()) {
-            unsupported(at, std::string(is_test ? "test" : "filter") + " name given by an expression in '" + f + "'");
+            unsupported(at, std::string(is_test ? "test" : "filter") + " name given by an expression in |" + f);
         }
         const std::string& name = name_arg.constant.str();
         if (is_test ? !is_supported_test(name) : !is_supported_filter(name)) {
-            unsupported(at, std::string(is_test ? "test '" : "filter '") + name + "'");
+            unsupported(at, (is_test ? "is " : "|") + name);
         }
         if (!is_test && (name == "map" || name == "select" || name == "reject" || name == "selectattr" ||
                          name == "rejectattr")) {
-            unsupported(at, "filter '" + name + "' applied through map");
+            unsupported(at, "|" + name + " applied through map");
         }
     }
 
@@ -757,8 +757,8 @@ private:
             const Token& name = cur();
             if (name.type != TokenType::Name) fail_here("expected a filter name");
             advance();
-            if (is_op(cur(), ".")) unsupported(name, "dotted filter name");
-            if (!is_supported_filter(name.value)) unsupported(name, "filter '" + name.value + "'");
+            if (is_op(cur(), ".")) unsupported(name, "dotted filter name |" + name.value + ".");
+            if (!is_supported_filter(name.value)) unsupported(name, "|" + name.value);
             ExprPtr e = make(ExprKind::Filter, name);
             e->name = name.value;
             e->node = std::move(node);
@@ -775,8 +775,8 @@ private:
         const Token& name = cur();
         if (name.type != TokenType::Name) fail_here("expected a test name");
         advance();
-        if (is_op(cur(), ".")) unsupported(name, "dotted test name");
-        if (!is_supported_test(name.value)) unsupported(name, "test '" + name.value + "'");
+        if (is_op(cur(), ".")) unsupported(name, "dotted test name is " + name.value + ".");
+        if (!is_supported_test(name.value)) unsupported(name, "is " + name.value);
         ExprPtr e = make(ExprKind::Test, at);
         e->name = name.value;
         e->node = std::move(node);

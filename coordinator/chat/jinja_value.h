@@ -39,7 +39,7 @@ struct Limits {
     size_t max_output_bytes = size_t{16} << 20;  ///< rendered text
     size_t max_string_bytes = size_t{16} << 20;  ///< any intermediate string
     size_t max_items = size_t{1} << 20;          ///< elements of any list/dict built while rendering
-    uint64_t max_work = 200'000'000;             ///< evaluation steps (nodes, iterations, bytes/64)
+    uint64_t max_work = 20'000'000;              ///< evaluation steps (nodes, iterations, bytes/64)
     int max_data_depth = 256;                    ///< nesting of context JSON and of repr/tojson/==
 };
 

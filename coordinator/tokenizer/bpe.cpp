@@ -15,6 +15,8 @@ constexpr uint32_t k_no_rank = std::numeric_limits<uint32_t>::max();
 // Words up to this many symbols use a linear scan for the next merge; longer ones a heap. Both pick the
 // lowest rank, leftmost on ties, exactly like HF's heap.
 constexpr std::size_t k_scan_limit = 48;
+// Words shorter than this are merged whole even when they could be split at "▁".
+constexpr std::size_t k_split_min_bytes = 64;
 
 ByteLevelTable make_byte_level_table() {
     ByteLevelTable t{};
@@ -113,6 +115,22 @@ Bpe::Bpe(std::vector<std::pair<std::string, int32_t>> vocab,
     }
 
     for (int b = 0; b < 256; ++b) byte_fallback_id_[b] = vocab_.find(fmt::format("<0x{:02X}>", b));
+
+    // Long-word split (see tokenize): valid when "▁" is a token, no token has "▁" after another character,
+    // and characters carry no prefix/suffix decoration.
+    {
+        constexpr std::string_view k_meta = "\xE2\x96\x81";
+        bool safe = vocab_.find(k_meta) >= 0 &&
+                    (!options_.continuing_subword_prefix || options_.continuing_subword_prefix->empty()) &&
+                    (!options_.end_of_word_suffix || options_.end_of_word_suffix->empty());
+        vocab_.for_each([&](std::string_view tok, int32_t) {
+            for (std::size_t pos = tok.find(k_meta, 1); safe && pos != std::string_view::npos;
+                 pos = tok.find(k_meta, pos + 1)) {
+                if (pos < 3 || tok.substr(pos - 3, 3) != k_meta) safe = false;
+            }
+        });
+        metaspace_split_safe_ = safe;
+    }
 
     // Byte-level fast path: usable when every byte's character is a token and no prefix/suffix decorates
     // the characters.
@@ -250,6 +268,29 @@ void Bpe::tokenize(std::string_view w, BpeScratch& scratch, std::vector<int32_t>
             return;
         }
     }
+    if (!metaspace_split_safe_ || w.size() < k_split_min_bytes) {
+        tokenize_word(w, scratch, out);
+        return;
+    }
+    // SentencePiece-style files have no pre-tokenizer: the whole text is one word. When no token contains
+    // "▁" right after another character, no merge can join the symbols on both sides of such a "▁", so
+    // merging each part on its own gives exactly the ids of merging the whole word (and costs O(n) instead
+    // of O(n log n) with a heap over millions of symbols).
+    constexpr std::string_view k_meta = "\xE2\x96\x81";
+    std::size_t part = 0;
+    std::size_t pos = 1;
+    while ((pos = w.find(k_meta, pos)) != std::string_view::npos) {
+        if (pos < k_meta.size() || w.substr(pos - k_meta.size(), k_meta.size()) != k_meta) {
+            tokenize_word(w.substr(part, pos - part), scratch, out);
+            part = pos;
+        }
+        pos += k_meta.size();
+    }
+    tokenize_word(w.substr(part), scratch, out);
+}
+
+void Bpe::tokenize_word(std::string_view w, BpeScratch& scratch, std::vector<int32_t>& out) const {
+    if (w.empty()) return;
     auto& sym = scratch.symbols;
     sym.clear();
     const std::string& prefix = options_.continuing_subword_prefix ? *options_.continuing_subword_prefix : std::string();

@@ -74,6 +74,7 @@ public:
     std::size_t num_merges() const { return merges_.size(); }
 
 private:
+    void tokenize_word(std::string_view word, BpeScratch& scratch, std::vector<int32_t>& out) const;
     void merge_all(BpeScratch& scratch) const;
     void emit(const BpeScratch& scratch, std::vector<int32_t>& out) const;
 
@@ -83,6 +84,7 @@ private:
     PairMap merges_;
     BpeOptions options_;
     int32_t unk_id_ = -1;
+    bool metaspace_split_safe_ = false;
     // Byte-level fast path: initial symbol of each byte, and raw-bytes -> id for ignore_merges.
     bool byte_level_ok_ = false;
     int32_t byte_id_[256];
