@@ -26,6 +26,7 @@ public:
 
     std::string run() {
         frames_.emplace_back();
+        bind_undefined(ast_.root_undefined);
         exec_body(ast_.body);
         return std::move(out_);
     }
@@ -95,6 +96,15 @@ private:
         Value u;
         u.s = std::make_shared<const std::string>(name);
         return u;
+    }
+
+    // Locals Jinja starts as undefined in a new scope (ScopeAnalysis in jinja_parser.cpp).
+    void bind_undefined(const std::vector<std::string>& names) {
+        for (const std::string& n : names) {
+            Value u;
+            u.s = std::make_shared<const std::string>(n);
+            store(n, std::move(u));
+        }
     }
 
     void store(const std::string& name, Value value) {
@@ -192,6 +202,7 @@ private:
             } pop{frames_};
             assign(s.target, *item);
             store("loop", loop_value);
+            bind_undefined(s.body_undefined);
             const Flow f = exec_body(s.body);
             if (f == Flow::Break) break;
             if (f == Flow::Normal) run_else = false;
@@ -202,6 +213,7 @@ private:
                 ~Pop() { frames.pop_back(); }
                 std::vector<Frame>& frames;
             } pop{frames_};
+            bind_undefined(s.else_undefined);
             exec_body(s.else_body);
         }
     }

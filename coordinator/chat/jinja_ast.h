@@ -88,10 +88,13 @@ struct Stmt {
     ExprPtr filter;                 ///< For: `for x in xs if filter`
     Body body;                      ///< For
     Body else_body;                 ///< For
+    /// For: names the body / else scope starts with as undefined (see analyze_scopes).
+    std::vector<std::string> body_undefined, else_undefined;
 };
 
 struct TemplateAst {
     Body body;
+    std::vector<std::string> root_undefined;  ///< names the template scope starts with as undefined
 };
 
 /// Parses a template. Throws phi::Error naming the line and column of syntax errors and of

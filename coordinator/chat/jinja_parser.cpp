@@ -845,8 +845,187 @@ private:
     int loop_depth_ = 0;
 };
 
+// Jinja's idtracking (jinja2/idtracking.py), reduced to what decides a variable's value at the
+// start of a scope. A name assigned in a scope is local to it; Jinja initialises such a local when
+// the scope starts, from the enclosing scope or the context ("alias"/"resolve"), except when the
+// scope's first mention of it is the assignment itself and no enclosing scope knows it: then it
+// starts *undefined*, which nested loops running before the assignment observe. Loads and stores
+// in the scope's own statements count in order; nested loop bodies are separate scopes analysed
+// after their parent; names first assigned inside an if branch are aliased/resolved.
+class ScopeAnalysis {
+public:
+    enum class Rule { Param, Resolve, Alias, Undefined };
+
+    struct Symbols {
+        const Symbols* parent = nullptr;
+        std::vector<std::pair<std::string, Rule>> refs;  // ordered map name -> rule
+        std::vector<std::string> stores;
+
+        Rule* find_own(const std::string& name) {
+            for (auto& [n, r] : refs) {
+                if (n == name) return &r;
+            }
+            return nullptr;
+        }
+        bool has_own(const std::string& name) const {
+            for (const auto& [n, r] : refs) {
+                if (n == name) return true;
+            }
+            return false;
+        }
+        bool find_ref(const std::string& name) const { return has_own(name) || (parent && parent->find_ref(name)); }
+        void define(const std::string& name, Rule rule) {
+            if (Rule* r = find_own(name)) {
+                *r = rule;
+            } else {
+                refs.emplace_back(name, rule);
+            }
+        }
+        void add_store(const std::string& name) {
+            if (std::find(stores.begin(), stores.end(), name) == stores.end()) stores.push_back(name);
+        }
+        void store(const std::string& name) {
+            add_store(name);
+            if (!has_own(name)) define(name, parent && parent->find_ref(name) ? Rule::Alias : Rule::Undefined);
+        }
+        void declare_parameter(const std::string& name) {
+            add_store(name);
+            define(name, Rule::Param);
+        }
+        void load(const std::string& name) {
+            if (!find_ref(name)) define(name, Rule::Resolve);
+        }
+        void branch_update(const std::vector<Symbols>& branches) {
+            std::vector<std::string> new_stores;
+            for (const Symbols& b : branches) {
+                for (const std::string& n : b.stores) {
+                    if (std::find(stores.begin(), stores.end(), n) == stores.end() &&
+                        std::find(new_stores.begin(), new_stores.end(), n) == new_stores.end()) {
+                        new_stores.push_back(n);
+                    }
+                }
+            }
+            for (const Symbols& b : branches) {
+                for (const auto& [n, r] : b.refs) define(n, r);
+                for (const std::string& n : b.stores) add_store(n);
+            }
+            for (const std::string& n : new_stores) define(n, parent && parent->find_ref(n) ? Rule::Alias : Rule::Resolve);
+        }
+    };
+
+    static void analyze(TemplateAst& ast) {
+        Symbols root;
+        for (const StmtPtr& s : ast.body) visit_stmt(*s, root);
+        ast.root_undefined = undefined_names(root);
+        analyze_children(ast.body, root);
+    }
+
+private:
+    static std::vector<std::string> undefined_names(const Symbols& sym) {
+        std::vector<std::string> out;
+        for (const auto& [n, r] : sym.refs) {
+            if (r == Rule::Undefined) out.push_back(n);
+        }
+        return out;
+    }
+
+    static void declare_target(const Target& t, Symbols& sym) {
+        if (t.is_tuple) {
+            for (const Target& x : t.items) declare_target(x, sym);
+        } else {
+            sym.declare_parameter(t.name);
+        }
+    }
+    static void store_target(const Target& t, Symbols& sym) {
+        if (t.is_tuple) {
+            for (const Target& x : t.items) store_target(x, sym);
+        } else {
+            sym.store(t.name);
+        }
+    }
+
+    static void visit_expr(const Expr& e, Symbols& sym) {
+        if (e.kind == ExprKind::Name) sym.load(e.name);
+        for (const Expr* child : {e.node.get(), e.arg.get(), e.arg2.get()}) {
+            if (child) visit_expr(*child, sym);
+        }
+        for (const ExprPtr& item : e.items) {
+            if (item) visit_expr(*item, sym);
+        }
+        for (const Keyword& k : e.kwargs) visit_expr(*k.value, sym);
+    }
+
+    // Jinja's If node: test, body, elif_ (a list of If nodes), else_.
+    static void visit_if(const std::vector<IfBranch>& branches, size_t first, Symbols& sym) {
+        visit_expr(*branches[first].test, sym);
+        std::vector<Symbols> copies(3, sym);
+        for (const StmtPtr& s : branches[first].body) visit_stmt(*s, copies[0]);
+        for (size_t k = first + 1; k < branches.size() && branches[k].test; ++k) {
+            // each elif is an If node with empty elif_ and else_, visited in the elif_ copy
+            Symbols& elif = copies[1];
+            visit_expr(*branches[k].test, elif);
+            std::vector<Symbols> inner(3, elif);
+            for (const StmtPtr& s : branches[k].body) visit_stmt(*s, inner[0]);
+            elif.branch_update(inner);
+        }
+        if (!branches.back().test) {
+            for (const StmtPtr& s : branches.back().body) visit_stmt(*s, copies[2]);
+        }
+        sym.branch_update(copies);
+    }
+
+    static void visit_stmt(const Stmt& s, Symbols& sym) {
+        switch (s.kind) {
+            case StmtKind::Output:
+                visit_expr(*s.expr, sym);
+                break;
+            case StmtKind::Set:
+                visit_expr(*s.expr, sym);
+                store_target(s.target, sym);
+                break;
+            case StmtKind::If:
+                visit_if(s.branches, 0, sym);
+                break;
+            case StmtKind::For:
+                visit_expr(*s.expr, sym);  // the body, else and filter are scopes of their own
+                break;
+            case StmtKind::Text:
+            case StmtKind::Break:
+            case StmtKind::Continue:
+                break;
+        }
+    }
+
+    // Scopes of the loops in `body` (also inside if branches), once the enclosing scope is complete.
+    static void analyze_children(const Body& body, const Symbols& parent) {
+        for (const StmtPtr& s : body) {
+            if (s->kind == StmtKind::If) {
+                for (const IfBranch& b : s->branches) analyze_children(b.body, parent);
+            } else if (s->kind == StmtKind::For) {
+                Stmt& loop = const_cast<Stmt&>(*s);
+                Symbols body_sym;
+                body_sym.parent = &parent;
+                body_sym.declare_parameter("loop");
+                declare_target(loop.target, body_sym);
+                for (const StmtPtr& c : loop.body) visit_stmt(*c, body_sym);
+                loop.body_undefined = undefined_names(body_sym);
+                analyze_children(loop.body, body_sym);
+                Symbols else_sym;
+                else_sym.parent = &parent;
+                for (const StmtPtr& c : loop.else_body) visit_stmt(*c, else_sym);
+                loop.else_undefined = undefined_names(else_sym);
+                analyze_children(loop.else_body, else_sym);
+            }
+        }
+    }
+};
+
 }  // namespace
 
-TemplateAst parse_template(std::string_view source) { return Parser(tokenize(source)).parse(); }
+TemplateAst parse_template(std::string_view source) {
+    TemplateAst ast = Parser(tokenize(source)).parse();
+    ScopeAnalysis::analyze(ast);
+    return ast;
+}
 
 }  // namespace phi::chat::jinja

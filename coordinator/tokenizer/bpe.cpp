@@ -14,7 +14,7 @@ namespace {
 constexpr uint32_t k_no_rank = std::numeric_limits<uint32_t>::max();
 // Words up to this many symbols use a linear scan for the next merge; longer ones a heap. Both pick the
 // lowest rank, leftmost on ties, exactly like HF's heap.
-constexpr std::size_t k_scan_limit = 48;
+constexpr std::size_t k_scan_limit = 16;
 // Words shorter than this are merged whole even when they could be split at "▁".
 constexpr std::size_t k_split_min_bytes = 64;
 
@@ -249,6 +249,7 @@ void Bpe::tokenize_byte_level(std::string_view raw, BpeScratch& scratch, std::ve
         out.push_back(byte_id_[static_cast<uint8_t>(raw[0])]);
         return;
     }
+    if (scratch.cache.lookup(raw, out)) return;
     auto& sym = scratch.symbols;
     sym.resize(raw.size());
     const auto n = static_cast<int32_t>(raw.size());
@@ -256,7 +257,9 @@ void Bpe::tokenize_byte_level(std::string_view raw, BpeScratch& scratch, std::ve
         sym[i] = BpeScratch::Symbol{byte_id_[static_cast<uint8_t>(raw[i])], i - 1, i + 1 < n ? i + 1 : -1, 1,
                                     k_no_rank, -1};
     merge_all(scratch);
+    const std::size_t first = out.size();
     emit(scratch, out);
+    scratch.cache.insert(raw, out.data() + first, out.size() - first);
 }
 
 void Bpe::tokenize(std::string_view w, BpeScratch& scratch, std::vector<int32_t>& out) const {
@@ -291,6 +294,7 @@ void Bpe::tokenize(std::string_view w, BpeScratch& scratch, std::vector<int32_t>
 
 void Bpe::tokenize_word(std::string_view w, BpeScratch& scratch, std::vector<int32_t>& out) const {
     if (w.empty()) return;
+    if (scratch.cache.lookup(w, out)) return;
     auto& sym = scratch.symbols;
     sym.clear();
     const std::string& prefix = options_.continuing_subword_prefix ? *options_.continuing_subword_prefix : std::string();
@@ -349,7 +353,9 @@ void Bpe::tokenize_word(std::string_view w, BpeScratch& scratch, std::vector<int
     }
     if (unk_pending >= 0) push(unk_pending, unk_len);
     merge_all(scratch);
+    const std::size_t first = out.size();
     emit(scratch, out);
+    scratch.cache.insert(w, out.data() + first, out.size() - first);
 }
 
 }  // namespace phi::tokenizer

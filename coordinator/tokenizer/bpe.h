@@ -47,6 +47,7 @@ struct BpeScratch {
     std::vector<Symbol> symbols;
     std::vector<uint64_t> heap;
     std::string key;
+    WordCache cache;
 };
 
 class Bpe {

@@ -3,7 +3,8 @@
 // HF tokenizers compiles tokenizer.json patterns with Oniguruma (Ruby syntax, Unicode): \s is Unicode
 // White_Space, \w is Unicode word characters, ^ and $ are line anchors. PCRE2 10.42 in UCP mode differs on
 // a few code points (\s includes U+180E; \w lacks combining marks), so those escapes are rewritten to
-// explicit classes, and PCRE2_MULTILINE gives Ruby's anchors.
+// explicit classes, and PCRE2_MULTILINE gives Ruby's anchors. Oniguruma also knows a newer Unicode (16) than
+// PCRE2 10.42 (14): \p{X} classes are widened with the characters assigned since (unicode_delta.inc).
 #include "coordinator/tokenizer/regex.h"
 
 #ifndef PCRE2_CODE_UNIT_WIDTH
@@ -13,6 +14,7 @@
 #include <pcre2.h>
 
 #include "common/error.h"
+#include "coordinator/tokenizer/unicode_delta.inc"
 
 namespace phi::tokenizer {
 
@@ -42,6 +44,28 @@ struct Regex::Impl {
     }
 };
 
+namespace {
+
+std::string_view delta_for(std::string_view property) {
+    for (const UnicodeDelta& d : k_unicode_delta)
+        if (d.property == property) return d.add;
+    return {};
+}
+
+// \w with the characters Unicode assigned after PCRE2's tables.
+const std::string& word_class() {
+    static const std::string body = std::string(k_word_class) + std::string(delta_for("L")) +
+                                    std::string(delta_for("M")) + std::string(delta_for("Nd"));
+    return body;
+}
+
+const std::string& digit_class() {
+    static const std::string body = "\\p{Nd}" + std::string(delta_for("Nd"));
+    return body;
+}
+
+}  // namespace
+
 std::string Regex::translate(std::string_view p) {
     std::string out;
     out.reserve(p.size() + 64);
@@ -50,6 +74,40 @@ std::string Regex::translate(std::string_view p) {
         const char c = p[i];
         if (c == '\\' && i + 1 < p.size()) {
             const char d = p[i + 1];
+            // \p{X} / \pX / \P{X} / \p{^X}: widen general categories to the Unicode version HF uses.
+            if (d == 'p' || d == 'P') {
+                std::size_t end = i + 2;
+                std::string_view name;
+                if (end < p.size() && p[end] == '{') {
+                    const std::size_t close = p.find('}', end);
+                    PHI_CHECK(close != std::string_view::npos, "regex '{}': unterminated \\{}{{", p, d);
+                    name = p.substr(end + 1, close - end - 1);
+                    end = close + 1;
+                } else if (end < p.size()) {
+                    name = p.substr(end, 1);
+                    end += 1;
+                }
+                bool negated = d == 'P';
+                if (!name.empty() && name[0] == '^') {
+                    negated = !negated;
+                    name.remove_prefix(1);
+                }
+                const std::string_view add = delta_for(name);
+                const std::string prop = fmt::format("\\p{{{}}}", name);
+                if (add.empty() || (in_class && negated)) {
+                    out.append(p.substr(i, end - i));  // nothing to add, or not expressible inside a class
+                } else if (in_class) {
+                    out += prop;
+                    out += add;
+                } else {
+                    out += negated ? "[^" : "[";
+                    out += prop;
+                    out += add;
+                    out += ']';
+                }
+                i = end - 1;
+                continue;
+            }
             std::string_view body;
             switch (d) {
                 case 's':
@@ -58,7 +116,11 @@ std::string Regex::translate(std::string_view p) {
                     break;
                 case 'w':
                 case 'W':
-                    body = k_word_class;
+                    body = word_class();
+                    break;
+                case 'd':
+                case 'D':
+                    body = digit_class();
                     break;
                 case 'h':
                 case 'H':
@@ -68,7 +130,7 @@ std::string Regex::translate(std::string_view p) {
                     break;
             }
             if (!body.empty()) {
-                const bool negated = d == 'S' || d == 'W' || d == 'H';
+                const bool negated = d == 'S' || d == 'W' || d == 'H' || d == 'D';
                 if (!in_class) {
                     out += negated ? "[^" : "[";
                     out += body;

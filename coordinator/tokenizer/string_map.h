@@ -118,7 +118,7 @@ private:
     std::size_t size_ = 0;
 };
 
-/// (left id, right id) -> (rank, merged id).
+/// (left id, right id) -> (rank, merged id). Key and value share a 16-byte slot: one cache line per probe.
 class PairMap {
 public:
     struct Value {
@@ -129,30 +129,29 @@ public:
     void reserve(std::size_t n) {
         std::size_t cap = 16;
         while (cap < n * 2) cap <<= 1;
-        keys_.assign(cap, k_empty);
-        values_.assign(cap, Value{0, -1});
+        slots_.assign(cap, Slot{});
         mask_ = cap - 1;
         size_ = 0;
     }
 
     /// Later inserts of the same pair overwrite (HF builds its merge map the same way).
     void insert(int32_t a, int32_t b, Value v) {
-        if (keys_.empty() || (size_ + 1) * 2 > keys_.size()) grow();
+        if (slots_.empty() || (size_ + 1) * 2 > slots_.size()) grow();
         const uint64_t key = pack(a, b);
         std::size_t i = slot(key);
-        while (keys_[i] != k_empty && keys_[i] != key) i = (i + 1) & mask_;
-        if (keys_[i] == k_empty) ++size_;
-        keys_[i] = key;
-        values_[i] = v;
+        while (slots_[i].key != k_empty && slots_[i].key != key) i = (i + 1) & mask_;
+        if (slots_[i].key == k_empty) ++size_;
+        slots_[i].key = key;
+        slots_[i].value = v;
     }
 
     const Value* find(int32_t a, int32_t b) const {
         const uint64_t key = pack(a, b);
         std::size_t i = slot(key);
         while (true) {
-            const uint64_t k = keys_[i];
-            if (k == key) return &values_[i];
-            if (k == k_empty) return nullptr;
+            const Slot& s = slots_[i];
+            if (s.key == key) return &s.value;
+            if (s.key == k_empty) return nullptr;
             i = (i + 1) & mask_;
         }
     }
@@ -161,33 +160,107 @@ public:
 
 private:
     static constexpr uint64_t k_empty = ~0ULL;
+    struct alignas(16) Slot {
+        uint64_t key = k_empty;
+        Value value{0, -1};
+    };
     static uint64_t pack(int32_t a, int32_t b) {
         return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
     }
     std::size_t slot(uint64_t key) const {
-        uint64_t h = key * 0x9E3779B97F4A7C15ULL;
+        const uint64_t h = key * 0x9E3779B97F4A7C15ULL;
         return (h ^ (h >> 31)) & mask_;
     }
     void grow() {
-        std::vector<uint64_t> old_k = std::move(keys_);
-        std::vector<Value> old_v = std::move(values_);
-        const std::size_t cap = old_k.empty() ? 16 : old_k.size() * 2;
-        keys_.assign(cap, k_empty);
-        values_.assign(cap, Value{0, -1});
+        std::vector<Slot> old = std::move(slots_);
+        const std::size_t cap = old.empty() ? 16 : old.size() * 2;
+        slots_.assign(cap, Slot{});
         mask_ = cap - 1;
-        for (std::size_t j = 0; j < old_k.size(); ++j) {
-            if (old_k[j] == k_empty) continue;
-            std::size_t i = slot(old_k[j]);
-            while (keys_[i] != k_empty) i = (i + 1) & mask_;
-            keys_[i] = old_k[j];
-            values_[i] = old_v[j];
+        for (const Slot& s : old) {
+            if (s.key == k_empty) continue;
+            std::size_t i = slot(s.key);
+            while (slots_[i].key != k_empty) i = (i + 1) & mask_;
+            slots_[i] = s;
         }
     }
 
-    std::vector<uint64_t> keys_;
-    std::vector<Value> values_;
+    std::vector<Slot> slots_;
     std::size_t mask_ = 0;
     std::size_t size_ = 0;
+};
+
+/// Per-encode-call memo of word -> ids (texts repeat words a lot). Grows on demand, bounded; owned by one
+/// call, so encoding stays thread-safe without locks.
+class WordCache {
+public:
+    /// Appends the cached ids of `word` to `out` and returns true, or returns false.
+    bool lookup(std::string_view word, std::vector<int32_t>& out) const {
+        if (slots_.empty()) return false;
+        const uint64_t h = hash_bytes(word);
+        std::size_t i = h & mask_;
+        for (std::size_t probe = 0; probe < k_max_probe; ++probe) {
+            const Slot& s = slots_[i];
+            if (s.key_len == k_empty) return false;
+            if (s.hash == h && s.key_len == word.size() &&
+                std::memcmp(keys_.data() + s.key_off, word.data(), word.size()) == 0) {
+                out.insert(out.end(), ids_.begin() + s.ids_off, ids_.begin() + s.ids_off + s.ids_len);
+                return true;
+            }
+            i = (i + 1) & mask_;
+        }
+        return false;
+    }
+
+    void insert(std::string_view word, const int32_t* ids, std::size_t n) {
+        if (word.size() > k_max_word || used_ >= k_max_entries) return;
+        if ((used_ + 1) * 2 > slots_.size()) {
+            if (slots_.size() >= 2 * k_max_entries) return;
+            rehash(slots_.empty() ? 1024 : slots_.size() * 2);
+        }
+        const uint64_t h = hash_bytes(word);
+        std::size_t i = h & mask_;
+        for (std::size_t probe = 0; probe < k_max_probe; ++probe) {
+            Slot& s = slots_[i];
+            if (s.key_len == k_empty) {
+                s = Slot{h, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(word.size()),
+                         static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(n)};
+                keys_.append(word);
+                ids_.insert(ids_.end(), ids, ids + n);
+                ++used_;
+                return;
+            }
+            i = (i + 1) & mask_;
+        }
+    }
+
+private:
+    static constexpr uint32_t k_empty = 0xFFFFFFFFu;
+    static constexpr std::size_t k_max_word = 48;
+    static constexpr std::size_t k_max_entries = 1 << 15;
+    static constexpr std::size_t k_max_probe = 16;
+    struct Slot {
+        uint64_t hash = 0;
+        uint32_t key_off = 0;
+        uint32_t key_len = k_empty;
+        uint32_t ids_off = 0;
+        uint32_t ids_len = 0;
+    };
+    void rehash(std::size_t cap) {
+        std::vector<Slot> old = std::move(slots_);
+        slots_.assign(cap, Slot{});
+        mask_ = cap - 1;
+        for (const Slot& s : old) {
+            if (s.key_len == k_empty) continue;
+            std::size_t i = s.hash & mask_;
+            while (slots_[i].key_len != k_empty) i = (i + 1) & mask_;
+            slots_[i] = s;
+        }
+    }
+    std::vector<Slot> slots_;
+    std::size_t mask_ = 0;
+    std::size_t used_ = 0;
+    std::string keys_;
+    std::vector<int32_t> ids_;
 };
 
 }  // namespace phi::tokenizer

@@ -36,7 +36,7 @@ struct AttentionArgs {
     int64_t queries_per_item;
     int64_t heads_per_item;
     float* scratch;          // [max_threads, queries_per_item, heads_per_item, scratch_stride]
-    int64_t scratch_stride;  // >= start_pos + n
+    int64_t scratch_stride;  // >= the most keys one query sees: min(start_pos + n, window)
 };
 
 #define PHI_KERNELS_LEVEL_DECLS                                                                   \

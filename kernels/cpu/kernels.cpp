@@ -5,7 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <vector>
+#include <memory>
 
 #include "common/error.h"
 #include "kernels/cpu/impl.h"
@@ -124,11 +124,14 @@ void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, 
     int64_t h_chunks = (n_heads + 64 / qb - 1) / (64 / qb);
     if (q_chunks * h_chunks < threads) h_chunks = std::min(n_heads, (threads + q_chunks - 1) / q_chunks);
     const int64_t hb = (n_heads + h_chunks - 1) / h_chunks;
-    const int64_t stride = (start_pos + n + 15) / 16 * 16;  // scores of one (query, head), padded
-    std::vector<float> scratch(size_t(threads * qb * hb * stride));
+    // Scores of one (query, head): at most min(context, window) visible keys, padded.
+    const int64_t max_keys = sliding_window > 0 ? std::min(start_pos + n, sliding_window) : start_pos + n;
+    const int64_t stride = (max_keys + 15) / 16 * 16;
+    // Uninitialised (every score is written before it is read); one allocation per call.
+    const std::unique_ptr<float[]> scratch(new float[size_t(threads * qb * hb * stride)]);
     const AttentionArgs a{out,   q,      k_cache, v_cache, layout,         block_table, start_pos,
                           n,     n_heads, q_to_kv, scale,  sliding_window, qb,          hb,
-                          scratch.data(), stride};
+                          scratch.get(), stride};
     switch (isa) {
         case Isa::Scalar: ref::paged_attention(a); return;
         case Isa::Avx2: avx2::paged_attention(a); return;

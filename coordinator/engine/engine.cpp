@@ -1,0 +1,407 @@
+// Scheduling policy (one step):
+//  1. apply cancels and new requests;
+//  2. running sequences first, in admission order: decodes (one token) and unfinished prefill
+//     chunks, each taking blocks as it needs them; when none are left the most recently admitted
+//     running sequence is preempted (its blocks freed, itself queued first for recomputation);
+//  3. then waiting sequences, oldest first (preempted ones first of all), while the batch and the
+//     token budget allow: prefix-cache hits are taken, the rest is prefilled in chunks;
+//  4. one StepPlan through the executor; sequences whose tokens are now all computed sample.
+// LongRoPE: a sequence whose length passes original_max_position_embeddings while its cache was
+// computed with short factors is recomputed from scratch with long factors (HF's rule).
+#include "coordinator/engine/engine.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "worker/generate.h"
+
+namespace phi::engine {
+
+const char* finish_reason_name(FinishReason r) {
+    switch (r) {
+        case FinishReason::Stop: return "stop";
+        case FinishReason::Length: return "length";
+        case FinishReason::Cancelled: return "cancelled";
+        case FinishReason::Error: return "error";
+    }
+    return "error";
+}
+
+struct Engine::Sequence {
+    uint64_t id = 0;
+    EngineRequest req;
+    EventSink sink;
+    std::vector<int32_t> tokens;  // prompt + generated
+    int64_t prompt_len = 0;
+    int64_t computed = 0;         // tokens whose K/V are in this sequence's blocks
+    std::vector<int32_t> blocks;
+    int64_t published = 0;        // leading blocks already published to the prefix cache
+    uint64_t last_hash = 0;       // hash chain up to `published`
+    bool long_rope = false;
+    bool finished = false;
+    int64_t cached_prompt_tokens = 0;
+    uint64_t rng_seed = 0;
+
+    int64_t generated() const { return int64_t(tokens.size()) - prompt_len; }
+};
+
+Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
+    : exec_(exec),
+      model_cfg_(exec.model().config()),
+      cfg_(cfg),
+      max_context_(cfg.max_context > 0 ? cfg.max_context : exec.model().config().max_position_embeddings),
+      vocab_limit_(cfg.vocab_limit > 0 ? std::min(cfg.vocab_limit, model_cfg_.vocab_size) : model_cfg_.vocab_size),
+      blocks_(exec.model().kv_cache().layout().num_blocks, exec.model().block_size()) {
+    PHI_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_batched_tokens > 0, "max_num_seqs and max_batched_tokens must be > 0");
+    PHI_CHECK(max_context_ > 0, "max context must be > 0");
+    stats_.kv_blocks_total = blocks_.num_blocks();
+    update_stats_locked();
+}
+
+Engine::~Engine() = default;
+
+uint64_t Engine::submit(EngineRequest req, EventSink sink) {
+    if (req.prompt.empty()) throw SubmitError(SubmitError::Kind::Invalid, "the prompt is empty");
+    for (int32_t t : req.prompt)
+        if (t < 0 || t >= vocab_limit_)
+            throw SubmitError(SubmitError::Kind::Invalid,
+                              fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab_limit_));
+    try {
+        req.params.validate(vocab_limit_);
+    } catch (const Error& e) {
+        throw SubmitError(SubmitError::Kind::Invalid, e.what());
+    }
+    const int64_t P = int64_t(req.prompt.size());
+    if (P >= max_context_)
+        throw SubmitError(SubmitError::Kind::Invalid,
+                          fmt::format("the prompt has {} tokens; this server's context is {} tokens, which leaves no "
+                                      "room to generate",
+                                      P, max_context_));
+    const int64_t bs = blocks_.block_size();
+    if ((P + 1 + bs - 1) / bs > blocks_.num_blocks())
+        throw SubmitError(SubmitError::Kind::Invalid,
+                          fmt::format("the prompt needs {} KV blocks but the cache has {}", (P + bs) / bs,
+                                      blocks_.num_blocks()));
+    auto s = std::make_unique<Sequence>();
+    s->prompt_len = P;
+    s->tokens = req.prompt;
+    s->rng_seed = req.params.seed.value_or(sampling::random_seed());
+    s->req = std::move(req);
+    s->sink = std::move(sink);
+    uint64_t id;
+    {
+        std::lock_guard lock(mu_);
+        if (queued_count_ >= cfg_.max_queued) {
+            ++stats_.rejected;
+            throw SubmitError(SubmitError::Kind::Overloaded,
+                              fmt::format("the server is at capacity ({} requests queued); retry later", queued_count_));
+        }
+        id = next_id_++;
+        s->id = id;
+        inbox_.push_back(std::move(s));
+        ++queued_count_;
+    }
+    cv_.notify_all();
+    return id;
+}
+
+void Engine::cancel(uint64_t id, FinishReason reason) {
+    {
+        std::lock_guard lock(mu_);
+        cancels_.emplace_back(id, reason);
+    }
+    cv_.notify_all();
+}
+
+void Engine::notify() { cv_.notify_all(); }
+
+EngineStats Engine::stats() const {
+    std::lock_guard lock(mu_);
+    return stats_;
+}
+
+bool Engine::idle() const { return running_.empty() && waiting_.empty(); }
+
+void Engine::update_stats_locked() {
+    stats_.queued = queued_count_;
+    stats_.running = int64_t(running_.size());
+    stats_.kv_blocks_used = blocks_.num_used();
+    stats_.kv_blocks_free = blocks_.num_available();
+    stats_.kv_blocks_cached_idle = blocks_.num_cached_idle();
+    stats_.prefix_cache_hits = blocks_.hits();
+}
+
+void Engine::take_inbox() {
+    std::vector<std::unique_ptr<Sequence>> inbox;
+    std::vector<std::pair<uint64_t, FinishReason>> cancels;
+    {
+        std::lock_guard lock(mu_);
+        inbox.swap(inbox_);
+        cancels.swap(cancels_);
+    }
+    for (auto& s : inbox) {
+        waiting_.push_back(s.get());
+        seqs_[s->id] = std::move(s);
+    }
+    for (auto [id, reason] : cancels) {
+        auto it = seqs_.find(id);
+        if (it != seqs_.end() && !it->second->finished) finish(*it->second, reason);
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [id, s] : seqs_)
+        if (!s->finished && s->req.deadline && now > *s->req.deadline)
+            finish(*s, FinishReason::Error, "the request did not finish before its deadline");
+}
+
+void Engine::release_blocks(Sequence& s) {
+    for (int32_t b : s.blocks) blocks_.release(b);
+    s.blocks.clear();
+    s.computed = 0;
+    s.published = 0;
+    s.last_hash = 0;
+}
+
+void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) {
+    if (s.finished) return;
+    s.finished = true;
+    const bool was_waiting = std::find(waiting_.begin(), waiting_.end(), &s) != waiting_.end();
+    release_blocks(s);
+    waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), &s), waiting_.end());
+    running_.erase(std::remove(running_.begin(), running_.end(), &s), running_.end());
+    Event e;
+    e.kind = Event::Kind::Finished;
+    e.request_id = s.id;
+    e.reason = reason;
+    e.error = error;
+    e.prompt_tokens = s.prompt_len;
+    e.completion_tokens = s.generated();
+    e.cached_prompt_tokens = s.cached_prompt_tokens;
+    {
+        std::lock_guard lock(mu_);
+        if (was_waiting) --queued_count_;
+        switch (reason) {
+            case FinishReason::Stop: ++stats_.finished_stop; break;
+            case FinishReason::Length: ++stats_.finished_length; break;
+            case FinishReason::Cancelled: ++stats_.finished_cancelled; break;
+            case FinishReason::Error: ++stats_.finished_error; break;
+        }
+    }
+    if (s.sink) s.sink(e);
+}
+
+bool Engine::ensure_blocks(Sequence& s, int64_t tokens) {
+    const int64_t need = (tokens + blocks_.block_size() - 1) / blocks_.block_size();
+    while (int64_t(s.blocks.size()) < need) {
+        auto b = blocks_.allocate();
+        if (!b) return false;
+        s.blocks.push_back(*b);
+    }
+    return true;
+}
+
+void Engine::preempt(Sequence& s) {
+    release_blocks(s);
+    running_.erase(std::remove(running_.begin(), running_.end(), &s), running_.end());
+    waiting_.push_front(&s);
+    std::lock_guard lock(mu_);
+    ++stats_.preemptions;
+    ++queued_count_;
+}
+
+void Engine::publish_full_blocks(Sequence& s) {
+    if (!cfg_.prefix_caching) return;
+    const int64_t bs = blocks_.block_size();
+    while ((s.published + 1) * bs <= s.computed) {
+        s.last_hash = block_hash(s.last_hash, s.tokens.data() + s.published * bs, bs, s.long_rope);
+        blocks_.publish(s.blocks[size_t(s.published)], s.last_hash);
+        ++s.published;
+    }
+}
+
+void Engine::admit_prefix(Sequence& s) {
+    if (!cfg_.prefix_caching || s.computed != 0) return;
+    const int64_t bs = blocks_.block_size();
+    // Leave at least one token to compute: its logits start generation.
+    const int64_t max_blocks = (int64_t(s.tokens.size()) - 1) / bs;
+    uint64_t h = 0;
+    for (int64_t i = 0; i < max_blocks; ++i) {
+        const uint64_t next = block_hash(h, s.tokens.data() + i * bs, bs, s.long_rope);
+        auto b = blocks_.match(next);
+        if (!b) break;
+        s.blocks.push_back(*b);
+        h = next;
+        s.computed += bs;
+        s.published = i + 1;
+        s.last_hash = h;
+    }
+    if (s.computed > 0) {
+        s.cached_prompt_tokens = std::max(s.cached_prompt_tokens, std::min(s.computed, s.prompt_len));
+        std::lock_guard lock(mu_);
+        stats_.prefix_cache_hit_tokens += s.computed;
+    }
+}
+
+bool Engine::step() {
+    const auto t_start = std::chrono::steady_clock::now();
+    take_inbox();
+
+    std::vector<Scheduled> sched;
+    int64_t budget = cfg_.max_batched_tokens;
+
+    // Running sequences, decodes before unfinished prefills (both in admission order).
+    std::vector<Sequence*> order;
+    for (Sequence* s : running_)
+        if (int64_t(s->tokens.size()) - s->computed == 1) order.push_back(s);
+    for (Sequence* s : running_)
+        if (int64_t(s->tokens.size()) - s->computed > 1) order.push_back(s);
+    for (Sequence* s : order) {
+        if (s->finished || std::find(running_.begin(), running_.end(), s) == running_.end()) continue;
+        if (budget <= 0) break;
+        const bool need_long = uses_long_rope(model_cfg_, int64_t(s->tokens.size()));
+        if (need_long && !s->long_rope) {
+            release_blocks(*s);  // keys computed with short factors cannot be reused
+            s->long_rope = true;
+        }
+        const int64_t chunk = std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget);
+        while (!ensure_blocks(*s, s->computed + chunk)) {
+            Sequence* victim = running_.back();
+            preempt(*victim);
+            for (auto it = sched.begin(); it != sched.end(); ++it)
+                if (it->seq == victim) {
+                    budget += it->chunk;
+                    sched.erase(it);
+                    break;
+                }
+            if (victim == s) break;
+        }
+        if (std::find(running_.begin(), running_.end(), s) == running_.end()) continue;  // preempted itself
+        sched.push_back({s, chunk});
+        budget -= chunk;
+    }
+
+    // Waiting sequences, oldest (or preempted) first.
+    while (!waiting_.empty() && budget > 0 && int64_t(running_.size()) < cfg_.max_num_seqs) {
+        Sequence* s = waiting_.front();
+        s->long_rope = uses_long_rope(model_cfg_, int64_t(s->tokens.size()));
+        admit_prefix(*s);
+        const int64_t chunk = std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget);
+        if (!ensure_blocks(*s, s->computed + chunk)) {
+            release_blocks(*s);
+            break;
+        }
+        waiting_.pop_front();
+        running_.push_back(s);
+        {
+            std::lock_guard lock(mu_);
+            --queued_count_;
+        }
+        sched.push_back({s, chunk});
+        budget -= chunk;
+    }
+
+    if (sched.empty()) {
+        std::lock_guard lock(mu_);
+        update_stats_locked();
+        return false;
+    }
+
+    StepPlan plan;
+    plan.seqs.reserve(sched.size());
+    for (const Scheduled& x : sched) {
+        SeqPlan p;
+        p.seq_id = int64_t(x.seq->id);
+        p.start_pos = x.seq->computed;
+        p.tokens.assign(x.seq->tokens.begin() + x.seq->computed, x.seq->tokens.begin() + x.seq->computed + x.chunk);
+        p.block_table = x.seq->blocks;
+        p.long_rope = x.seq->long_rope;
+        plan.seqs.push_back(std::move(p));
+    }
+    const auto t_fwd = std::chrono::steady_clock::now();
+    exec_.run(plan, &logits_);
+    const auto t_sample = std::chrono::steady_clock::now();
+
+    const int64_t vp = exec_.model().plan().vocab_padded;
+    int64_t new_prompt = 0, new_gen = 0;
+    for (size_t i = 0; i < sched.size(); ++i) {
+        Sequence& s = *sched[i].seq;
+        s.computed += sched[i].chunk;
+        new_prompt += std::max<int64_t>(0, std::min(s.computed, s.prompt_len) - (s.computed - sched[i].chunk));
+        publish_full_blocks(s);
+        if (s.computed < int64_t(s.tokens.size())) continue;  // prefill continues next step
+        const std::span<const float> row(logits_.data() + i * size_t(vp), size_t(vp));
+        sampling::TokenHistory hist{std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
+                                    std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated()))};
+        sampling::SampleResult r;
+        try {
+            sampler_.sample(row, vocab_limit_, hist, s.req.params, {s.rng_seed, s.req.stream}, r);
+        } catch (const Error& e) {
+            finish(s, FinishReason::Error, e.what());
+            continue;
+        }
+        s.tokens.push_back(r.id);
+        ++new_gen;
+        Event e;
+        e.kind = Event::Kind::Token;
+        e.request_id = s.id;
+        e.token = r.id;
+        e.index = s.generated() - 1;
+        e.logprob = r.logprob;
+        e.top_logprobs = std::move(r.top_logprobs);
+        if (s.sink) s.sink(e);
+        if (s.finished) continue;  // the sink may not cancel synchronously, but be safe
+        if (sampling::is_stop_token(s.req.params, cfg_.eos_ids, r.id)) {
+            finish(s, FinishReason::Stop);
+        } else if ((s.req.params.max_tokens && s.generated() >= *s.req.params.max_tokens) ||
+                   int64_t(s.tokens.size()) >= max_context_) {
+            finish(s, FinishReason::Length);
+        }
+    }
+    // Finished sequences are dropped here, after their events went out.
+    for (auto it = seqs_.begin(); it != seqs_.end();) it = it->second->finished ? seqs_.erase(it) : std::next(it);
+
+    const auto t_end = std::chrono::steady_clock::now();
+    std::lock_guard lock(mu_);
+    ++stats_.steps;
+    stats_.prompt_tokens += new_prompt;
+    stats_.generated_tokens += new_gen;
+    stats_.forward_seconds += std::chrono::duration<double>(t_sample - t_fwd).count();
+    stats_.sample_seconds += std::chrono::duration<double>(t_end - t_sample).count();
+    stats_.last_step_seconds = std::chrono::duration<double>(t_end - t_start).count();
+    stats_.step_seconds += stats_.last_step_seconds;
+    stats_.last_step_end = t_end;
+    update_stats_locked();
+    return true;
+}
+
+void Engine::abort_all(FinishReason reason, const std::string& message) {
+    take_inbox();
+    for (auto& [id, s] : seqs_) finish(*s, reason, message);
+    seqs_.clear();
+    std::lock_guard lock(mu_);
+    update_stats_locked();
+}
+
+void Engine::run(const std::atomic<bool>& stop) {
+    auto last_beat = std::chrono::steady_clock::now();
+    while (!stop.load()) {
+        if (step()) {
+            last_beat = std::chrono::steady_clock::now();
+            continue;
+        }
+        {
+            std::unique_lock lock(mu_);
+            cv_.wait_for(lock, cfg_.heartbeat / 2,
+                         [&] { return stop.load() || !inbox_.empty() || !cancels_.empty(); });
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_beat >= cfg_.heartbeat) {
+            exec_.heartbeat();
+            last_beat = now;
+            std::lock_guard lock(mu_);
+            stats_.last_step_end = now;
+        }
+    }
+}
+
+}  // namespace phi::engine

@@ -1,0 +1,160 @@
+// The engine on rank 0: continuous batching over the paged KV cache. Requests join and leave the
+// running batch between steps; each step mixes decode tokens and prefill chunks within a token
+// budget; KV blocks come from the BlockManager (with prefix caching), and when they run out the most
+// recently admitted sequence is preempted and later recomputed. Every step is one StepPlan through
+// the StepExecutor, so ranks > 0 compute exactly what rank 0 decides.
+//
+// Threads: submit/cancel/stats are thread-safe (servers call them); step/run belong to the one
+// thread that drives MPI (the process's main thread). Event sinks run on that thread and must not
+// block.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "coordinator/engine/block_manager.h"
+#include "coordinator/sampling/sampler.h"
+#include "coordinator/sampling/sampling_params.h"
+#include "worker/step_executor.h"
+
+namespace phi::engine {
+
+enum class FinishReason { Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);
+
+struct Event {
+    enum class Kind { Token, Finished };
+    Kind kind = Kind::Token;
+    uint64_t request_id = 0;
+    // Token
+    int32_t token = -1;
+    int64_t index = 0;  // 0-based position among generated tokens
+    float logprob = 0.0f;
+    std::vector<sampling::TokenLogprob> top_logprobs;
+    // Finished
+    FinishReason reason = FinishReason::Stop;
+    std::string error;
+    int64_t prompt_tokens = 0;
+    int64_t completion_tokens = 0;
+    int64_t cached_prompt_tokens = 0;
+};
+using EventSink = std::function<void(const Event&)>;
+
+struct EngineRequest {
+    std::vector<int32_t> prompt;
+    sampling::SamplingParams params;
+    uint64_t stream = 0;  // choice index (RNG stream) for requests with n > 1
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+};
+
+struct EngineConfig {
+    int64_t max_num_seqs = 32;         // sequences in the running batch
+    int64_t max_batched_tokens = 512;  // tokens per step (decode + prefill chunks)
+    int64_t max_queued = 256;          // waiting requests before submit refuses
+    int64_t max_context = 0;           // tokens per sequence; 0 = model's max_position_embeddings
+    bool prefix_caching = true;
+    int64_t vocab_limit = 0;           // tokenizer size; 0 = model vocab
+    std::vector<int32_t> eos_ids;      // generation_config + family end tokens
+    std::chrono::milliseconds heartbeat{1000};  // idle rank 0 pings the followers this often
+};
+
+/// Counters for /metrics and tests (a snapshot).
+struct EngineStats {
+    int64_t queued = 0, running = 0;
+    int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0, kv_blocks_cached_idle = 0;
+    int64_t prefix_cache_hits = 0;  // blocks reused
+    int64_t prefix_cache_hit_tokens = 0;
+    int64_t preemptions = 0;
+    int64_t prompt_tokens = 0, generated_tokens = 0;
+    int64_t steps = 0;
+    int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0;
+    int64_t rejected = 0;
+    double step_seconds = 0, sample_seconds = 0, forward_seconds = 0;
+    double last_step_seconds = 0;
+    double comm_all_reduce_seconds = 0;
+    std::chrono::steady_clock::time_point last_step_end{};
+};
+
+/// Thrown by submit when the request can never run or the queue is full.
+class SubmitError : public Error {
+public:
+    enum class Kind { Invalid, Overloaded };
+    SubmitError(Kind k, const std::string& msg) : Error(msg), kind(k) {}
+    Kind kind;
+};
+
+class Engine {
+public:
+    Engine(StepExecutor& exec, const EngineConfig& cfg);
+    ~Engine();
+
+    /// Queues a request; events go to `sink`. Throws SubmitError (Invalid: names what is wrong;
+    /// Overloaded: queue full, retry later).
+    uint64_t submit(EngineRequest req, EventSink sink);
+    /// Ends a request at the next step with `reason` (Cancelled by default); unknown ids are ignored.
+    void cancel(uint64_t id, FinishReason reason = FinishReason::Cancelled);
+    EngineStats stats() const;
+
+    /// Runs one scheduling step; false when there was nothing to run.
+    bool step();
+    /// Steps until `stop` is set and (if `drain`) nothing is left; sends heartbeats while idle.
+    void run(const std::atomic<bool>& stop);
+    /// Ends every request with `reason`/`message` (shutdown, lost rank).
+    void abort_all(FinishReason reason, const std::string& message);
+    /// Wakes run() (new work or stop).
+    void notify();
+    bool idle() const;
+
+    const ModelConfig& model_config() const { return model_cfg_; }
+    int64_t max_context() const { return max_context_; }
+    int64_t vocab_limit() const { return vocab_limit_; }
+
+private:
+    struct Sequence;
+    struct Scheduled {
+        Sequence* seq;
+        int64_t chunk;
+    };
+
+    void take_inbox();
+    void finish(Sequence& s, FinishReason reason, const std::string& error = "");
+    void release_blocks(Sequence& s);
+    bool ensure_blocks(Sequence& s, int64_t tokens);
+    void preempt(Sequence& s);
+    void publish_full_blocks(Sequence& s);
+    void admit_prefix(Sequence& s);
+    void update_stats_locked();
+
+    StepExecutor& exec_;
+    ModelConfig model_cfg_;
+    EngineConfig cfg_;
+    int64_t max_context_;
+    int64_t vocab_limit_;
+    BlockManager blocks_;
+    sampling::Sampler sampler_;
+
+    std::map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // engine thread only
+    std::deque<Sequence*> waiting_;
+    std::vector<Sequence*> running_;
+    std::vector<float> logits_;
+
+    mutable std::mutex mu_;  // guards the inbox, cancels, stats_ and next_id_
+    std::condition_variable cv_;
+    std::vector<std::unique_ptr<Sequence>> inbox_;
+    std::vector<std::pair<uint64_t, FinishReason>> cancels_;
+    uint64_t next_id_ = 1;
+    EngineStats stats_;
+    int64_t queued_count_ = 0;  // inbox + waiting, for admission
+};
+
+}  // namespace phi::engine

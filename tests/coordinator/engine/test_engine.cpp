@@ -1,0 +1,259 @@
+// The engine under mpirun -np 1 and 2 on tiny fixtures: a request's tokens are the same alone and
+// in a batch of 32 joining at different steps, under preemption, with prefix-cache hits, with
+// chunked prefill, seeded sampling alone and batched, and across TP sizes; cancelling frees blocks.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+#include "cluster/mpi_communicator.h"
+#include "coordinator/engine/engine.h"
+#include "kernels/cpu/isa.h"
+#include "tests/support/fixtures.h"
+#include "worker/load_model.h"
+
+namespace phi::engine {
+namespace {
+
+// Loads a fixture on every rank; rank 0 gets an engine, the others follow its plans.
+class Harness {
+public:
+    Harness(const std::string& fixture, int64_t kv_blocks, int64_t block_size, EngineConfig cfg = {},
+            Communicator* comm = nullptr)
+    {
+        if (comm == nullptr) {
+            mpi_ = std::make_unique<MpiCommunicator>();
+            mpi_->set_timeout(std::chrono::milliseconds(60000));
+            comm = mpi_.get();
+        }
+        comm_ = comm;
+        const test::Golden g = test::load_golden(fixture);
+        ModelOptions opts;
+        opts.isa = kernels::cpu::choose_isa();
+        opts.kv = KvCacheConfig{kv_blocks, block_size};
+        model_ = load_model(test::fixture_dir(fixture), *comm_, opts);
+        WatchdogOptions wd;
+        wd.plan_wait = std::chrono::milliseconds(60000);
+        exec_ = std::make_unique<StepExecutor>(*model_, *comm_, wd);
+        cfg.vocab_limit = g.tokenizer_size;
+        if (comm_->rank() == 0) engine_ = std::make_unique<Engine>(*exec_, cfg);
+        vocab_limit_ = g.tokenizer_size;
+    }
+    ~Harness() { finish(); }
+    /// Rank 0: releases the followers (they return from follow()).
+    void finish() {
+        if (comm_->rank() == 0 && !finished_) exec_->shutdown();
+        finished_ = true;
+    }
+    bool leader() const { return comm_->rank() == 0; }
+    void follow() { exec_->follow(); }
+    Engine& engine() { return *engine_; }
+    int64_t vocab_limit() const { return vocab_limit_; }
+
+private:
+    std::unique_ptr<MpiCommunicator> mpi_;
+    Communicator* comm_ = nullptr;
+    bool finished_ = false;
+    std::unique_ptr<PhiModel> model_;
+    std::unique_ptr<StepExecutor> exec_;
+    std::unique_ptr<Engine> engine_;
+    int64_t vocab_limit_ = 0;
+};
+
+struct Outcome {
+    std::vector<int32_t> tokens;
+    FinishReason reason = FinishReason::Error;
+    bool done = false;
+    bool operator==(const Outcome& o) const { return tokens == o.tokens && reason == o.reason; }
+};
+
+std::vector<EngineRequest> make_requests(int n, int64_t vocab, int max_tokens, bool sampled) {
+    std::mt19937 rng(2024);
+    std::uniform_int_distribution<int32_t> tok(0, int32_t(vocab - 1));
+    std::vector<EngineRequest> reqs;
+    const std::vector<int32_t> shared = {5, 17, 33, 2, 9, 41, 7, 11, 3, 19, 23, 29};  // common prefix for some
+    for (int i = 0; i < n; ++i) {
+        EngineRequest r;
+        if (i % 4 == 0) r.prompt = shared;
+        const int len = 1 + (i * 7) % 23;
+        for (int k = 0; k < len; ++k) r.prompt.push_back(tok(rng) % int32_t(vocab));
+        r.params.max_tokens = max_tokens;
+        if (sampled) {
+            r.params.temperature = 0.9f;
+            r.params.top_p = 0.95f;
+            r.params.top_k = 50;
+            r.params.seed = 1000 + i;
+        } else {
+            r.params.temperature = 0.0f;
+        }
+        reqs.push_back(r);
+    }
+    return reqs;
+}
+
+// Submits requests[i] at step `join_step(i)` and steps until all finished.
+std::vector<Outcome> run_all(Engine& e, const std::vector<EngineRequest>& reqs, int per_step_join) {
+    std::vector<Outcome> out(reqs.size());
+    size_t next = 0;
+    int guard = 0;
+    auto all_done = [&] { return std::all_of(out.begin(), out.end(), [](const Outcome& o) { return o.done; }); };
+    while (!all_done()) {
+        for (int k = 0; k < per_step_join && next < reqs.size(); ++k, ++next) {
+            const size_t i = next;
+            e.submit(reqs[i], [&out, i](const Event& ev) {
+                if (ev.kind == Event::Kind::Token) out[i].tokens.push_back(ev.token);
+                if (ev.kind == Event::Kind::Finished) {
+                    out[i].reason = ev.reason;
+                    out[i].done = true;
+                }
+            });
+        }
+        e.step();
+        EXPECT_LT(++guard, 100000) << "engine made no progress";
+        if (guard >= 100000) break;
+    }
+    return out;
+}
+
+std::vector<Outcome> solo(Engine& e, const std::vector<EngineRequest>& reqs) {
+    std::vector<Outcome> out;
+    for (const auto& r : reqs) out.push_back(run_all(e, {r}, 1)[0]);
+    return out;
+}
+
+TEST(Engine, BatchOf32EqualsSolo) {
+    EngineConfig cfg;
+    cfg.max_num_seqs = 32;
+    cfg.max_batched_tokens = 64;
+    Harness h("phi3_mini_4k_swa", 512, 4, cfg);
+    if (!h.leader()) return h.follow();
+    const auto reqs = make_requests(32, h.vocab_limit(), 10, false);
+    const auto alone = solo(h.engine(), reqs);
+    const auto batched = run_all(h.engine(), reqs, 3);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(batched[i], alone[i]) << "request " << i;
+    EXPECT_EQ(h.engine().stats().kv_blocks_used, 0);
+}
+
+TEST(Engine, PreemptionRecomputesExactly) {
+    EngineConfig cfg;
+    cfg.max_num_seqs = 16;
+    cfg.max_batched_tokens = 48;
+    cfg.prefix_caching = false;
+    Harness h("phi1", 40, 4, cfg);  // too few blocks for 16 sequences of ~30 tokens
+    if (!h.leader()) return h.follow();
+    const auto reqs = make_requests(16, h.vocab_limit(), 12, false);
+    const auto alone = solo(h.engine(), reqs);
+    const auto batched = run_all(h.engine(), reqs, 16);
+    EXPECT_GT(h.engine().stats().preemptions, 0);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(batched[i], alone[i]) << "request " << i;
+}
+
+TEST(Engine, PrefixCacheHitsGiveColdOutputs) {
+    EngineConfig warm_cfg;
+    warm_cfg.prefix_caching = true;
+    Harness h("phi4_mini", 256, 4, warm_cfg);
+    if (!h.leader()) return h.follow();
+    auto reqs = make_requests(12, h.vocab_limit(), 8, false);
+    const auto first = run_all(h.engine(), reqs, 12);  // fills the cache
+    const auto second = solo(h.engine(), reqs);        // hits it
+    EXPECT_GT(h.engine().stats().prefix_cache_hits, 0);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(second[i], first[i]) << "request " << i;
+}
+
+TEST(Engine, ChunkedPrefillEqualsOnePrefill) {
+    EngineConfig chunked_cfg;
+    chunked_cfg.prefix_caching = false;
+    chunked_cfg.max_batched_tokens = 5;  // every prompt longer than 5 tokens goes in several chunks
+    EngineConfig whole_cfg;
+    whole_cfg.prefix_caching = false;
+    whole_cfg.max_batched_tokens = 4096;
+    Harness a("phi4_mini", 256, 4, chunked_cfg);
+    if (!a.leader()) {
+        a.follow();
+        Harness b("phi4_mini", 256, 4, whole_cfg);
+        return b.follow();
+    }
+    const auto reqs = make_requests(12, a.vocab_limit(), 8, false);
+    const auto chunked = run_all(a.engine(), reqs, 12);
+    a.finish();
+    Harness b("phi4_mini", 256, 4, whole_cfg);
+    const auto whole = solo(b.engine(), reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(chunked[i], whole[i]) << "request " << i;
+}
+
+TEST(Engine, SeededSamplingAloneEqualsBatched) {
+    Harness h("phimoe", 256, 4);
+    if (!h.leader()) return h.follow();
+    const auto reqs = make_requests(12, h.vocab_limit(), 10, true);
+    const auto alone = solo(h.engine(), reqs);
+    const auto batched = run_all(h.engine(), reqs, 4);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(batched[i], alone[i]) << "request " << i;
+}
+
+TEST(Engine, CancelFreesBlocksAtTheNextStep) {
+    Harness h("phi2_qkln", 64, 4);
+    if (!h.leader()) return h.follow();
+    Engine& e = h.engine();
+    EngineRequest r;
+    r.prompt = {1, 2, 3, 4, 5, 6, 7};
+    r.params.temperature = 0;
+    r.params.max_tokens = 100;
+    Outcome o;
+    const uint64_t id = e.submit(r, [&](const Event& ev) {
+        if (ev.kind == Event::Kind::Token) o.tokens.push_back(ev.token);
+        if (ev.kind == Event::Kind::Finished) {
+            o.reason = ev.reason;
+            o.done = true;
+        }
+    });
+    for (int i = 0; i < 4; ++i) e.step();
+    EXPECT_GT(e.stats().kv_blocks_used, 0);
+    e.cancel(id);
+    e.step();
+    EXPECT_TRUE(o.done);
+    EXPECT_EQ(o.reason, FinishReason::Cancelled);
+    EXPECT_EQ(e.stats().kv_blocks_used, 0);
+    EXPECT_EQ(e.stats().finished_cancelled, 1);
+}
+
+TEST(Engine, RefusesWhatCanNeverRunAndWhenFull) {
+    EngineConfig cfg;
+    cfg.max_queued = 2;
+    cfg.max_context = 20;
+    Harness h("phi1", 8, 4, cfg);
+    if (!h.leader()) return h.follow();
+    Engine& e = h.engine();
+    EngineRequest r;
+    r.prompt.assign(25, 1);
+    EXPECT_THROW(e.submit(r, nullptr), SubmitError);  // longer than the context
+    r.prompt = {1, 2};
+    r.params.top_p = 1.5f;
+    EXPECT_THROW(e.submit(r, nullptr), SubmitError);  // invalid parameter
+    r.params.top_p = 1.0f;
+    e.submit(r, nullptr);
+    e.submit(r, nullptr);
+    try {
+        e.submit(r, nullptr);
+        ADD_FAILURE() << "third request was admitted past max_queued";
+    } catch (const SubmitError& err) {
+        EXPECT_EQ(err.kind, SubmitError::Kind::Overloaded);
+    }
+    e.abort_all(FinishReason::Cancelled, "test over");
+}
+
+// Seeded sampled and greedy tokens at this world size equal a single-rank engine's in-process.
+TEST(Engine, SameTokensAtEveryTpSize) {
+    Harness h("phi3_128k_longrope", 256, 4);  // crosses LongRoPE's original length
+    if (!h.leader()) return h.follow();
+    auto reqs = make_requests(6, h.vocab_limit(), 20, true);
+    auto greedy = make_requests(4, h.vocab_limit(), 20, false);
+    reqs.insert(reqs.end(), greedy.begin(), greedy.end());
+    const auto here = run_all(h.engine(), reqs, 3);
+    LocalCommunicator local;
+    Harness ref("phi3_128k_longrope", 256, 4, {}, &local);
+    const auto single = run_all(ref.engine(), reqs, 3);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(here[i], single[i]) << "request " << i;
+}
+
+}  // namespace
+}  // namespace phi::engine
