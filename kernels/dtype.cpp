@@ -47,9 +47,9 @@ uint16_t f32_to_f16(float f) {
     }
     if (a < 0x33000000u) return sign;  // < 2^-25 (or exactly 2^-25: ties to even 0)
     // Half subnormal: value = m * 2^(e-150) with the implicit bit; result = that / 2^-24.
-    const uint32_t e = a >> 23;                    // 102 .. 112
+    const uint32_t e = a >> 23;  // 102 .. 112
     const uint32_t m = (a & 0x7fffffu) | 0x800000u;
-    const uint32_t shift = 126u - e;               // 14 .. 24
+    const uint32_t shift = 126u - e;  // 14 .. 24
     const uint32_t half_ulp = 1u << (shift - 1);
     const uint32_t rest = m & ((1u << shift) - 1u);
     uint32_t r = m >> shift;

@@ -54,6 +54,18 @@ def build_text(target_bytes: int) -> str:
     return text
 
 
+def split_chunks(text: str, chunk: int) -> list[str]:
+    """Same cuts as bench_tokenizer --chunk: after the first newline at or past every `chunk`-byte mark."""
+    data = text.encode("utf-8")
+    out, start = [], 0
+    while start < len(data):
+        cut = data.find(b"\n", min(len(data), start + chunk))
+        cut = len(data) if cut < 0 else cut + 1
+        out.append(data[start:cut].decode("utf-8"))
+        start = cut
+    return out
+
+
 def best_time(fn, repeat):
     best = float("inf")
     out = None
@@ -69,6 +81,7 @@ def main():
     ap.add_argument("--bench", default=str(REPO / "build-tok" / "bench" / "tokenizer" / "bench_tokenizer"))
     ap.add_argument("--mb", type=float, default=2.0)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--chunk", type=int, default=4096, help="prompt size of the chunked measurement (bytes)")
     args = ap.parse_args()
 
     import tokenizers
@@ -83,20 +96,24 @@ def main():
     nbytes = len(text.encode("utf-8"))
     mb = nbytes / 1e6
 
-    ours = {}
+    ours, ours_chunked = {}, {}
     if Path(args.bench).exists():
-        out = subprocess.run([args.bench, "--text", str(text_path), "--repeat", str(args.repeat), "--json"],
-                             check=True, capture_output=True, text=True, env=dict(os.environ, PHI_SOURCE_DIR=str(REPO)))
-        for line in out.stdout.splitlines():
-            r = json.loads(line)
-            ours[r["family"]] = r
+        for chunk, dest in ((0, ours), (args.chunk, ours_chunked)):
+            out = subprocess.run([args.bench, "--text", str(text_path), "--repeat", str(args.repeat), "--json",
+                                  "--chunk", str(chunk)],
+                                 check=True, capture_output=True, text=True, env=dict(os.environ, PHI_SOURCE_DIR=str(REPO)))
+            for line in out.stdout.splitlines():
+                r = json.loads(line)
+                dest[r["family"]] = r
     else:
         print(f"note: {args.bench} not found; build it first (cmake --build ... --target bench_tokenizer)")
+    chunks = split_chunks(text, args.chunk)
 
     print(f"text: {text_path.relative_to(REPO)}, {mb:.2f} MB; best of {args.repeat}; one thread; "
           f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}")
+    print(f"one prompt of {mb:.2f} MB, and {len(chunks)} prompts of ~{args.chunk} bytes")
     print(f"{'family':10} {'ours MB/s':>10} {'HF tokenizers MB/s':>19} {'ratio':>6} {'AutoTokenizer MB/s':>19} "
-          f"{'tokens':>9} {'ids equal':>9}")
+          f"{'tokens':>9} {'same count':>10} | {'chunked: ours':>13} {'HF':>7} {'ratio':>6}")
     for fam in FAMILIES:
         with tempfile.TemporaryDirectory() as tmp:
             for f in (FIXTURES / fam).iterdir():
@@ -109,11 +126,15 @@ def main():
             auto = AutoTokenizer.from_pretrained(tmp)
         t_raw, enc = best_time(lambda: raw.encode(text, add_special_tokens=False), args.repeat)
         t_auto, ids_auto = best_time(lambda: auto(text, add_special_tokens=False)["input_ids"], max(1, args.repeat // 2))
+        t_chunks, n_chunk_ids = best_time(lambda: sum(len(raw.encode(c, add_special_tokens=False).ids) for c in chunks),
+                                          args.repeat)
         o = ours.get(fam)
+        oc = ours_chunked.get(fam)
         ours_mbs = o["mb_per_s"] if o else float("nan")
-        same = (o is not None and o["tokens"] == len(ids_auto))
+        ours_c = oc["mb_per_s"] if oc else float("nan")
+        same = o is not None and o["tokens"] == len(ids_auto) and oc is not None and oc["tokens"] == n_chunk_ids
         print(f"{fam:10} {ours_mbs:10.2f} {mb / t_raw:19.2f} {ours_mbs / (mb / t_raw):6.2f} {mb / t_auto:19.2f} "
-              f"{len(ids_auto):9d} {str(same):>9}")
+              f"{len(ids_auto):9d} {str(same):>10} | {ours_c:13.2f} {mb / t_chunks:7.2f} {ours_c / (mb / t_chunks):6.2f}")
         if len(enc.ids) != len(ids_auto):
             print(f"  note: raw tokenizers and AutoTokenizer differ on this text ({len(enc.ids)} vs {len(ids_auto)} ids)")
 

@@ -399,6 +399,13 @@ LONG = [
     "aGVsbG8gd29ybGQh" * 100,
 ]
 
+# Characters Unicode assigned after 14.0 (PCRE2 10.42's tables); HF's Oniguruma knows them (unicode_delta.inc).
+NEW_UNICODE = [
+    "\U00031350\U00031351 CJK Ext-H", "\U0002EBF0\U0002EBF1 CJK Ext-I", "\U000139C6's (hieroglyph + 's)",
+    "Kawi \U00011F04\U00011F05\U00011F50\U00011F51", "Kaktovik \U0001D2C0\U0001D2C1", "Todhri \U000105C0\U000105C1",
+    "Garay \U00010D50\U00010D70 \U00010D40\U00010D41", "Nag Mundari \U0001E4D0\U0001E4D1", "\U0001FAE8 \U0001FABF",
+]
+
 INVALID = [
     b"\xff",
     b"abc\x80def",
@@ -483,7 +490,7 @@ def build_corpus(seed: int, family_specials: list[str], n_target: int):
     """Returns a list of inputs: str (valid text) or bytes (to be repaired)."""
     rng = random.Random(seed)
     texts: list[str | bytes] = []
-    fixed = PROSE + CODE + WHITESPACE + DIGITS + EMOJI + CJK + RTL + COMBINING + SPECIAL_TEXT_GENERIC + LONG
+    fixed = PROSE + CODE + WHITESPACE + DIGITS + EMOJI + CJK + RTL + COMBINING + SPECIAL_TEXT_GENERIC + LONG + NEW_UNICODE
     texts += fixed
     texts += ["", "a", "A", "'", "'s", " 's", "I", "?", ".", "\u2581", "\ufffd", "\U0010FFFD", "\x7f", "\x01"]
     # family specials in contexts
@@ -567,6 +574,9 @@ def make_expectations(name, fixture_dir, tokenizer, config, model_config, patch,
         case["ids"] = ids
         if ids_plain != ids:
             case["ids_plain"] = ids_plain
+        ids_split = tok.encode(text, add_special_tokens=False, split_special_tokens=True)
+        if ids_split != ids_plain:
+            case["ids_split_special"] = ids_split
         case["decoded"] = tok.decode(ids, skip_special_tokens=False)
         skip = tok.decode(ids, skip_special_tokens=True)
         if skip != case["decoded"]:

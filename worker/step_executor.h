@@ -38,6 +38,7 @@ public:
 
     uint64_t steps() const { return next_step_; }
     PhiModel& model() { return model_; }
+    const Communicator& comm() const { return comm_; }
     /// Hash of the residual stream after the last step (bit-identical on every rank).
     uint64_t last_activation_hash() const { return last_activation_hash_; }
 

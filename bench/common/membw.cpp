@@ -25,7 +25,8 @@ double measure_read_bandwidth_gbs(size_t bytes, int threads, int reps) {
     struct Free {
         void operator()(uint64_t* p) const { std::free(p); }
     };
-    std::unique_ptr<uint64_t, Free> buf(static_cast<uint64_t*>(std::aligned_alloc(64, words * sizeof(uint64_t))));
+    std::unique_ptr<uint64_t, Free> buf(
+        static_cast<uint64_t*>(std::aligned_alloc(64, words * sizeof(uint64_t))));
     if (!buf) return 0.0;
     uint64_t* data = buf.get();  // [words]
     const size_t per_thread = words / size_t(threads);

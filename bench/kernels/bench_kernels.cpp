@@ -42,7 +42,7 @@ struct Shape {
 
 /// Weight copies of one shape and dtype, rotated through so each call reads from DRAM.
 class Weights {
-public:
+  public:
     Weights(const Shape& s, DType dt) : shape_(s), dtype_(dt) {
         bytes_ = size_t(s.rows * s.cols) * dtype_size(dt);
         copies_ = (k_stream_bytes + bytes_ - 1) / bytes_;
@@ -62,10 +62,14 @@ public:
     WeightView view(size_t copy) const {
         return {buf_.get() + (copy % copies_) * bytes_, dtype_, shape_.rows, shape_.cols};
     }
-    size_t bytes() const { return bytes_; }
-    size_t copies() const { return copies_; }
+    size_t bytes() const {
+        return bytes_;
+    }
+    size_t copies() const {
+        return copies_;
+    }
 
-private:
+  private:
     Shape shape_;
     DType dtype_;
     size_t bytes_ = 0, copies_ = 0;
@@ -118,8 +122,8 @@ int main() {
     std::vector<float> x(size_t(n_max) * 10240), y(size_t(n_max) * 51200);
     for (size_t i = 0; i < x.size(); ++i) x[i] = hash_value(i + 12345);
 
-    std::printf("%-20s %-5s %3s %10s %9s %8s %9s %9s %12s\n", "linear", "dtype", "n", "ms/call", "GB/s", "of BW",
-                "GFLOP/s", "tok/s", "tok/s vs n=1");
+    std::printf("%-20s %-5s %3s %10s %9s %8s %9s %9s %12s\n", "linear", "dtype", "n", "ms/call", "GB/s",
+                "of BW", "GFLOP/s", "tok/s", "tok/s vs n=1");
     for (DType dt : {DType::BF16, DType::F32}) {
         double t1[4] = {}, t16[4] = {};
         double bytes[4] = {};
@@ -147,10 +151,11 @@ int main() {
         auto per_token = [&](const double* t) { return 32.0 * (4.0 * t[0] + t[1] + t[2]) + t[3]; };
         const double model_bytes = 32.0 * (4.0 * bytes[0] + bytes[1] + bytes[2]) + bytes[3];
         const double tt1 = per_token(t1), tt16 = per_token(t16);
-        std::printf("  Phi-2 linear layers, %s: n=1 %.2f tok/s (%.2f GB/token, %.1f GB/s = %.0f%% of BW); "
-                    "n=16 %.1f tok/s (%.2fx n=1)\n\n",
-                    std::string(dtype_name(dt)).c_str(), 1.0 / tt1, model_bytes * 1e-9, model_bytes / tt1 * 1e-9,
-                    100.0 * model_bytes / tt1 * 1e-9 / bw, 16.0 / tt16, (16.0 / tt16) * tt1);
+        std::printf(
+            "  Phi-2 linear layers, %s: n=1 %.2f tok/s (%.2f GB/token, %.1f GB/s = %.0f%% of BW); "
+            "n=16 %.1f tok/s (%.2fx n=1)\n\n",
+            std::string(dtype_name(dt)).c_str(), 1.0 / tt1, model_bytes * 1e-9, model_bytes / tt1 * 1e-9,
+            100.0 * model_bytes / tt1 * 1e-9 / bw, 16.0 / tt16, (16.0 / tt16) * tt1);
     }
 
     // Decode attention, Phi-2 shaped: 32 heads x 80, one query over a 2048-token paged cache.
@@ -166,8 +171,8 @@ int main() {
         std::vector<float> q(32 * 80), out(32 * 80);
         for (size_t i = 0; i < q.size(); ++i) q[i] = hash_value(i + 99);
         auto call = [&] {
-            paged_attention(isa, out.data(), q.data(), kc.data(), vc.data(), layout, table.data(), ctx - 1, 1, 32,
-                            q_to_kv.data(), 1.0f / std::sqrt(80.0f), 0);
+            paged_attention(isa, out.data(), q.data(), kc.data(), vc.data(), layout, table.data(), ctx - 1, 1,
+                            32, q_to_kv.data(), 1.0f / std::sqrt(80.0f), 0);
         };
         const double t = best_time([&](size_t) { call(); }, 1);
         const double kv_bytes = 2.0 * double(ctx * 32 * 80) * 4.0;

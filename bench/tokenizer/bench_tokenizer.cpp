@@ -2,7 +2,9 @@
 // decode speed. scripts/bench_tokenizer_hf.py runs this binary and HF tokenizers on the same text and prints
 // the ratio; run alone it uses a text built from the test expectations.
 //
-// usage: bench_tokenizer [--text FILE] [--repeat N] [--json]   (from the repository root, or set PHI_SOURCE_DIR)
+// usage: bench_tokenizer [--text FILE] [--repeat N] [--chunk BYTES] [--json]
+//   --chunk: encode the text as consecutive prompts of about BYTES each (cut after the first '\n' at or past
+//   every BYTES mark), as a server sees them; default: the whole text as one prompt.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -57,11 +59,29 @@ std::string default_text() {
     return text;
 }
 
+// Cut points: after the first '\n' at or past each `chunk`-byte mark (the Python side cuts the same way).
+std::vector<std::string_view> split_chunks(const std::string& text, std::size_t chunk) {
+    std::vector<std::string_view> out;
+    if (chunk == 0) {
+        out.emplace_back(text);
+        return out;
+    }
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t cut = text.find('\n', std::min(text.size(), start + chunk));
+        cut = cut == std::string::npos ? text.size() : cut + 1;
+        out.emplace_back(text.data() + start, cut - start);
+        start = cut;
+    }
+    return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::string text_path;
     int repeat = 5;
+    std::size_t chunk = 0;
     bool as_json = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -69,18 +89,21 @@ int main(int argc, char** argv) {
             text_path = argv[++i];
         } else if (a == "--repeat" && i + 1 < argc) {
             repeat = std::max(1, std::atoi(argv[++i]));
+        } else if (a == "--chunk" && i + 1 < argc) {
+            chunk = static_cast<std::size_t>(std::atoll(argv[++i]));
         } else if (a == "--json") {
             as_json = true;
         } else {
-            std::fprintf(stderr, "usage: %s [--text FILE] [--repeat N] [--json]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--text FILE] [--repeat N] [--chunk BYTES] [--json]\n", argv[0]);
             return 2;
         }
     }
     const std::string text = text_path.empty() ? default_text() : read_text(text_path);
     const double mb = static_cast<double>(text.size()) / 1e6;
+    const std::vector<std::string_view> chunks = split_chunks(text, chunk);
     if (!as_json)
-        std::printf("text: %s, %.2f MB; best of %d runs, one thread, thread CPU time\n",
-                    text_path.empty() ? "test-expectation texts" : text_path.c_str(), mb, repeat);
+        std::printf("text: %s, %.2f MB in %zu prompt(s); best of %d runs, one thread, thread CPU time\n",
+                    text_path.empty() ? "test-expectation texts" : text_path.c_str(), mb, chunks.size(), repeat);
 
     const fs::path fixtures = source_dir() / "tests" / "fixtures" / "tokenizers";
     for (const char* family : {"phi2", "phi3", "phi4mini"}) {
@@ -92,9 +115,10 @@ int main(int argc, char** argv) {
         std::size_t n_tokens = 0;
         for (int r = 0; r < repeat; ++r) {
             const double c0 = thread_cpu_seconds();
-            const auto ids = tok.encode(text, false);
+            std::size_t n = 0;
+            for (const std::string_view c : chunks) n += tok.encode(c, false).size();
             best = std::min(best, thread_cpu_seconds() - c0);
-            n_tokens = ids.size();
+            n_tokens = n;
         }
         // Streaming decode of the same ids, one id at a time.
         const auto ids = tok.encode(text, false);

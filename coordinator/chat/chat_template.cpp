@@ -20,7 +20,7 @@ namespace {
 using namespace jinja;
 
 class Evaluator {
-public:
+  public:
     Evaluator(const TemplateAst& ast, const Value& context, const Limits& limits)
         : ast_(ast), rt_(limits), context_(context) {}
 
@@ -40,13 +40,13 @@ public:
     int line() const { return line_; }
     int column() const { return column_; }
 
-private:
+  private:
     using Frame = std::vector<std::pair<std::string, Value>>;
     enum class Flow { Normal, Break, Continue };
 
     // `for x in xs if cond`: filters lazily, evaluating `cond` in the scopes of the loop statement.
     class LoopFilter : public Iterator {
-    public:
+      public:
         LoopFilter(Evaluator& ev, const Stmt& stmt, const Value& iterable)
             : ev_(ev), stmt_(stmt), it_(iterate(iterable)), frames_(ev.frames_) {}
         std::optional<Value> next(Runtime& rt) override {
@@ -66,7 +66,7 @@ private:
             return std::nullopt;
         }
 
-    private:
+      private:
         Evaluator& ev_;
         const Stmt& stmt_;
         Iteration it_;
@@ -254,7 +254,8 @@ private:
                     if (key.kind == ValueKind::Iterator || key.kind == ValueKind::Loop ||
                         key.kind == ValueKind::Callable || key.kind == ValueKind::Sequence) {
                         if (!(key.kind == ValueKind::Sequence && key.seq->kind == SequenceKind::Tuple)) {
-                            fail("dict keys of type '" + type_name(key) + "' are not supported in chat templates");
+                            fail("dict keys of type '" + type_name(key) +
+                                 "' are not supported in chat templates");
                         }
                     }
                     d->set(std::move(key), std::move(value));
@@ -385,19 +386,23 @@ void check_constant_slices(const Expr& e) {
             TemplateAst none;
             Evaluator ev(none, k_empty_context, limits);
             parts[0] = ev.eval_constant(*e.node);
-            for (int k = 0; k < 3; ++k) parts[k + 1] = e.items[k] ? ev.eval_constant(*e.items[k]) : Value::none();
+            for (int k = 0; k < 3; ++k)
+                parts[k + 1] = e.items[k] ? ev.eval_constant(*e.items[k]) : Value::none();
         } catch (const phi::Error&) {
             // Folding fails in Jinja as well, which then slices at render time, as we do.
         }
         if (parts[0] && parts[1] && parts[2] && parts[3]) {
             const Value& obj = *parts[0];
-            bool sliceable = obj.is_string() || (obj.kind == ValueKind::Sequence && (obj.is_list_or_tuple() ||
-                                                                                      obj.seq->kind == SequenceKind::Range));
-            for (int k = 1; k < 4; ++k) sliceable = sliceable && (parts[k]->is_int_like() || parts[k]->is_none());
+            bool sliceable =
+                obj.is_string() || (obj.kind == ValueKind::Sequence &&
+                                    (obj.is_list_or_tuple() || obj.seq->kind == SequenceKind::Range));
+            for (int k = 1; k < 4; ++k)
+                sliceable = sliceable && (parts[k]->is_int_like() || parts[k]->is_none());
             if (!sliceable) {
-                throw phi::Error(fmt::format(
-                    "chat template uses unsupported Jinja construct 'slice of a constant {}' at line {}, column {}",
-                    type_name(obj), e.line, e.column));
+                throw phi::Error(
+                    fmt::format("chat template uses unsupported Jinja construct 'slice of a constant {}' at "
+                                "line {}, column {}",
+                                type_name(obj), e.line, e.column));
             }
         }
     }
@@ -433,11 +438,14 @@ ChatTemplate ChatTemplate::compile(std::string_view source) {
     return t;
 }
 
-std::string ChatTemplate::render(const nlohmann::ordered_json& context) const { return render(context, Limits{}); }
+std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
+    return render(context, Limits{});
+}
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& context, const Limits& limits) const {
     PHI_CHECK(ast_, "chat template used before compile()");
-    PHI_CHECK(context.is_object(), "chat template context must be a JSON object, got {}", context.type_name());
+    PHI_CHECK(context.is_object(), "chat template context must be a JSON object, got {}",
+              context.type_name());
     const Value ctx = from_json(context, limits.max_data_depth);
     Evaluator ev(*ast_, ctx, limits);
     try {
@@ -445,18 +453,21 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& context, const Li
     } catch (const TemplateRaised& e) {
         throw TemplateException(e.what());
     } catch (const RuntimeError& e) {
-        throw phi::Error(fmt::format("chat template error at line {}, column {}: {}", ev.line(), ev.column(), e.what()));
+        throw phi::Error(
+            fmt::format("chat template error at line {}, column {}: {}", ev.line(), ev.column(), e.what()));
     }
 }
 
-nlohmann::ordered_json ChatTemplate::hf_context(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+nlohmann::ordered_json ChatTemplate::hf_context(const nlohmann::ordered_json& messages,
+                                                bool add_generation_prompt,
                                                 const nlohmann::ordered_json& tools,
                                                 const nlohmann::ordered_json& special_tokens,
                                                 const nlohmann::ordered_json& extra) {
     PHI_CHECK(messages.is_array(), "chat messages must be a JSON array");
     PHI_CHECK(!messages.empty(), "cannot apply a chat template to an empty conversation");
     PHI_CHECK(tools.is_null() || tools.is_array(), "chat tools must be null or a JSON array");
-    PHI_CHECK(special_tokens.is_object() && extra.is_object(), "chat template variables must be JSON objects");
+    PHI_CHECK(special_tokens.is_object() && extra.is_object(),
+              "chat template variables must be JSON objects");
     nlohmann::ordered_json chat = nlohmann::ordered_json::array();
     for (const auto& message : messages) {
         PHI_CHECK(message.is_object(), "chat messages must be JSON objects, got {}", message.type_name());

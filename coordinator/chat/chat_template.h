@@ -17,9 +17,8 @@
 // Case mapping (upper/lower/capitalize) is ASCII-only and raises on non-ASCII text.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 
@@ -34,18 +33,18 @@ struct TemplateAst;
 
 /// The template called raise_exception(message); message() is exactly the template's message.
 class TemplateException : public phi::Error {
-public:
+  public:
     explicit TemplateException(const std::string& message)
         : phi::Error("chat template raised an error: " + message), message_(message) {}
     const std::string& message() const { return message_; }
 
-private:
+  private:
     std::string message_;
 };
 
 /// A compiled chat template. Cheap to copy; render() is const and thread-safe.
 class ChatTemplate {
-public:
+  public:
     /// Parses `source`. Throws phi::Error for syntax errors and for constructs outside the supported
     /// subset: "chat template uses unsupported Jinja construct 'macro' at line 3, column 1".
     static ChatTemplate compile(std::string_view source);
@@ -63,12 +62,13 @@ public:
     /// message's reasoning, passes `tools` (null or an array), `documents` (null), the
     /// tokenizer's special tokens (`special_tokens`: {"bos_token": ..., "eos_token": ..., ...}) and
     /// any extra template variables (`extra`, which win over special tokens, as kwargs do in HF).
-    static nlohmann::ordered_json hf_context(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                                             const nlohmann::ordered_json& tools = nullptr,
-                                             const nlohmann::ordered_json& special_tokens = nlohmann::ordered_json::object(),
-                                             const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
+    static nlohmann::ordered_json hf_context(
+        const nlohmann::ordered_json& messages, bool add_generation_prompt,
+        const nlohmann::ordered_json& tools = nullptr,
+        const nlohmann::ordered_json& special_tokens = nlohmann::ordered_json::object(),
+        const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
 
-private:
+  private:
     std::shared_ptr<const jinja::TemplateAst> ast_;
 };
 

@@ -81,13 +81,13 @@ struct Stmt {
     StmtKind kind = StmtKind::Text;
     int line = 0;
     int column = 0;
-    std::string text;               ///< Text
-    ExprPtr expr;                   ///< Output value, Set value, For iterable
-    std::vector<IfBranch> branches; ///< If
-    Target target;                  ///< Set, For
-    ExprPtr filter;                 ///< For: `for x in xs if filter`
-    Body body;                      ///< For
-    Body else_body;                 ///< For
+    std::string text;                ///< Text
+    ExprPtr expr;                    ///< Output value, Set value, For iterable
+    std::vector<IfBranch> branches;  ///< If
+    Target target;                   ///< Set, For
+    ExprPtr filter;                  ///< For: `for x in xs if filter`
+    Body body;                       ///< For
+    Body else_body;                  ///< For
     /// For: names the body / else scope starts with as undefined (see analyze_scopes).
     std::vector<std::string> body_undefined, else_undefined;
 };

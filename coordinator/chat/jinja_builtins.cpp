@@ -13,17 +13,17 @@ namespace phi::chat::jinja {
 namespace {
 
 constexpr std::string_view k_filters[] = {
-    "abs",  "capitalize", "count",   "d",       "default",    "first",  "items",      "join",
-    "last", "length",     "list",    "lower",   "map",        "reject", "rejectattr", "replace",
-    "reverse", "select",  "selectattr", "string", "tojson",   "trim",   "upper"};
+    "abs",     "capitalize", "count",      "d",      "default", "first",  "items",      "join",
+    "last",    "length",     "list",       "lower",  "map",     "reject", "rejectattr", "replace",
+    "reverse", "select",     "selectattr", "string", "tojson",  "trim",   "upper"};
 constexpr std::string_view k_tests[] = {
-    "defined", "undefined", "none",     "boolean",  "true",     "false",  "integer", "float",
-    "number",  "string",    "mapping",  "iterable", "sequence", "odd",    "even",    "divisibleby",
-    "eq",      "equalto",   "==",       "ne",       "!=",       "lt",     "lessthan", "<",
-    "le",      "<=",        "gt",       "greaterthan", ">",     "ge",     ">=",      "in"};
-constexpr std::string_view k_methods[] = {"strip", "lstrip", "rstrip",     "startswith", "endswith",
-                                          "split", "upper",  "lower",      "capitalize", "replace",
-                                          "join",  "items",  "keys",       "values",     "get"};
+    "defined", "undefined", "none",    "boolean",     "true",     "false", "integer",  "float",
+    "number",  "string",    "mapping", "iterable",    "sequence", "odd",   "even",     "divisibleby",
+    "eq",      "equalto",   "==",      "ne",          "!=",       "lt",    "lessthan", "<",
+    "le",      "<=",        "gt",      "greaterthan", ">",        "ge",    ">=",       "in"};
+constexpr std::string_view k_methods[] = {"strip", "lstrip", "rstrip", "startswith", "endswith",
+                                          "split", "upper",  "lower",  "capitalize", "replace",
+                                          "join",  "items",  "keys",   "values",     "get"};
 
 template <size_t N>
 bool contains_name(const std::string_view (&names)[N], std::string_view name) {
@@ -36,12 +36,12 @@ struct Param {
 };
 
 // Python argument binding for a builtin with the given parameters.
-std::vector<Value> bind(const std::string& fn, std::initializer_list<Param> params, const std::vector<Value>& args,
-                        const KwArgs& kwargs, bool positional_only = false) {
+std::vector<Value> bind(const std::string& fn, std::initializer_list<Param> params,
+                        const std::vector<Value>& args, const KwArgs& kwargs, bool positional_only = false) {
     const std::vector<Param> ps(params);
     if (args.size() > ps.size()) {
-        fail(fn + "() takes at most " + std::to_string(ps.size()) + " arguments (" + std::to_string(args.size()) +
-             " given)");
+        fail(fn + "() takes at most " + std::to_string(ps.size()) + " arguments (" +
+             std::to_string(args.size()) + " given)");
     }
     std::vector<std::optional<Value>> bound(ps.size());
     for (size_t k = 0; k < args.size(); ++k) bound[k] = args[k];
@@ -57,7 +57,8 @@ std::vector<Value> bind(const std::string& fn, std::initializer_list<Param> para
     out.reserve(ps.size());
     for (size_t k = 0; k < ps.size(); ++k) {
         if (!bound[k]) {
-            if (!ps[k].default_value) fail(fn + "() missing required argument '" + std::string(ps[k].name) + "'");
+            if (!ps[k].default_value)
+                fail(fn + "() missing required argument '" + std::string(ps[k].name) + "'");
             bound[k] = ps[k].default_value;
         }
         out.push_back(std::move(*bound[k]));
@@ -72,7 +73,8 @@ std::optional<std::string> optional_str(const Value& v, const std::string& what)
 }
 
 int64_t int_arg(const Value& v, const std::string& what) {
-    if (!v.is_int_like()) fail("'" + type_name(v) + "' object cannot be interpreted as an integer (" + what + ")");
+    if (!v.is_int_like())
+        fail("'" + type_name(v) + "' object cannot be interpreted as an integer (" + what + ")");
     return v.as_int();
 }
 
@@ -104,7 +106,8 @@ std::vector<Value> attribute_parts(const Value& attribute) {
         return parts;
     }
     for (const std::string& p : py::split(attribute.str(), std::string("."), -1)) {
-        const bool digits = !p.empty() && std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; });
+        const bool digits =
+            !p.empty() && std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; });
         if (digits) {
             if (p.size() > 18) fail("attribute index too large");
             parts.push_back(Value::integer(std::stoll(p)));
@@ -116,7 +119,8 @@ std::vector<Value> attribute_parts(const Value& attribute) {
     return parts;
 }
 
-Value get_path(Runtime& rt, Value item, const std::vector<Value>& parts, const std::optional<Value>& default_value) {
+Value get_path(Runtime& rt, Value item, const std::vector<Value>& parts,
+               const std::optional<Value>& default_value) {
     for (const Value& part : parts) {
         item = get_item(rt, item, part);
         if (default_value && !default_value->is_none() && item.is_undefined()) item = *default_value;
@@ -126,7 +130,7 @@ Value get_path(Runtime& rt, Value item, const std::vector<Value>& parts, const s
 
 // The lazy generators of map/select/reject/selectattr/rejectattr/items.
 class FilterIterator : public Iterator {
-public:
+  public:
     enum class Mode { Map, Select, Reject, SelectAttr, RejectAttr, Items };
 
     FilterIterator(Mode mode, Value source, std::vector<Value> args, KwArgs kwargs)
@@ -157,7 +161,8 @@ public:
                     return get_path(rt, *item, parts_, default_);
                 default: {
                     const Value probe = attr_mode() ? get_path(rt, *item, parts_, std::nullopt) : *item;
-                    bool ok = test_name_ ? apply_test(rt, *test_name_, probe, test_args_, kwargs_) : truthy(probe);
+                    bool ok =
+                        test_name_ ? apply_test(rt, *test_name_, probe, test_args_, kwargs_) : truthy(probe);
                     if (mode_ == Mode::Reject || mode_ == Mode::RejectAttr) ok = !ok;
                     if (ok) return item;
                 }
@@ -165,7 +170,7 @@ public:
         }
     }
 
-private:
+  private:
     bool attr_mode() const { return mode_ == Mode::SelectAttr || mode_ == Mode::RejectAttr; }
 
     // The code before the generator's first yield: `if value:` and the argument preparation.
@@ -178,8 +183,8 @@ private:
         }
         if (!truthy(source_)) return false;
         if (mode_ == Mode::Map) {
-            const bool has_attribute =
-                std::any_of(kwargs_.begin(), kwargs_.end(), [](const auto& kv) { return kv.first == "attribute"; });
+            const bool has_attribute = std::any_of(kwargs_.begin(), kwargs_.end(),
+                                                   [](const auto& kv) { return kv.first == "attribute"; });
             if (args_.empty() && has_attribute) {
                 Value attribute;
                 for (const auto& [k, v] : kwargs_) {
@@ -231,7 +236,7 @@ private:
 
 // reversed(x) over an immutable snapshot.
 class ListIterator : public Iterator {
-public:
+  public:
     explicit ListIterator(std::vector<Value> items) : items_(std::move(items)) {}
     std::optional<Value> next(Runtime& rt) override {
         rt.charge(1);
@@ -239,7 +244,7 @@ public:
         return items_[pos_++];
     }
 
-private:
+  private:
     std::vector<Value> items_;
     size_t pos_ = 0;
 };
@@ -263,10 +268,11 @@ Value view(const Value& dict, SequenceKind kind) {
 
 Value tojson(Runtime& rt, const Value& input, const std::vector<Value>& args, const KwArgs& kwargs) {
     // HF: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
-    const std::vector<Value> a = bind("tojson", {{"ensure_ascii", Value::boolean(false)},
-                                                 {"indent", Value::none()},
-                                                 {"separators", Value::none()},
-                                                 {"sort_keys", Value::boolean(false)}},
+    const std::vector<Value> a = bind("tojson",
+                                      {{"ensure_ascii", Value::boolean(false)},
+                                       {"indent", Value::none()},
+                                       {"separators", Value::none()},
+                                       {"sort_keys", Value::boolean(false)}},
                                       args, kwargs);
     JsonOptions opt;
     opt.ensure_ascii = truthy(a[0]);
@@ -299,7 +305,8 @@ Value tojson(Runtime& rt, const Value& input, const std::vector<Value>& args, co
 }
 
 Value join(Runtime& rt, const Value& input, const std::vector<Value>& args, const KwArgs& kwargs) {
-    const std::vector<Value> a = bind("join", {{"d", Value::string("")}, {"attribute", Value::none()}}, args, kwargs);
+    const std::vector<Value> a =
+        bind("join", {{"d", Value::string("")}, {"attribute", Value::none()}}, args, kwargs);
     const std::string sep = to_str(a[0], rt);
     const std::vector<Value> parts = attribute_parts(a[1]);
     Iteration it = iterate(input);
@@ -337,6 +344,7 @@ Value last(Runtime& rt, const Value& input) {
 Value reverse(Runtime& rt, const Value& input) {
     switch (input.kind) {
         case ValueKind::String: {
+            rt.charge(input.s->size() / 64);
             const std::vector<size_t> off = py::code_point_offsets(*input.s);
             std::string out;
             out.reserve(input.s->size());
@@ -351,7 +359,8 @@ Value reverse(Runtime& rt, const Value& input) {
         }
         case ValueKind::Dict: {
             std::vector<Value> keys;
-            for (auto it = input.dict->entries.rbegin(); it != input.dict->entries.rend(); ++it) keys.push_back(it->first);
+            for (auto it = input.dict->entries.rbegin(); it != input.dict->entries.rend(); ++it)
+                keys.push_back(it->first);
             return Value::iterator(std::make_shared<ListIterator>(std::move(keys)));
         }
         case ValueKind::Iterator: {
@@ -366,20 +375,30 @@ Value reverse(Runtime& rt, const Value& input) {
 
 }  // namespace
 
-bool is_supported_filter(std::string_view name) { return contains_name(k_filters, name); }
-bool is_supported_test(std::string_view name) { return contains_name(k_tests, name); }
-bool is_supported_method(std::string_view name) { return contains_name(k_methods, name); }
-bool is_supported_function(std::string_view name) { return name == "raise_exception" || name == "range"; }
+bool is_supported_filter(std::string_view name) {
+    return contains_name(k_filters, name);
+}
+bool is_supported_test(std::string_view name) {
+    return contains_name(k_tests, name);
+}
+bool is_supported_method(std::string_view name) {
+    return contains_name(k_methods, name);
+}
+bool is_supported_function(std::string_view name) {
+    return name == "raise_exception" || name == "range";
+}
 
 Value apply_filter(Runtime& rt, const std::string& name, const Value& input, const std::vector<Value>& args,
                    const KwArgs& kwargs) {
     rt.charge(1);
     if (name == "trim") {
         const std::vector<Value> a = bind("trim", {{"chars", Value::none()}}, args, kwargs);
+        if (input.is_string()) rt.charge(input.s->size() / 64);
         return Value::string(py::strip(to_str(input, rt), optional_str(a[0], "strip"), py::StripSide::Both));
     }
     if (name == "length" || name == "count") {
         bind(name, {}, args, kwargs);
+        if (input.is_string()) rt.charge(input.s->size() / 64);
         const std::optional<size_t> n = length(input);
         if (!n) fail("object of type '" + type_name(input) + "' has no len()");
         return Value::integer(static_cast<int64_t>(*n));
@@ -392,8 +411,8 @@ Value apply_filter(Runtime& rt, const std::string& name, const Value& input, con
         return Value::string(ascii_case(rt, s, "capitalize", true, true, false));
     }
     if (name == "default" || name == "d") {
-        const std::vector<Value> a =
-            bind(name, {{"default_value", Value::string("")}, {"boolean", Value::boolean(false)}}, args, kwargs);
+        const std::vector<Value> a = bind(
+            name, {{"default_value", Value::string("")}, {"boolean", Value::boolean(false)}}, args, kwargs);
         if (input.is_undefined() || (truthy(a[1]) && !truthy(input))) return a[0];
         return input;
     }
@@ -419,10 +438,11 @@ Value apply_filter(Runtime& rt, const std::string& name, const Value& input, con
     }
     if (name == "items") {
         bind(name, {}, args, kwargs);
-        return Value::iterator(
-            std::make_shared<FilterIterator>(FilterIterator::Mode::Items, input, std::vector<Value>{}, KwArgs{}));
+        return Value::iterator(std::make_shared<FilterIterator>(FilterIterator::Mode::Items, input,
+                                                                std::vector<Value>{}, KwArgs{}));
     }
-    if (name == "map" || name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") {
+    if (name == "map" || name == "select" || name == "reject" || name == "selectattr" ||
+        name == "rejectattr") {
         const FilterIterator::Mode mode = name == "map"          ? FilterIterator::Mode::Map
                                           : name == "select"     ? FilterIterator::Mode::Select
                                           : name == "reject"     ? FilterIterator::Mode::Reject
@@ -436,7 +456,8 @@ Value apply_filter(Runtime& rt, const std::string& name, const Value& input, con
     }
     if (name == "replace") {
         const std::vector<Value> a =
-            bind("replace", {{"old", std::nullopt}, {"new", std::nullopt}, {"count", Value::none()}}, args, kwargs);
+            bind("replace", {{"old", std::nullopt}, {"new", std::nullopt}, {"count", Value::none()}}, args,
+                 kwargs);
         const int64_t count = a[2].is_none() ? -1 : int_arg(a[2], "replace count");
         const std::string s = to_str(input, rt);
         std::string out = py::replace(s, to_str(a[0], rt), to_str(a[1], rt), count);
@@ -576,7 +597,8 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
                 options.push_back(a[0].str());
             } else if (a[0].kind == ValueKind::Sequence && a[0].seq->kind == SequenceKind::Tuple) {
                 for (const Value& x : a[0].seq->items) {
-                    if (!x.is_string()) fail("tuple for " + m + " must only contain str, not " + type_name(x));
+                    if (!x.is_string())
+                        fail("tuple for " + m + " must only contain str, not " + type_name(x));
                     options.push_back(x.str());
                 }
             } else {
@@ -584,18 +606,21 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
             }
             for (const std::string& o : options) {
                 if (o.size() > s.size()) continue;
-                if (m == "startswith" ? s.compare(0, o.size(), o) == 0 : s.compare(s.size() - o.size(), o.size(), o) == 0) {
+                if (m == "startswith" ? s.compare(0, o.size(), o) == 0
+                                      : s.compare(s.size() - o.size(), o.size(), o) == 0) {
                     return Value::boolean(true);
                 }
             }
             return Value::boolean(false);
         }
         if (m == "split") {
-            const std::vector<Value> a = bind(m, {{"sep", Value::none()}, {"maxsplit", Value::integer(-1)}}, args, kwargs);
+            const std::vector<Value> a =
+                bind(m, {{"sep", Value::none()}, {"maxsplit", Value::integer(-1)}}, args, kwargs);
             const std::optional<std::string> sep = optional_str(a[0], "split");
             if (sep && sep->empty()) fail("empty separator");
             std::vector<Value> parts;
-            for (std::string& p : py::split(s, sep, int_arg(a[1], "maxsplit"))) parts.push_back(Value::string(std::move(p)));
+            for (std::string& p : py::split(s, sep, int_arg(a[1], "maxsplit")))
+                parts.push_back(Value::string(std::move(p)));
             rt.check_items(parts.size());
             return Value::list(std::move(parts));
         }
@@ -606,8 +631,9 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
             return Value::string(ascii_case(rt, s, "capitalize", true, true, false));
         }
         if (m == "replace") {
-            const std::vector<Value> a = bind(m, {{"old", std::nullopt}, {"new", std::nullopt}, {"count", Value::integer(-1)}},
-                                              args, kwargs, true);
+            const std::vector<Value> a =
+                bind(m, {{"old", std::nullopt}, {"new", std::nullopt}, {"count", Value::integer(-1)}}, args,
+                     kwargs, true);
             if (!a[0].is_string() || !a[1].is_string()) fail("replace() arguments must be str");
             std::string out = py::replace(s, a[0].str(), a[1].str(), int_arg(a[2], "replace count"));
             rt.check_string(out.size());
@@ -620,12 +646,13 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
             size_t index = 0;
             while (std::optional<Value> item = it.next(rt)) {
                 if (!item->is_string()) {
-                    fail("sequence item " + std::to_string(index) + ": expected str instance, " + type_name(*item) +
-                         " found");
+                    fail("sequence item " + std::to_string(index) + ": expected str instance, " +
+                         type_name(*item) + " found");
                 }
                 if (index) out += s;
                 out += item->str();
                 rt.check_string(out.size());
+                rt.charge((s.size() + item->s->size()) / 64);
                 ++index;
             }
             return Value::string(std::move(out));
@@ -641,7 +668,8 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
             return view(self, kind);
         }
         if (m == "get") {
-            const std::vector<Value> a = bind(m, {{"key", std::nullopt}, {"default", Value::none()}}, args, kwargs, true);
+            const std::vector<Value> a =
+                bind(m, {{"key", std::nullopt}, {"default", Value::none()}}, args, kwargs, true);
             if (!hashable(a[0])) fail("unhashable type: '" + type_name(a[0]) + "'");
             const Value* v = self.dict->find(a[0]);
             return v ? *v : a[1];

@@ -13,9 +13,15 @@
 namespace phi::chat::jinja {
 namespace {
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool is_name_char(char c) { return is_name_start(c) || is_digit(c); }
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+bool is_name_start(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+bool is_name_char(char c) {
+    return is_name_start(c) || is_digit(c);
+}
 int hex_value(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -24,7 +30,7 @@ int hex_value(char c) {
 }
 
 class Lexer {
-public:
+  public:
     explicit Lexer(std::string_view src) : src_(src) {}
 
     std::vector<Token> run() {
@@ -83,15 +89,15 @@ public:
         return std::move(tokens_);
     }
 
-private:
+  private:
     [[noreturn]] void error_at(size_t offset, const std::string& msg) {
         const auto [line, col] = position(offset);
         throw phi::Error(fmt::format("chat template syntax error at line {}, column {}: {}", line, col, msg));
     }
     [[noreturn]] void unsupported_at(size_t offset, const std::string& what) {
         const auto [line, col] = position(offset);
-        throw phi::Error(fmt::format("chat template uses unsupported Jinja construct '{}' at line {}, column {}",
-                                     what, line, col));
+        throw phi::Error(fmt::format(
+            "chat template uses unsupported Jinja construct '{}' at line {}, column {}", what, line, col));
     }
 
     // Line and column (code points) of a byte offset; offsets are requested in increasing order
@@ -166,8 +172,9 @@ private:
         const size_t n = src_.size();
         std::vector<char> balancing;
         while (true) {
-            if (pos >= n) error_at(pos, variable ? "unexpected end of template, expected '}}'"
-                                                 : "unexpected end of template, expected '%}'");
+            if (pos >= n)
+                error_at(pos, variable ? "unexpected end of template, expected '}}'"
+                                       : "unexpected end of template, expected '%}'");
             if (balancing.empty()) {
                 size_t end = 0;
                 if (variable) {
@@ -413,7 +420,8 @@ private:
                         ++q;
                     }
                     if (cp > 0x10FFFF) error_at(esc, "illegal Unicode character in string literal");
-                    if (cp >= 0xD800 && cp <= 0xDFFF) unsupported_at(esc, "surrogate escape in a string literal");
+                    if (cp >= 0xD800 && cp <= 0xDFFF)
+                        unsupported_at(esc, "surrogate escape in a string literal");
                     py::append_utf8(out, cp);
                     break;
                 }

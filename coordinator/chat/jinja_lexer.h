@@ -19,10 +19,10 @@ enum class TokenType {
     BlockBegin,     ///< {%
     BlockEnd,       ///< %}
     Name,
-    String,   ///< value: the unescaped string
-    Integer,  ///< int_value
-    Float,    ///< float_value
-    Operator, ///< value: the operator text ("+", "//", "[", ...)
+    String,    ///< value: the unescaped string
+    Integer,   ///< int_value
+    Float,     ///< float_value
+    Operator,  ///< value: the operator text ("+", "//", "[", ...)
     Eof,
 };
 

@@ -17,7 +17,7 @@ namespace {
 constexpr int k_max_nesting = 200;
 
 class Parser {
-public:
+  public:
     explicit Parser(std::vector<Token> tokens) : tokens_(std::move(tokens)) {}
 
     TemplateAst parse() {
@@ -27,7 +27,7 @@ public:
         return ast;
     }
 
-private:
+  private:
     // ---- token stream ----
     const Token& cur() const { return tokens_[pos_]; }
     const Token& look() const { return tokens_[std::min(pos_ + 1, tokens_.size() - 1)]; }
@@ -36,7 +36,9 @@ private:
         if (pos_ + 1 < tokens_.size()) ++pos_;
         return t;
     }
-    bool is_name(const Token& t, std::string_view v) const { return t.type == TokenType::Name && t.value == v; }
+    bool is_name(const Token& t, std::string_view v) const {
+        return t.type == TokenType::Name && t.value == v;
+    }
     bool is_op(const Token& t, std::string_view v) const {
         return t.type == TokenType::Operator && t.value == v;
     }
@@ -78,8 +80,9 @@ private:
         fail_at(cur(), msg + " (got '" + describe(cur()) + "')");
     }
     [[noreturn]] void unsupported(const Token& t, const std::string& what) const {
-        throw phi::Error(fmt::format("chat template uses unsupported Jinja construct '{}' at line {}, column {}",
-                                     what, t.line, t.column));
+        throw phi::Error(
+            fmt::format("chat template uses unsupported Jinja construct '{}' at line {}, column {}", what,
+                        t.line, t.column));
     }
 
     void expect_op(std::string_view v) {
@@ -96,8 +99,8 @@ private:
     struct DepthGuard {
         explicit DepthGuard(Parser& p) : p(p) {
             if (++p.depth_ > k_max_nesting) {
-                p.fail_here("template nests expressions or blocks more than " + std::to_string(k_max_nesting) +
-                            " deep");
+                p.fail_here("template nests expressions or blocks more than " +
+                            std::to_string(k_max_nesting) + " deep");
             }
         }
         ~DepthGuard() { --p.depth_; }
@@ -160,7 +163,8 @@ private:
         Body body = subparse(end_tokens);
         if (cur().type == TokenType::Eof) {
             std::string names;
-            for (std::string_view e : end_tokens) names += (names.empty() ? "'" : " or '") + std::string(e) + "'";
+            for (std::string_view e : end_tokens)
+                names += (names.empty() ? "'" : " or '") + std::string(e) + "'";
             fail_at(cur(), "unexpected end of template; Jinja was looking for " + names);
         }
         if (drop_needle) advance();
@@ -192,8 +196,9 @@ private:
             advance();
             return s;
         }
-        static const char* const k_refused[] = {"macro", "call", "filter", "include", "import", "from", "extends",
-                                                "block", "with", "autoescape", "generation", "raw", "trans"};
+        static const char* const k_refused[] = {"macro",      "call",    "filter", "include", "import",
+                                                "from",       "extends", "block",  "with",    "autoescape",
+                                                "generation", "raw",     "trans"};
         for (const char* r : k_refused) {
             if (tag == r) {
                 const std::string what = tag == "call" || tag == "filter" ? tag + " block" : tag;
@@ -302,8 +307,9 @@ private:
         return at_end_token(extra_end_rules);
     }
 
-    ExprPtr parse_tuple(bool simplified, bool with_condexpr, std::initializer_list<std::string_view> extra_end_rules,
-                        bool explicit_parentheses, bool with_namespace = false) {
+    ExprPtr parse_tuple(bool simplified, bool with_condexpr,
+                        std::initializer_list<std::string_view> extra_end_rules, bool explicit_parentheses,
+                        bool with_namespace = false) {
         const Token& at = cur();
         std::vector<ExprPtr> args;
         bool is_tuple = false;
@@ -518,7 +524,8 @@ private:
         if (t.type == TokenType::Integer || t.type == TokenType::Float) {
             advance();
             ExprPtr e = make(ExprKind::Const, t);
-            e->constant = t.type == TokenType::Integer ? Value::integer(t.int_value) : Value::real(t.float_value);
+            e->constant =
+                t.type == TokenType::Integer ? Value::integer(t.int_value) : Value::real(t.float_value);
             return e;
         }
         if (is_op(t, "(")) {
@@ -678,7 +685,8 @@ private:
                 expect_op(",");
                 if (is_op(cur(), ")")) break;  // trailing comma
             }
-            if (is_op(cur(), "*") || is_op(cur(), "**")) unsupported(cur(), "argument unpacking (*args/**kwargs)");
+            if (is_op(cur(), "*") || is_op(cur(), "**"))
+                unsupported(cur(), "argument unpacking (*args/**kwargs)");
             if (cur().type == TokenType::Name && is_op(look(), "=")) {
                 std::string key = advance().value;
                 advance();
@@ -739,7 +747,8 @@ private:
         }
         const Expr& name_arg = *filter.items[index];
         if (name_arg.kind != ExprKind::Const || !name_arg.constant.is_string()) {
-            unsupported(at, std::string(is_test ? "test" : "filter") + " name given by an expression in |" + f);
+            unsupported(at,
+                        std::string(is_test ? "test" : "filter") + " name given by an expression in |" + f);
         }
         const std::string& name = name_arg.constant.str();
         if (is_test ? !is_supported_test(name) : !is_supported_filter(name)) {
@@ -783,8 +792,9 @@ private:
         const Token& t = cur();
         if (is_op(t, "(")) {
             parse_call_args(&e->items, &e->kwargs);
-        } else if ((t.type == TokenType::Name || t.type == TokenType::String || t.type == TokenType::Integer ||
-                    t.type == TokenType::Float || is_op(t, "[") || is_op(t, "{")) &&
+        } else if ((t.type == TokenType::Name || t.type == TokenType::String ||
+                    t.type == TokenType::Integer || t.type == TokenType::Float || is_op(t, "[") ||
+                    is_op(t, "{")) &&
                    !is_name(t, "else") && !is_name(t, "or") && !is_name(t, "and")) {
             if (is_name(t, "is")) fail_here("you cannot chain multiple tests with is");
             ExprPtr arg = parse_primary(false);
@@ -853,7 +863,7 @@ private:
 // in the scope's own statements count in order; nested loop bodies are separate scopes analysed
 // after their parent; names first assigned inside an if branch are aliased/resolved.
 class ScopeAnalysis {
-public:
+  public:
     enum class Rule { Param, Resolve, Alias, Undefined };
 
     struct Symbols {
@@ -873,7 +883,9 @@ public:
             }
             return false;
         }
-        bool find_ref(const std::string& name) const { return has_own(name) || (parent && parent->find_ref(name)); }
+        bool find_ref(const std::string& name) const {
+            return has_own(name) || (parent && parent->find_ref(name));
+        }
         void define(const std::string& name, Rule rule) {
             if (Rule* r = find_own(name)) {
                 *r = rule;
@@ -886,7 +898,8 @@ public:
         }
         void store(const std::string& name) {
             add_store(name);
-            if (!has_own(name)) define(name, parent && parent->find_ref(name) ? Rule::Alias : Rule::Undefined);
+            if (!has_own(name))
+                define(name, parent && parent->find_ref(name) ? Rule::Alias : Rule::Undefined);
         }
         void declare_parameter(const std::string& name) {
             add_store(name);
@@ -909,7 +922,8 @@ public:
                 for (const auto& [n, r] : b.refs) define(n, r);
                 for (const std::string& n : b.stores) add_store(n);
             }
-            for (const std::string& n : new_stores) define(n, parent && parent->find_ref(n) ? Rule::Alias : Rule::Resolve);
+            for (const std::string& n : new_stores)
+                define(n, parent && parent->find_ref(n) ? Rule::Alias : Rule::Resolve);
         }
     };
 
@@ -920,7 +934,7 @@ public:
         analyze_children(ast.body, root);
     }
 
-private:
+  private:
     static std::vector<std::string> undefined_names(const Symbols& sym) {
         std::vector<std::string> out;
         for (const auto& [n, r] : sym.refs) {

@@ -12,7 +12,9 @@
 
 namespace phi::chat::jinja {
 
-void fail(const std::string& msg) { throw RuntimeError(msg); }
+void fail(const std::string& msg) {
+    throw RuntimeError(msg);
+}
 
 namespace {
 
@@ -34,13 +36,13 @@ bool is_dict_attribute(std::string_view n) {
 }
 bool is_str_attribute(std::string_view n) {
     static const char* const k_names[] = {
-        "capitalize", "casefold",   "center",       "count",        "encode",     "endswith",  "expandtabs",
-        "find",       "format",     "format_map",   "index",        "isalnum",    "isalpha",   "isascii",
-        "isdecimal",  "isdigit",    "isidentifier", "islower",      "isnumeric",  "isprintable", "isspace",
-        "istitle",    "isupper",    "join",         "ljust",        "lower",      "lstrip",    "maketrans",
-        "partition",  "removeprefix", "removesuffix", "replace",    "rfind",      "rindex",    "rjust",
-        "rpartition", "rsplit",     "rstrip",       "split",        "splitlines", "startswith", "strip",
-        "swapcase",   "title",      "translate",    "upper",        "zfill"};
+        "capitalize", "casefold",     "center",       "count",   "encode",     "endswith",    "expandtabs",
+        "find",       "format",       "format_map",   "index",   "isalnum",    "isalpha",     "isascii",
+        "isdecimal",  "isdigit",      "isidentifier", "islower", "isnumeric",  "isprintable", "isspace",
+        "istitle",    "isupper",      "join",         "ljust",   "lower",      "lstrip",      "maketrans",
+        "partition",  "removeprefix", "removesuffix", "replace", "rfind",      "rindex",      "rjust",
+        "rpartition", "rsplit",       "rstrip",       "split",   "splitlines", "startswith",  "strip",
+        "swapcase",   "title",        "translate",    "upper",   "zfill"};
     return std::find(std::begin(k_names), std::end(k_names), n) != std::end(k_names);
 }
 bool is_int_method(std::string_view n) {
@@ -103,10 +105,12 @@ Value repeat_sequence(Runtime& rt, const Value& seq, int64_t count) {
         const size_t n = seq.seq->items.size();
         if (static_cast<uint64_t>(count) > rt.limits.max_items / n) rt.check_items(rt.limits.max_items + 1);
         items.reserve(n * static_cast<size_t>(count));
-        for (int64_t k = 0; k < count; ++k) items.insert(items.end(), seq.seq->items.begin(), seq.seq->items.end());
+        for (int64_t k = 0; k < count; ++k)
+            items.insert(items.end(), seq.seq->items.begin(), seq.seq->items.end());
         rt.charge(items.size());
     }
-    return seq.seq->kind == SequenceKind::Tuple ? Value::tuple(std::move(items)) : Value::list(std::move(items));
+    return seq.seq->kind == SequenceKind::Tuple ? Value::tuple(std::move(items))
+                                                : Value::list(std::move(items));
 }
 
 Value repeat_string(Runtime& rt, const std::string& s, int64_t count) {
@@ -123,8 +127,8 @@ Value repeat_string(Runtime& rt, const std::string& s, int64_t count) {
 }
 
 // PySlice_Unpack + PySlice_AdjustIndices: returns the slice length.
-int64_t adjust_slice(int64_t length, const Value& vstart, const Value& vstop, const Value& vstep, int64_t* start,
-                     int64_t* stop, int64_t* step) {
+int64_t adjust_slice(int64_t length, const Value& vstart, const Value& vstop, const Value& vstep,
+                     int64_t* start, int64_t* stop, int64_t* step) {
     auto bound = [](const Value& v) -> std::optional<int64_t> {
         if (v.is_none()) return std::nullopt;
         if (!v.is_int_like()) fail("slice indices must be integers or None or have an __index__ method");
@@ -293,8 +297,10 @@ Value Value::tuple(std::vector<Value> items) {
 Value Value::range(int64_t start, int64_t stop, int64_t step) {
     if (step == 0) fail("range() arg 3 must not be zero");
     int64_t n = 0;
-    if (step > 0 && start < stop) n = static_cast<int64_t>((static_cast<__int128>(stop) - start - 1) / step + 1);
-    if (step < 0 && start > stop) n = static_cast<int64_t>((static_cast<__int128>(start) - stop - 1) / -step + 1);
+    if (step > 0 && start < stop)
+        n = static_cast<int64_t>((static_cast<__int128>(stop) - start - 1) / step + 1);
+    if (step < 0 && start > stop)
+        n = static_cast<int64_t>((static_cast<__int128>(start) - stop - 1) / -step + 1);
     // jinja2.sandbox.safe_range
     if (n > 100000) fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
     Value v;
@@ -341,7 +347,8 @@ Value Value::method(Value self, std::string name) {
 }
 
 bool Value::is_list_or_tuple() const {
-    return kind == ValueKind::Sequence && (seq->kind == SequenceKind::List || seq->kind == SequenceKind::Tuple);
+    return kind == ValueKind::Sequence &&
+           (seq->kind == SequenceKind::List || seq->kind == SequenceKind::Tuple);
 }
 
 // ---- dict ----
@@ -388,7 +395,6 @@ Iteration iterate(const Value& v) {
         case ValueKind::Iterator:
             break;
         case ValueKind::String:
-            it.offsets_ = py::code_point_offsets(*v.s);
             break;
         case ValueKind::Loop:
             fail("iterating over 'loop' is not supported in chat templates");
@@ -409,11 +415,12 @@ std::optional<Value> Iteration::next(Runtime& rt) {
             if (pos_ < source_.dict->entries.size()) return source_.dict->entries[pos_++].first;
             return std::nullopt;
         case ValueKind::String:
-            if (pos_ + 1 < offsets_.size()) {
-                const size_t a = offsets_[pos_];
-                const size_t b = offsets_[pos_ + 1];
-                ++pos_;
-                return Value::string(source_.s->substr(a, b - a));
+            if (pos_ < source_.s->size()) {
+                size_t len = 0;
+                py::decode_at(*source_.s, pos_, &len);
+                const size_t at = pos_;
+                pos_ += len;
+                return Value::string(source_.s->substr(at, len));
             }
             return std::nullopt;
         case ValueKind::Iterator:
@@ -572,6 +579,7 @@ std::string to_str(const Value& v, Runtime& rt) {
 
 void append_repr(std::string& out, const Value& v, Runtime& rt, int depth) {
     if (depth > rt.limits.max_data_depth) fail("value nested too deeply to render");
+    rt.charge(1);
     rt.check_string(out.size());
     switch (v.kind) {
         case ValueKind::Undefined:
@@ -650,8 +658,9 @@ void append_repr(std::string& out, const Value& v, Runtime& rt, int depth) {
 
 // ---- comparison ----
 
-bool equals(const Value& a, const Value& b, int depth) {
+bool equals(const Value& a, const Value& b, Runtime* rt, int depth) {
     if (depth > 256) fail("value nested too deeply to compare");
+    if (rt) rt->charge(1);
     if (a.is_number() && b.is_number()) {
         if (a.is_int_like() && b.is_int_like()) return a.as_int() == b.as_int();
         return exact(a) == exact(b);
@@ -662,6 +671,7 @@ bool equals(const Value& a, const Value& b, int depth) {
         case ValueKind::None:
             return true;
         case ValueKind::String:
+            if (rt) rt->charge(std::min(a.s->size(), b.s->size()) / 64);
             return *a.s == *b.s;
         case ValueKind::Sequence: {
             const SequenceKind ka = a.seq->kind;
@@ -676,7 +686,7 @@ bool equals(const Value& a, const Value& b, int depth) {
             const auto& y = b.seq->items;
             if (x.size() != y.size()) return false;
             for (size_t k = 0; k < x.size(); ++k) {
-                if (!equals(x[k], y[k], depth + 1)) return false;
+                if (!equals(x[k], y[k], rt, depth + 1)) return false;
             }
             return true;
         }
@@ -684,7 +694,7 @@ bool equals(const Value& a, const Value& b, int depth) {
             if (a.dict->entries.size() != b.dict->entries.size()) return false;
             for (const auto& [k, v] : a.dict->entries) {
                 const Value* other = b.dict->find(k);
-                if (!other || !equals(v, *other, depth + 1)) return false;
+                if (!other || !equals(v, *other, rt, depth + 1)) return false;
             }
             return true;
         }
@@ -724,18 +734,24 @@ bool order(Runtime& rt, CompareOp op, const Value& a, const Value& b, int depth)
         if (a.is_int_like() && b.is_int_like()) return apply(a.as_int(), b.as_int());
         return apply(exact(a), exact(b));
     }
-    if (a.is_string() && b.is_string()) return apply(a.s->compare(*b.s), 0);  // UTF-8 order == code points
+    if (a.is_string() && b.is_string()) {
+        rt.charge(std::min(a.s->size(), b.s->size()) / 64);
+        return apply(a.s->compare(*b.s), 0);  // UTF-8 order == code points
+    }
     if (a.kind == ValueKind::Sequence && b.kind == ValueKind::Sequence && a.seq->kind == b.seq->kind &&
         (a.seq->kind == SequenceKind::List || a.seq->kind == SequenceKind::Tuple)) {
         const auto& x = a.seq->items;
         const auto& y = b.seq->items;
         const size_t n = std::min(x.size(), y.size());
         for (size_t k = 0; k < n; ++k) {
-            if (!equals(x[k], y[k], depth + 1)) return order(rt, op, x[k], y[k], depth + 1);
+            if (!equals(x[k], y[k], &rt, depth + 1)) return order(rt, op, x[k], y[k], depth + 1);
         }
         return apply(x.size(), y.size());
     }
-    const char* sym = op == CompareOp::Lt ? "<" : op == CompareOp::Le ? "<=" : op == CompareOp::Gt ? ">" : ">=";
+    const char* sym = op == CompareOp::Lt   ? "<"
+                      : op == CompareOp::Le ? "<="
+                      : op == CompareOp::Gt ? ">"
+                                            : ">=";
     fail(std::string("'") + sym + "' not supported between instances of '" + type_name(a) + "' and '" +
          type_name(b) + "'");
 }
@@ -745,9 +761,9 @@ bool order(Runtime& rt, CompareOp op, const Value& a, const Value& b, int depth)
 bool compare(Runtime& rt, CompareOp op, const Value& a, const Value& b) {
     switch (op) {
         case CompareOp::Eq:
-            return equals(a, b);
+            return equals(a, b, &rt);
         case CompareOp::Ne:
-            return !equals(a, b);
+            return !equals(a, b, &rt);
         case CompareOp::In:
             return contains(rt, b, a);
         case CompareOp::NotIn:
@@ -769,7 +785,8 @@ bool hashable(const Value& v) {
         case ValueKind::Sequence:
             if (v.seq->kind == SequenceKind::Range) return true;
             if (v.seq->kind != SequenceKind::Tuple) return false;
-            return std::all_of(v.seq->items.begin(), v.seq->items.end(), [](const Value& x) { return hashable(x); });
+            return std::all_of(v.seq->items.begin(), v.seq->items.end(),
+                               [](const Value& x) { return hashable(x); });
         case ValueKind::Dict:
             return false;
         case ValueKind::Iterator:
@@ -792,6 +809,7 @@ bool contains(Runtime& rt, const Value& container, const Value& needle) {
             return container.s->find(*needle.s) != std::string::npos;
         case ValueKind::Dict:
             if (!hashable(needle)) fail("unhashable type: '" + type_name(needle) + "'");
+            if (needle.is_string()) rt.charge(needle.s->size() / 64);
             return container.dict->find(needle) != nullptr;
         case ValueKind::Sequence: {
             const SequenceData& d = *container.seq;
@@ -803,17 +821,18 @@ bool contains(Runtime& rt, const Value& container, const Value& needle) {
                       needle.seq->items.size() == 2)) {
                     return false;
                 }
-                if (!hashable(needle.seq->items[0])) fail("unhashable type: '" + type_name(needle.seq->items[0]) + "'");
+                if (!hashable(needle.seq->items[0]))
+                    fail("unhashable type: '" + type_name(needle.seq->items[0]) + "'");
             }
             rt.charge(d.items.size());
             for (const Value& x : d.items) {
-                if (equals(x, needle)) return true;
+                if (equals(x, needle, &rt)) return true;
             }
             return false;
         }
         case ValueKind::Iterator:
             while (std::optional<Value> x = container.iter->next(rt)) {
-                if (equals(*x, needle)) return true;
+                if (equals(*x, needle, &rt)) return true;
             }
             return false;
         case ValueKind::Loop:
@@ -839,7 +858,8 @@ Value binary(Runtime& rt, BinaryOp op, const Value& a, const Value& b) {
                 rt.charge((a.s->size() + b.s->size()) / 64);
                 return Value::string(*a.s + *b.s);
             }
-            if (a.kind == ValueKind::Sequence && b.kind == ValueKind::Sequence && a.seq->kind == b.seq->kind &&
+            if (a.kind == ValueKind::Sequence && b.kind == ValueKind::Sequence &&
+                a.seq->kind == b.seq->kind &&
                 (a.seq->kind == SequenceKind::List || a.seq->kind == SequenceKind::Tuple)) {
                 rt.check_items(a.seq->items.size() + b.seq->items.size());
                 rt.charge(a.seq->items.size() + b.seq->items.size());
@@ -878,7 +898,8 @@ Value binary(Runtime& rt, BinaryOp op, const Value& a, const Value& b) {
         case BinaryOp::FloorDiv:
         case BinaryOp::Mod: {
             const bool is_mod = op == BinaryOp::Mod;
-            if (is_mod && a.is_string()) fail("string formatting with '%' is not supported in chat templates");
+            if (is_mod && a.is_string())
+                fail("string formatting with '%' is not supported in chat templates");
             if (!both_num) type_error_binary(is_mod ? "%" : "//", a, b);
             if (both_int) {
                 const int64_t x = a.as_int();
@@ -923,7 +944,8 @@ Value binary(Runtime& rt, BinaryOp op, const Value& a, const Value& b) {
                 fail("a negative number raised to a fractional power is complex; not supported");
             }
             const double r = std::pow(x, y);
-            if (std::isinf(r) && std::isfinite(x) && std::isfinite(y)) fail("(34, 'Numerical result out of range')");
+            if (std::isinf(r) && std::isfinite(x) && std::isfinite(y))
+                fail("(34, 'Numerical result out of range')");
             return Value::real(r);
         }
     }
@@ -983,6 +1005,8 @@ Value get_attr(Runtime& rt, const Value& obj, const std::string& name) {
 
 Value get_item(Runtime& rt, const Value& obj, const Value& key) {
     if (obj.is_undefined()) undefined_error(obj);
+    if (key.is_string()) rt.charge(key.s->size() / 64);
+    if (obj.is_string()) rt.charge(obj.s->size() / 64);
     switch (obj.kind) {
         case ValueKind::Dict:
             if (hashable(key)) {
@@ -991,7 +1015,8 @@ Value get_item(Runtime& rt, const Value& obj, const Value& key) {
             break;
         case ValueKind::Sequence: {
             const SequenceKind k = obj.seq->kind;
-            const bool indexable = k == SequenceKind::List || k == SequenceKind::Tuple || k == SequenceKind::Range;
+            const bool indexable =
+                k == SequenceKind::List || k == SequenceKind::Tuple || k == SequenceKind::Range;
             if (indexable && key.is_int_like()) {
                 int64_t idx = key.as_int();
                 const auto n = static_cast<int64_t>(obj.seq->items.size());
@@ -1036,6 +1061,7 @@ Value get_slice(Runtime& rt, const Value& obj, const Value& start, const Value& 
     int64_t b = 0;
     int64_t s = 1;
     if (obj.kind == ValueKind::String) {
+        rt.charge(obj.s->size() / 64);
         const std::vector<size_t> off = py::code_point_offsets(*obj.s);
         const int64_t n = adjust_slice(static_cast<int64_t>(off.size() - 1), start, stop, step, &a, &b, &s);
         std::string out;
@@ -1057,8 +1083,16 @@ Value get_slice(Runtime& rt, const Value& obj, const Value& start, const Value& 
         }
         const int64_t n = adjust_slice(static_cast<int64_t>(d.items.size()), start, stop, step, &a, &b, &s);
         if (d.kind == SequenceKind::Range) {
-            return Value::range(d.range_start + a * d.range_step, d.range_start + b * d.range_step,
-                                d.range_step * s);
+            const __int128 start =
+                static_cast<__int128>(d.range_start) + static_cast<__int128>(a) * d.range_step;
+            const __int128 stop =
+                static_cast<__int128>(d.range_start) + static_cast<__int128>(b) * d.range_step;
+            const __int128 step = static_cast<__int128>(d.range_step) * s;
+            for (const __int128 x : {start, stop, step}) {
+                if (x > INT64_MAX || x < INT64_MIN) fail("integer overflow in chat template arithmetic");
+            }
+            return Value::range(static_cast<int64_t>(start), static_cast<int64_t>(stop),
+                                static_cast<int64_t>(step));
         }
         std::vector<Value> items;
         items.reserve(static_cast<size_t>(n));
@@ -1093,7 +1127,8 @@ Value from_json(const nlohmann::ordered_json& j, int max_depth) {
             return Value::integer(j.get<int64_t>());
         case nlohmann::ordered_json::value_t::number_unsigned: {
             const auto u = j.get<uint64_t>();
-            PHI_CHECK(u <= static_cast<uint64_t>(INT64_MAX), "chat template context integer {} is too large", u);
+            PHI_CHECK(u <= static_cast<uint64_t>(INT64_MAX), "chat template context integer {} is too large",
+                      u);
             return Value::integer(static_cast<int64_t>(u));
         }
         case nlohmann::ordered_json::value_t::number_float:
@@ -1140,8 +1175,10 @@ void append_json_number_key(std::string& out, const Value& k) {
 
 }  // namespace
 
-void append_json(std::string& out, const Value& v, const JsonOptions& opt, Runtime& rt, int depth, int level) {
+void append_json(std::string& out, const Value& v, const JsonOptions& opt, Runtime& rt, int depth,
+                 int level) {
     if (depth > rt.limits.max_data_depth) fail("value nested too deeply for tojson");
+    rt.charge(1);
     rt.check_string(out.size());
     switch (v.kind) {
         case ValueKind::None:

@@ -5,10 +5,9 @@
 // iterators, which are one-shot and deliberately shared.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,13 +21,13 @@ namespace phi::chat::jinja {
 
 /// A render-time failure (Python raised while rendering). The interpreter adds the template line.
 class RuntimeError : public phi::Error {
-public:
+  public:
     explicit RuntimeError(const std::string& msg) : phi::Error(msg) {}
 };
 
 /// raise_exception('...') from the template; what() is exactly the template's message.
 class TemplateRaised : public phi::Error {
-public:
+  public:
     explicit TemplateRaised(const std::string& msg) : phi::Error(msg) {}
 };
 
@@ -45,7 +44,7 @@ struct Limits {
 
 /// Per-render bookkeeping shared by the evaluator and the builtins.
 class Runtime {
-public:
+  public:
     explicit Runtime(const Limits& limits) : limits(limits) {}
     void charge(uint64_t units) {
         work_ += units;
@@ -68,7 +67,7 @@ public:
     }
     const Limits& limits;
 
-private:
+  private:
     uint64_t work_ = 0;
 };
 
@@ -138,24 +137,23 @@ struct DictData {
 
 /// A Python iterator (generator, reversed()): one-shot, shared between copies of a Value.
 class Iterator {
-public:
+  public:
     virtual ~Iterator() = default;
     virtual std::optional<Value> next(Runtime& rt) = 0;
 };
 
 /// What `iter(value)` walks: sequences, dict keys, string characters, iterators, Undefined.
 class Iteration {
-public:
+  public:
     Iteration() = default;
     std::optional<Value> next(Runtime& rt);
     /// len(iterable) when Python's len() works on the iterated object.
     std::optional<size_t> length() const;
 
-private:
+  private:
     friend Iteration iterate(const Value& v);
     Value source_;
-    size_t pos_ = 0;
-    std::vector<size_t> offsets_;  // code point offsets, for strings
+    size_t pos_ = 0;  // item index, or byte offset for strings
 };
 
 /// iter(value); raises TypeError (RuntimeError) when the value is not iterable.
@@ -172,9 +170,9 @@ struct LoopState {
     bool has_previous = false;
     Value current;
 
-    std::optional<Value> pull(Runtime& rt);   // next item for the loop body
-    bool peek(Runtime& rt, Value* out);       // next item without consuming it
-    int64_t total_length(Runtime& rt);        // loop.length
+    std::optional<Value> pull(Runtime& rt);  // next item for the loop body
+    bool peek(Runtime& rt, Value* out);      // next item without consuming it
+    int64_t total_length(Runtime& rt);       // loop.length
 };
 
 struct CallableData {
@@ -196,7 +194,8 @@ std::string to_str(const Value& v, Runtime& rt);
 /// repr(v)
 void append_repr(std::string& out, const Value& v, Runtime& rt, int depth = 0);
 
-bool equals(const Value& a, const Value& b, int depth = 0);
+/// Python ==; charges its work to `rt` when given.
+bool equals(const Value& a, const Value& b, Runtime* rt = nullptr, int depth = 0);
 /// a < b, a <= b, ... ; raises TypeError like Python for unorderable operands.
 enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge, In, NotIn };
 bool compare(Runtime& rt, CompareOp op, const Value& a, const Value& b);

@@ -145,8 +145,8 @@ bool is_printable(char32_t cp) {
     if (cp < 0x80) return cp >= 0x20 && cp < 0x7F;
     const auto* begin = std::begin(k_nonprintable_ranges);
     const auto* end = std::end(k_nonprintable_ranges);
-    const auto* it = std::upper_bound(begin, end, cp,
-                                      [](char32_t v, const CodePointRange& r) { return v < r.first; });
+    const auto* it =
+        std::upper_bound(begin, end, cp, [](char32_t v, const CodePointRange& r) { return v < r.first; });
     if (it == begin) return true;
     --it;
     return cp > it->last;

@@ -370,6 +370,7 @@ bool Engine::step() {
     stats_.last_step_seconds = std::chrono::duration<double>(t_end - t_start).count();
     stats_.step_seconds += stats_.last_step_seconds;
     stats_.last_step_end = t_end;
+    stats_.comm_all_reduce_seconds = exec_.comm().stats().all_reduce_seconds;
     update_stats_locked();
     return true;
 }

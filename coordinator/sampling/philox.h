@@ -34,10 +34,10 @@ inline PhiloxCounter philox4x32_10(PhiloxCounter ctr, PhiloxKey key) {
 /// A uniform double in [0, 1) with 53 random bits, for draw `counter` of stream `stream` under `seed`:
 /// key = seed, counter = (counter, stream) as 32-bit words, low word first.
 inline double philox_uniform(uint64_t seed, uint64_t stream, uint64_t counter) {
-    const PhiloxCounter out = philox4x32_10(
-        {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), static_cast<uint32_t>(stream),
-         static_cast<uint32_t>(stream >> 32)},
-        {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
+    const PhiloxCounter out =
+        philox4x32_10({static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32),
+                       static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32)},
+                      {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)});
     const uint64_t bits = (static_cast<uint64_t>(out[0]) << 32 | out[1]) >> 11;
     return static_cast<double>(bits) * 0x1.0p-53;
 }

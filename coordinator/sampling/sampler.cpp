@@ -15,6 +15,9 @@ namespace phi::sampling {
 namespace {
 
 constexpr float k_neg_inf = -std::numeric_limits<float>::infinity();
+// Top-p bins: 1/16 nat wide, the last one holding everything more than 32 nats below the max.
+constexpr size_t k_top_p_bins = 512;
+constexpr float k_top_p_bins_per_nat = 16.0f;
 
 // The largest finite logit below `limit`; checks that none is NaN or +inf and that one is finite.
 float checked_max(std::span<const float> x, int64_t limit) {
@@ -40,9 +43,9 @@ float finite_max(std::span<const float> x) {
     return m;
 }
 
-// Better in the descending order top-p walks: higher logit, then lower id.
-bool better(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
+// Exp in float (the sum and the walk run in double): the draw needs ~1e-7 relative precision, not more.
+float weight(float logit, float max_logit) {
+    return std::exp(logit - max_logit);
 }
 
 }  // namespace
@@ -59,15 +62,18 @@ void Sampler::apply_penalties(std::span<float> x, int64_t limit, TokenHistory hi
         seen_.resize(n, 0);
         counts_.resize(n, 0);
     }
-    auto check_id = [n](int32_t id) {
-        PHI_CHECK(id >= 0 && id < n, "token id {} in the sequence is outside the vocabulary [0, {})", id, n);
-    };
-    if (params.repetition_penalty != 1.0f) {
+    const bool repetition = params.repetition_penalty != 1.0f;
+    const bool openai = params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f;
+    if (!repetition && !openai) return;
+    // Check every id before marking any, so a bad one leaves seen_/counts_ clean for the next call.
+    for (std::span<const int32_t> ids : {history.prompt, history.generated})
+        for (int32_t id : ids)
+            PHI_CHECK(id >= 0 && id < n, "token id {} in the sequence is outside the vocabulary [0, {})", id, n);
+    if (repetition) {
         const float penalty = params.repetition_penalty;
         touched_.clear();
         for (std::span<const int32_t> ids : {history.prompt, history.generated}) {
             for (int32_t id : ids) {
-                check_id(id);
                 if (!seen_[id]) {
                     seen_[id] = 1;
                     touched_.push_back(id);
@@ -80,10 +86,9 @@ void Sampler::apply_penalties(std::span<float> x, int64_t limit, TokenHistory hi
             x[id] = x[id] < 0.0f ? x[id] * penalty : x[id] / penalty;
         }
     }
-    if (params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f) {
+    if (openai) {
         touched_.clear();
         for (int32_t id : history.generated) {
-            check_id(id);
             if (counts_[id]++ == 0) touched_.push_back(id);
         }
         for (int32_t id : touched_) {
@@ -97,46 +102,83 @@ void Sampler::apply_penalties(std::span<float> x, int64_t limit, TokenHistory hi
 }
 
 void Sampler::apply_top_k(std::span<float> x, int32_t top_k) {
+    // The k-th largest logit: a min-heap of the k largest seen (one comparison for most logits when k is
+    // small), or a selection over all finite logits when k is large.
     values_.clear();
-    for (float v : x)
-        if (v != k_neg_inf) values_.push_back(v);
-    if (static_cast<size_t>(top_k) >= values_.size()) return;
-    std::nth_element(values_.begin(), values_.begin() + (top_k - 1), values_.end(), std::greater<float>());
-    const float kth = values_[top_k - 1];
+    const auto k = static_cast<size_t>(top_k);
+    if (k <= 1024) {
+        for (float v : x) {
+            if (v == k_neg_inf) continue;
+            if (values_.size() < k) {
+                values_.push_back(v);
+                std::push_heap(values_.begin(), values_.end(), std::greater<float>());
+            } else if (v > values_.front()) {
+                std::pop_heap(values_.begin(), values_.end(), std::greater<float>());
+                values_.back() = v;
+                std::push_heap(values_.begin(), values_.end(), std::greater<float>());
+            }
+        }
+        if (values_.size() < k) return;  // k or fewer finite logits: nothing to drop
+    } else {
+        for (float v : x)
+            if (v != k_neg_inf) values_.push_back(v);
+        if (values_.size() <= k) return;
+        std::nth_element(values_.begin(), values_.begin() + (k - 1), values_.end(), std::greater<float>());
+        values_[0] = values_[k - 1];
+    }
+    const float kth = values_.front();
     for (float& v : x)
         if (v < kth) v = k_neg_inf;
 }
 
 void Sampler::apply_top_p(std::span<float> x, float top_p) {
-    candidates_.clear();
-    for (size_t i = 0; i < x.size(); ++i)
-        if (x[i] != k_neg_inf) candidates_.emplace_back(x[i], static_cast<int32_t>(i));
-    const double m = finite_max(x);
+    // Keep the first K tokens of the descending order (higher logit, then lower id), K the smallest index
+    // whose predecessors' mass reaches top_p (all when none does). Instead of sorting the vocabulary, bin
+    // the logits by distance below the max (a monotone map, so bins follow the descending order), find
+    // the bin where the mass crosses the cut, and sort only that bin.
+    const float m = finite_max(x);
+    const size_t n = x.size();
+    weights_.resize(n);
+    bins_.resize(n);
+    bin_mass_.assign(k_top_p_bins, 0.0);
     double total = 0.0;
-    for (size_t i = 0; i < x.size(); ++i)
-        if (x[i] != k_neg_inf) total += std::exp(static_cast<double>(x[i]) - m);
-    const double cut = static_cast<double>(top_p) * total;
-
-    // Sort only as much of the descending order as the cut needs: the best 64, then 4x more each time.
-    const size_t count = candidates_.size();
-    size_t sorted = 0;
-    size_t end = std::min<size_t>(64, count);
-    size_t keep = count;
-    double before = 0.0;  // mass of the tokens ahead of the current one
-    for (;;) {
-        std::partial_sort(candidates_.begin() + sorted, candidates_.begin() + end, candidates_.end(), better);
-        for (size_t i = sorted; i < end && keep == count; ++i) {
-            if (before >= cut) keep = i;
-            before += std::exp(static_cast<double>(candidates_[i].first) - m);
-        }
-        if (keep != count || end == count) break;
-        sorted = end;
-        end = std::min(count, end * 4);
+    for (size_t i = 0; i < n; ++i) {
+        if (x[i] == k_neg_inf) continue;
+        const float w = weight(x[i], m);
+        const float dist = (m - x[i]) * k_top_p_bins_per_nat;
+        const auto bin = static_cast<uint16_t>(std::min(dist, static_cast<float>(k_top_p_bins - 1)));
+        weights_[i] = w;
+        bins_[i] = bin;
+        bin_mass_[bin] += w;
+        total += w;
     }
-    for (size_t i = keep; i < count; ++i) x[candidates_[i].second] = k_neg_inf;
+    const double cut = static_cast<double>(top_p) * total;
+    double before = 0.0;
+    size_t cross = 0;  // the bin holding the K-th token
+    while (cross + 1 < k_top_p_bins && before + bin_mass_[cross] < cut) before += bin_mass_[cross++];
+
+    candidates_.clear();
+    for (size_t i = 0; i < n; ++i)
+        if (x[i] != k_neg_inf && bins_[i] == cross)
+            candidates_.push_back({x[i], static_cast<int32_t>(i), weights_[i]});
+    std::sort(candidates_.begin(), candidates_.end(), [](const Candidate& a, const Candidate& b) {
+        return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    });
+    size_t keep = candidates_.size();
+    for (size_t k = 0; k < candidates_.size(); ++k) {
+        if (before >= cut) {
+            keep = k;
+            break;
+        }
+        before += candidates_[k].weight;
+    }
+    for (size_t k = keep; k < candidates_.size(); ++k) x[candidates_[k].id] = k_neg_inf;
+    for (size_t i = 0; i < n; ++i)
+        if (x[i] != k_neg_inf && bins_[i] > cross) x[i] = k_neg_inf;
 }
 
-void Sampler::process(std::span<float> logits, int64_t limit, TokenHistory history, const SamplingParams& params) {
+void Sampler::process(std::span<float> logits, int64_t limit, TokenHistory history,
+                      const SamplingParams& params) {
     PHI_CHECK(limit >= 1 && limit <= static_cast<int64_t>(logits.size()),
               "token limit {} must be in [1, {}] (the logits' size)", limit, logits.size());
     checked_max(logits, limit);
@@ -149,28 +191,28 @@ void Sampler::process(std::span<float> logits, int64_t limit, TokenHistory histo
         const float t = params.temperature;
         for (float& v : x) v = v / t;
     }
-    if (params.top_k > 0) apply_top_k(x, params.top_k);  // step 4
+    if (params.top_k > 0) apply_top_k(x, params.top_k);     // step 4
     if (params.top_p < 1.0f) apply_top_p(x, params.top_p);  // step 5
-    if (params.min_p > 0.0f) {                             // step 6
+    if (params.min_p > 0.0f) {                              // step 6: p / p_max < min_p, in log space
         const double m = finite_max(x);
-        const double min_p = params.min_p;
+        const double log_min_p = std::log(static_cast<double>(params.min_p));
         for (float& v : x)
-            if (v != k_neg_inf && std::exp(static_cast<double>(v) - m) < min_p) v = k_neg_inf;
+            if (static_cast<double>(v) - m < log_min_p) v = k_neg_inf;
     }
 }
 
-void Sampler::raw_logprobs(std::span<const float> logits, int64_t limit, int32_t n_top, SampleResult& out) const {
-    const double m = finite_max(logits.first(limit));
+void Sampler::raw_logprobs(std::span<const float> logits, int64_t limit, int32_t n_top,
+                           SampleResult& out) const {
+    const float m = finite_max(logits.first(limit));
     double sum = 0.0;
     for (int64_t i = 0; i < limit; ++i)
-        if (logits[i] != k_neg_inf) sum += std::exp(static_cast<double>(logits[i]) - m);
-    const double lse = m + std::log(sum);
+        if (logits[i] != k_neg_inf) sum += weight(logits[i], m);
+    const double lse = static_cast<double>(m) + std::log(sum);
     out.logprob = static_cast<float>(static_cast<double>(logits[out.id]) - lse);
 
-    // Insertion into a best-first list of at most n_top: a later id replaces an equal logit never, so ties
-    // keep the lower id first.
+    // Insertion into a best-first list of at most n_top: a later id never displaces an equal logit, so
+    // ties keep the lower id first.
     std::vector<TokenLogprob>& top = out.top_logprobs;
-    top.clear();
     if (n_top <= 0) return;
     for (int64_t i = 0; i < limit; ++i) {
         const float v = logits[i];
@@ -182,13 +224,13 @@ void Sampler::raw_logprobs(std::span<const float> logits, int64_t limit, int32_t
             top[j] = top[j - 1];
             --j;
         }
-        top[j] = {static_cast<int32_t>(i), v};  // raw logit for now, logprob below
+        top[j] = {static_cast<int32_t>(i), v};  // the raw logit until the loop ends
     }
     for (TokenLogprob& t : top) t.logprob = static_cast<float>(static_cast<double>(t.logprob) - lse);
 }
 
-void Sampler::sample(std::span<const float> logits, int64_t limit, TokenHistory history, const SamplingParams& params,
-                     RngStream rng, SampleResult& out) {
+void Sampler::sample(std::span<const float> logits, int64_t limit, TokenHistory history,
+                     const SamplingParams& params, RngStream rng, SampleResult& out) {
     processed_.assign(logits.begin(), logits.end());
     process(processed_, limit, history, params);
     const std::span<const float> x = std::span<const float>(processed_).first(limit);
@@ -199,23 +241,25 @@ void Sampler::sample(std::span<const float> logits, int64_t limit, TokenHistory 
             if (x[i] != k_neg_inf && (best < 0 || x[i] > x[best])) best = static_cast<int32_t>(i);
         out.id = best;
     } else {
-        const double m = finite_max(x);
+        const float m = finite_max(x);
+        weights_.resize(limit);
         double total = 0.0;
-        for (float v : x)
-            if (v != k_neg_inf) total += std::exp(static_cast<double>(v) - m);
+        for (int64_t i = 0; i < limit; ++i) {
+            weights_[i] = x[i] == k_neg_inf ? 0.0f : weight(x[i], m);
+            total += weights_[i];
+        }
         const double target = philox_uniform(rng.seed, rng.stream, history.generated.size()) * total;
         double cum = 0.0;
         int32_t chosen = -1;
         for (int64_t i = 0; i < limit; ++i) {
-            if (x[i] == k_neg_inf) continue;
-            const double w = std::exp(static_cast<double>(x[i]) - m);
-            if (w <= 0.0) continue;  // underflowed: probability 0, never drawn
+            if (weights_[i] <= 0.0f) continue;  // filtered or underflowed: probability 0, never drawn
             chosen = static_cast<int32_t>(i);
-            cum += w;
+            cum += weights_[i];
             if (cum > target) break;
         }
         out.id = chosen;  // rounding can leave cum <= target at the end: the last id with mass then
     }
+    out.top_logprobs.clear();
     raw_logprobs(logits, limit, params.logprobs, out);
 }
 

@@ -28,13 +28,14 @@
 // Logprobs are vLLM's default ("raw_logprobs"): log-softmax of the model's logits over ids < limit, before
 // penalties, temperature and filtering, so they describe the model, not the sampling settings.
 //
-// Reductions run in a fixed order (ascending id, double accumulators) on one thread, so the result does
-// not depend on batch size, batch makeup or thread count.
+// Every step is a pure function of (logits, history, params, seed, stream) on one thread, with reductions
+// in a fixed order (double accumulators), so the result does not depend on batch size, batch makeup or
+// thread count. Cost is O(vocab) per token: top-k keeps a heap of k, top-p bins the logits by distance
+// below the max and sorts only the bin where the cut falls; nothing sorts the whole vocabulary.
 #pragma once
 
 #include <cstdint>
 #include <span>
-#include <utility>
 #include <vector>
 
 #include "coordinator/sampling/sampling_params.h"
@@ -83,9 +84,9 @@ public:
     void process(std::span<float> logits, int64_t limit, TokenHistory history, const SamplingParams& params);
 
     /// The next token of one sequence (params validated): processes a copy of `logits`, then takes the
-    /// argmax (greedy) or draws (step 7), and fills the raw logprobs. Reuses out.top_logprobs' storage.
-    void sample(std::span<const float> logits, int64_t limit, TokenHistory history, const SamplingParams& params,
-                RngStream rng, SampleResult& out);
+    /// argmax (greedy) or draws (step 7), and fills the raw logprobs. Reuses out's storage.
+    void sample(std::span<const float> logits, int64_t limit, TokenHistory history,
+                const SamplingParams& params, RngStream rng, SampleResult& out);
 
     SampleResult sample(std::span<const float> logits, int64_t limit, TokenHistory history,
                         const SamplingParams& params, RngStream rng) {
@@ -95,17 +96,27 @@ public:
     }
 
 private:
-    void apply_penalties(std::span<float> x, int64_t limit, TokenHistory history, const SamplingParams& params);
+    void apply_penalties(std::span<float> x, int64_t limit, TokenHistory history,
+                         const SamplingParams& params);
     void apply_top_k(std::span<float> x, int32_t top_k);
     void apply_top_p(std::span<float> x, float top_p);
     void raw_logprobs(std::span<const float> logits, int64_t limit, int32_t n_top, SampleResult& out) const;
 
-    std::vector<float> processed_;                      // [vocab_padded] the logits being processed
-    std::vector<uint8_t> seen_;                         // [vocab_padded] repetition-penalty marks, all 0 between calls
-    std::vector<int32_t> counts_;                       // [vocab_padded] generated counts, all 0 between calls
-    std::vector<int32_t> touched_;                      // ids whose seen_/counts_ entry is set
-    std::vector<float> values_;                         // finite logits, for the top-k threshold
-    std::vector<std::pair<float, int32_t>> candidates_;  // (logit, id) of finite logits, for top-p
+    struct Candidate {
+        float logit;
+        int32_t id;
+        float weight;  // exp(logit - max logit)
+    };
+
+    std::vector<float> processed_;       // [vocab_padded] the logits being processed
+    std::vector<float> weights_;         // [limit] exp(processed - max), 0 where filtered
+    std::vector<uint16_t> bins_;         // [limit] top-p bin of each finite logit
+    std::vector<double> bin_mass_;       // [top-p bins] mass of each bin
+    std::vector<uint8_t> seen_;          // [vocab_padded] repetition-penalty marks, all 0 between calls
+    std::vector<int32_t> counts_;        // [vocab_padded] generated counts, all 0 between calls
+    std::vector<int32_t> touched_;       // ids whose seen_/counts_ entry is set
+    std::vector<float> values_;          // finite logits, for the top-k threshold
+    std::vector<Candidate> candidates_;  // the finite logits of the top-p bin where the cut falls
 };
 
 }  // namespace phi::sampling

@@ -36,7 +36,8 @@ struct SamplingParams {
     float frequency_penalty = 0.0f;
     /// Seeds the request's random stream (sampler.h). Unset: the request draws a random seed once.
     std::optional<uint64_t> seed;
-    /// Top-n logprobs returned with every token, in [0, k_max_logprobs]. 0: only the chosen token's.
+    /// Top-n logprobs returned with every token, in [0, k_max_logprobs]; the chosen token's logprob is
+    /// always returned.
     int32_t logprobs = 0;
     /// Most tokens to generate, >= 1. Unset: up to the context limit.
     std::optional<int32_t> max_tokens;

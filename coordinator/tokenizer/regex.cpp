@@ -13,6 +13,9 @@
 
 #include <pcre2.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "common/error.h"
 #include "coordinator/tokenizer/unicode_delta.inc"
 
@@ -37,12 +40,86 @@ std::string pcre2_message(int code) {
 }  // namespace
 
 struct Regex::Impl {
+    // `code` knows Unicode 14 (PCRE2's tables); `code_widened`, when the pattern uses general categories, also
+    // the characters assigned since. The widened classes are slower to match, so they are only used on text
+    // that contains such a character.
     pcre2_code* code = nullptr;
+    pcre2_code* code_widened = nullptr;
     bool jit = false;
+    bool jit_widened = false;
     ~Impl() {
         if (code) pcre2_code_free(code);
+        if (code_widened) pcre2_code_free(code_widened);
     }
 };
+
+namespace {
+
+/// Sorted, merged code point ranges of every unicode_delta.inc class.
+const std::vector<std::pair<char32_t, char32_t>>& delta_ranges() {
+    static const std::vector<std::pair<char32_t, char32_t>> ranges = [] {
+        std::vector<std::pair<char32_t, char32_t>> r;
+        for (const UnicodeDelta& d : k_unicode_delta) {
+            std::string_view b = d.add;  // "\x{1C89}-\x{1C8A}\x{A7CB}..."
+            while (!b.empty()) {
+                auto read = [&b]() {
+                    const std::size_t close = b.find('}');
+                    const auto v = static_cast<char32_t>(std::stoul(std::string(b.substr(3, close - 3)), nullptr, 16));
+                    b.remove_prefix(close + 1);
+                    return v;
+                };
+                const char32_t lo = read();
+                char32_t hi = lo;
+                if (!b.empty() && b[0] == '-') {
+                    b.remove_prefix(1);
+                    hi = read();
+                }
+                r.emplace_back(lo, hi);
+            }
+        }
+        std::sort(r.begin(), r.end());
+        std::vector<std::pair<char32_t, char32_t>> merged;
+        for (const auto& x : r) {
+            if (!merged.empty() && x.first <= merged.back().second + 1) {
+                merged.back().second = std::max(merged.back().second, x.second);
+            } else {
+                merged.push_back(x);
+            }
+        }
+        return merged;
+    }();
+    return ranges;
+}
+
+/// True when `text` (valid UTF-8) has a character that Unicode assigned after PCRE2's tables.
+bool has_new_character(std::string_view text) {
+    const auto& ranges = delta_ranges();
+    if (ranges.empty()) return false;
+    const char32_t first = ranges.front().first;
+    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+    const std::size_t n = text.size();
+    for (std::size_t i = 0; i < n;) {
+        const unsigned char b = p[i];
+        if (b < 0xE0) {  // code points below U+0800: older than every delta range
+            i += b < 0x80 ? 1 : 2;
+            continue;
+        }
+        char32_t cp;
+        if (b < 0xF0) {
+            cp = ((b & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
+            i += 3;
+        } else {
+            cp = ((b & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
+            i += 4;
+        }
+        if (cp < first) continue;
+        auto it = std::upper_bound(ranges.begin(), ranges.end(), std::make_pair(cp, char32_t{0x10FFFF}));
+        if (it != ranges.begin() && cp <= std::prev(it)->second) return true;
+    }
+    return false;
+}
+
+}  // namespace
 
 namespace {
 
@@ -66,7 +143,9 @@ const std::string& digit_class() {
 
 }  // namespace
 
-std::string Regex::translate(std::string_view p) {
+std::string Regex::translate(std::string_view p) { return translate(p, true); }
+
+std::string Regex::translate(std::string_view p, bool widen) {
     std::string out;
     out.reserve(p.size() + 64);
     bool in_class = false;
@@ -92,7 +171,7 @@ std::string Regex::translate(std::string_view p) {
                     negated = !negated;
                     name.remove_prefix(1);
                 }
-                const std::string_view add = delta_for(name);
+                const std::string_view add = widen ? delta_for(name) : std::string_view();
                 const std::string prop = fmt::format("\\p{{{}}}", name);
                 if (add.empty() || (in_class && negated)) {
                     out.append(p.substr(i, end - i));  // nothing to add, or not expressible inside a class
@@ -116,11 +195,11 @@ std::string Regex::translate(std::string_view p) {
                     break;
                 case 'w':
                 case 'W':
-                    body = word_class();
+                    body = widen ? std::string_view(word_class()) : k_word_class;
                     break;
                 case 'd':
                 case 'D':
-                    body = digit_class();
+                    body = widen ? std::string_view(digit_class()) : std::string_view("\\p{Nd}");
                     break;
                 case 'h':
                 case 'H':
@@ -194,15 +273,20 @@ std::string Regex::escape(std::string_view literal) {
 }
 
 Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_unique<Impl>()) {
-    const std::string translated = translate(pattern);
-    int err = 0;
-    PCRE2_SIZE err_off = 0;
-    impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &err, &err_off,
-                                nullptr);
-    PHI_CHECK(impl_->code != nullptr, "cannot compile the tokenizer regex '{}' (as PCRE2 '{}'): {} at offset {}",
-              pattern, translated, pcre2_message(err), err_off);
-    impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+    auto compile = [&](const std::string& translated, bool& jit) {
+        int err = 0;
+        PCRE2_SIZE err_off = 0;
+        pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                                         PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &err, &err_off, nullptr);
+        PHI_CHECK(code != nullptr, "cannot compile the tokenizer regex '{}' (as PCRE2 '{}'): {} at offset {}",
+                  pattern, translated, pcre2_message(err), err_off);
+        jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+        return code;
+    };
+    const std::string plain = translate(pattern, false);
+    const std::string widened = translate(pattern, true);
+    impl_->code = compile(plain, impl_->jit);
+    if (widened != plain) impl_->code_widened = compile(widened, impl_->jit_widened);
 }
 
 Regex::~Regex() = default;
@@ -210,17 +294,19 @@ Regex::Regex(Regex&&) noexcept = default;
 Regex& Regex::operator=(Regex&&) noexcept = default;
 
 void Regex::find_all(std::string_view text, std::vector<std::pair<std::size_t, std::size_t>>& out) const {
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
+    const bool widened = impl_->code_widened != nullptr && has_new_character(text);
+    pcre2_code* code = widened ? impl_->code_widened : impl_->code;
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
     PHI_CHECK(md != nullptr, "out of memory creating PCRE2 match data");
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     const std::size_t n = text.size();
     std::size_t last_end = 0;
     bool have_last = false;
     std::size_t last_match_end = 0;
-    bool use_jit = impl_->jit;
+    bool use_jit = widened ? impl_->jit_widened : impl_->jit;
     while (last_end <= n) {
-        int rc = use_jit ? pcre2_jit_match(impl_->code, subject, n, last_end, 0, md, nullptr)
-                         : pcre2_match(impl_->code, subject, n, last_end, PCRE2_NO_UTF_CHECK, md, nullptr);
+        int rc = use_jit ? pcre2_jit_match(code, subject, n, last_end, 0, md, nullptr)
+                         : pcre2_match(code, subject, n, last_end, PCRE2_NO_UTF_CHECK, md, nullptr);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // deep backtracking: the interpreter has no such limit
             use_jit = false;
             continue;

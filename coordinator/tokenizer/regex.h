@@ -29,8 +29,10 @@ public:
 
     const std::string& pattern() const { return pattern_; }
 
-    /// The PCRE2 pattern the HF pattern was translated to (for error messages and tests).
+    /// The PCRE2 pattern the HF pattern was translated to (for error messages and tests); `widen` adds the
+    /// characters Unicode assigned after PCRE2's tables to \p{..} classes.
     static std::string translate(std::string_view hf_pattern);
+    static std::string translate(std::string_view hf_pattern, bool widen);
 
     /// Escapes a literal string for use as a pattern.
     static std::string escape(std::string_view literal);

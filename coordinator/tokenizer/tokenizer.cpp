@@ -152,8 +152,8 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
 
 /// Leftmost-longest added-token matches with HF's single_word / lstrip / rstrip handling
 /// (AddedVocabulary::find_matches). Output spans cover the text; is_match spans carry the token id in `ids`.
-void find_added(const AddedVocab& av, const AddedVocab::Trie& trie, std::string_view text, std::vector<Span>& out,
-                std::vector<int32_t>& ids) {
+void find_added(const AddedVocab& av, const AddedVocab::Trie& trie, std::string_view text, bool split_special,
+                std::vector<Span>& out, std::vector<int32_t>& ids) {
     out.clear();
     ids.clear();
     if (trie.empty()) {
@@ -183,6 +183,7 @@ void find_added(const AddedVocab& av, const AddedVocab::Trie& trie, std::string_
         std::size_t stop = end;
         pos = end;  // the matcher resumes after the match, whatever lstrip/rstrip/single_word do
         const AddedToken& tok = av.by_id.at(id);
+        if (split_special && av.special_contents.count(tok.content)) continue;  // skipped, not re-scanned (as HF)
         if (tok.single_word) {
             // HF: the token must not be glued to a word character (Rust regex \w$ / ^\w) on either side.
             static const Regex ends_with_word("\\w\\z");
@@ -298,7 +299,8 @@ void TokenizerImpl::apply_normalizer(std::string& s) const {
     }
 }
 
-std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_special_tokens) const {
+std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_special_tokens,
+                                           bool split_special_tokens) const {
     std::string repaired;
     std::string_view text = input;
     if (!unicode::is_valid(input)) {
@@ -389,7 +391,7 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_spec
 
     std::vector<Span> segments, sub;
     std::vector<int32_t> seg_ids, sub_ids;
-    find_added(added, added.raw_trie, text, segments, seg_ids);
+    find_added(added, added.raw_trie, text, split_special_tokens, segments, seg_ids);
     for (std::size_t si = 0; si < segments.size(); ++si) {
         const Span& seg = segments[si];
         if (seg_ids[si] >= 0) {
@@ -408,7 +410,7 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_spec
             tokenize_piece(s, at_origin);
             continue;
         }
-        find_added(added, added.normalized_trie, s, sub, sub_ids);
+        find_added(added, added.normalized_trie, s, split_special_tokens, sub, sub_ids);
         for (std::size_t k = 0; k < sub.size(); ++k) {
             if (sub_ids[k] >= 0) {
                 ids.push_back(sub_ids[k]);
@@ -653,8 +655,9 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
-    return impl_->encode(text, add_special_tokens);
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens,
+                                       bool split_special_tokens) const {
+    return impl_->encode(text, add_special_tokens, split_special_tokens);
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {

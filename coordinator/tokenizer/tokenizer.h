@@ -49,10 +49,12 @@ public:
     ~Tokenizer();
 
     /// Token ids of `text`. Bytes that are not valid UTF-8 are first replaced (one U+FFFD per maximal invalid
-    /// subpart, as Python's decode(errors="replace")). Added/special tokens written in the text are recognised
-    /// (HF's split_special_tokens=False). add_special_tokens applies the post-processor (e.g. a BOS) the way
-    /// tokenizer(text) does. Thread-safe.
-    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+    /// subpart, as Python's decode(errors="replace")). add_special_tokens applies the post-processor (e.g. a
+    /// BOS) the way tokenizer(text) does. Added tokens written in the text are recognised; with
+    /// split_special_tokens the special ones are not (they are tokenized as plain text, HF's
+    /// split_special_tokens=True), which is how to encode untrusted content. Thread-safe.
+    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true,
+                                bool split_special_tokens = false) const;
 
     /// For a rendered chat template: special-token text is recognised and nothing is added around it, as
     /// transformers' apply_chat_template(tokenize=True) does (it encodes with add_special_tokens=False).

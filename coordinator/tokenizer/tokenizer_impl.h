@@ -132,7 +132,7 @@ struct TokenizerImpl {
 
     // --- runtime (tokenizer.cpp) ---
     void apply_normalizer(std::string& s) const;
-    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const;
+    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, bool split_special_tokens) const;
     /// The string the decoder sees for `id` (HF simple_id_to_token), or nullopt when the id is unknown or
     /// skipped as special.
     std::optional<std::string_view> decode_token(int32_t id, bool skip_special_tokens) const;

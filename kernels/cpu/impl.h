@@ -19,10 +19,10 @@ constexpr int64_t k_rope_max_half = 512;
 
 /// Arguments of paged_attention after validation, plus per-thread scratch for the scores.
 struct AttentionArgs {
-    float* out;              // [n, n_heads, head_dim]
-    const float* q;          // [n, n_heads, head_dim]
-    const float* k_cache;    // [num_blocks, block_size, n_kv_heads, head_dim]
-    const float* v_cache;    // [num_blocks, block_size, n_kv_heads, head_dim]
+    float* out;            // [n, n_heads, head_dim]
+    const float* q;        // [n, n_heads, head_dim]
+    const float* k_cache;  // [num_blocks, block_size, n_kv_heads, head_dim]
+    const float* v_cache;  // [num_blocks, block_size, n_kv_heads, head_dim]
     KvLayout layout;
     const int32_t* block_table;  // [ceil((start_pos + n) / block_size)]
     int64_t start_pos;
@@ -39,11 +39,11 @@ struct AttentionArgs {
     int64_t scratch_stride;  // >= the most keys one query sees: min(start_pos + n, window)
 };
 
-#define PHI_KERNELS_LEVEL_DECLS                                                                   \
-    void linear(float* y, const float* x, int64_t n, const WeightView& w, const float* bias);     \
+#define PHI_KERNELS_LEVEL_DECLS                                                                     \
+    void linear(float* y, const float* x, int64_t n, const WeightView& w, const float* bias);       \
     void layer_norm(float* y, const float* x, const float* w, const float* b, int64_t n, int64_t d, \
-                    float eps);                                                                   \
-    void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);     \
+                    float eps);                                                                     \
+    void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);       \
     void paged_attention(const AttentionArgs& a);
 
 namespace ref {

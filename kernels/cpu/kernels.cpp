@@ -17,7 +17,8 @@ void check_weight(const WeightView& w, const char* what) {
     PHI_CHECK(w.data != nullptr || w.rows * w.cols == 0, "{}: weight data is null", what);
     PHI_CHECK(w.rows >= 0 && w.cols >= 0, "{}: weight shape [{}, {}] is negative", what, w.rows, w.cols);
     PHI_CHECK(w.dtype == DType::F32 || w.dtype == DType::BF16,
-              "{}: weights must be F32 or BF16, got {} (convert F16 at load time)", what, dtype_name(w.dtype));
+              "{}: weights must be F32 or BF16, got {} (convert F16 at load time)", what,
+              dtype_name(w.dtype));
 }
 
 void check_layout(const KvLayout& l, const char* what) {
@@ -44,9 +45,15 @@ void linear(Isa isa, float* y, const float* x, int64_t n, const WeightView& w, c
     PHI_CHECK(n >= 0, "linear: n = {} is negative", n);
     if (n == 0 || w.rows == 0) return;
     switch (isa) {
-        case Isa::Scalar: ref::linear(y, x, n, w, bias); return;
-        case Isa::Avx2: avx2::linear(y, x, n, w, bias); return;
-        case Isa::Avx512: avx512::linear(y, x, n, w, bias); return;
+        case Isa::Scalar:
+            ref::linear(y, x, n, w, bias);
+            return;
+        case Isa::Avx2:
+            avx2::linear(y, x, n, w, bias);
+            return;
+        case Isa::Avx512:
+            avx512::linear(y, x, n, w, bias);
+            return;
     }
 }
 
@@ -54,18 +61,30 @@ void layer_norm(Isa isa, float* y, const float* x, const float* w, const float* 
                 float eps) {
     PHI_CHECK(n >= 0 && d > 0, "layer_norm: bad shape [{}, {}]", n, d);
     switch (isa) {
-        case Isa::Scalar: ref::layer_norm(y, x, w, b, n, d, eps); return;
-        case Isa::Avx2: avx2::layer_norm(y, x, w, b, n, d, eps); return;
-        case Isa::Avx512: avx512::layer_norm(y, x, w, b, n, d, eps); return;
+        case Isa::Scalar:
+            ref::layer_norm(y, x, w, b, n, d, eps);
+            return;
+        case Isa::Avx2:
+            avx2::layer_norm(y, x, w, b, n, d, eps);
+            return;
+        case Isa::Avx512:
+            avx512::layer_norm(y, x, w, b, n, d, eps);
+            return;
     }
 }
 
 void rms_norm(Isa isa, float* y, const float* x, const float* w, int64_t n, int64_t d, float eps) {
     PHI_CHECK(n >= 0 && d > 0, "rms_norm: bad shape [{}, {}]", n, d);
     switch (isa) {
-        case Isa::Scalar: ref::rms_norm(y, x, w, n, d, eps); return;
-        case Isa::Avx2: avx2::rms_norm(y, x, w, n, d, eps); return;
-        case Isa::Avx512: avx512::rms_norm(y, x, w, n, d, eps); return;
+        case Isa::Scalar:
+            ref::rms_norm(y, x, w, n, d, eps);
+            return;
+        case Isa::Avx2:
+            avx2::rms_norm(y, x, w, n, d, eps);
+            return;
+        case Isa::Avx512:
+            avx512::rms_norm(y, x, w, n, d, eps);
+            return;
     }
 }
 
@@ -106,8 +125,8 @@ void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, 
                      const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
                      int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window) {
     check_layout(layout, "paged_attention");
-    PHI_CHECK(start_pos >= 0 && n >= 0 && n_heads > 0, "paged_attention: bad start_pos {}, n {} or n_heads {}",
-              start_pos, n, n_heads);
+    PHI_CHECK(start_pos >= 0 && n >= 0 && n_heads > 0,
+              "paged_attention: bad start_pos {}, n {} or n_heads {}", start_pos, n, n_heads);
     for (int64_t h = 0; h < n_heads; ++h) {
         PHI_CHECK(q_to_kv[h] >= 0 && q_to_kv[h] < layout.n_kv_heads,
                   "paged_attention: q_to_kv[{}] = {} is outside the {} KV heads", h, q_to_kv[h],
@@ -129,13 +148,19 @@ void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, 
     const int64_t stride = (max_keys + 15) / 16 * 16;
     // Uninitialised (every score is written before it is read); one allocation per call.
     const std::unique_ptr<float[]> scratch(new float[size_t(threads * qb * hb * stride)]);
-    const AttentionArgs a{out,   q,      k_cache, v_cache, layout,         block_table, start_pos,
-                          n,     n_heads, q_to_kv, scale,  sliding_window, qb,          hb,
-                          scratch.get(), stride};
+    const AttentionArgs a{out,       q,  k_cache,       v_cache, layout, block_table,
+                          start_pos, n,  n_heads,       q_to_kv, scale,  sliding_window,
+                          qb,        hb, scratch.get(), stride};
     switch (isa) {
-        case Isa::Scalar: ref::paged_attention(a); return;
-        case Isa::Avx2: avx2::paged_attention(a); return;
-        case Isa::Avx512: avx512::paged_attention(a); return;
+        case Isa::Scalar:
+            ref::paged_attention(a);
+            return;
+        case Isa::Avx2:
+            avx2::paged_attention(a);
+            return;
+        case Isa::Avx512:
+            avx512::paged_attention(a);
+            return;
     }
 }
 

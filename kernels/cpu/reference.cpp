@@ -146,7 +146,8 @@ void paged_attention(const AttentionArgs& a) {
         const int64_t kvh = a.q_to_kv[h];
         const float* q = a.q + pair * d;  // [d]
         float* out = a.out + pair * d;    // [d]
-        float* sc = a.scratch + int64_t(omp_get_thread_num()) * a.queries_per_item * a.heads_per_item * a.scratch_stride;  // [qpos + 1 - lo]
+        float* sc = a.scratch + int64_t(omp_get_thread_num()) * a.queries_per_item * a.heads_per_item *
+                                    a.scratch_stride;  // [qpos + 1 - lo]
         auto row = [&](const float* cache, int64_t p) {
             const int64_t blk = a.block_table[p / bs];
             return cache + ((blk * bs + p % bs) * nkv + kvh) * d;

@@ -85,8 +85,12 @@ inline void linear_tile_n(int64_t tn, float* y, int64_t ldy, const float* x, int
     linear_tile<W, R, T>(y, ldy, x, ldx, w, ldw, k_total, bias, pf);
 }
 
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t min64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+inline int64_t max64(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
 
 /// Threads take fixed chunks of output rows (never a split dot product). Within a chunk, tokens go
 /// in super-blocks whose x rows fit in L2, each R-row weight block is loaded from memory once per
@@ -109,10 +113,12 @@ void linear_impl(float* y, const float* x, int64_t n, const W* w, int64_t rows, 
             int64_t o = o_lo;
             for (; o + R <= o_hi; o += R) {
                 // Prefetch the next block while the first token tile streams this one.
-                const char* pf = o + 2 * R <= rows ? reinterpret_cast<const char*>(w + (o + R) * cols) : nullptr;
+                const char* pf =
+                    o + 2 * R <= rows ? reinterpret_cast<const char*>(w + (o + R) * cols) : nullptr;
                 for (int64_t t = t0; t < t_hi; t += T) {
                     linear_tile_n<W, R>(min64(T, t_hi - t), y + t * rows + o, rows, x + t * cols, cols,
-                                        w + o * cols, cols, cols, bias ? bias + o : nullptr, t == t0 ? pf : nullptr);
+                                        w + o * cols, cols, cols, bias ? bias + o : nullptr,
+                                        t == t0 ? pf : nullptr);
                 }
             }
             for (; o < o_hi; ++o) {
@@ -301,10 +307,12 @@ void paged_attention(const AttentionArgs& a) {
         for (int64_t pb = p_first; pb <= p_last; pb += k_pv_block) {
             const int64_t pe = min64(p_last, pb + k_pv_block - 1);
             if (pe < p_last) {
-                for_positions(a.v_cache, pe + 1, min64(p_last, pe + k_pv_block), [&](int64_t, const float* vp) {
-                    const char* base = reinterpret_cast<const char*>(vp + kv_lo * d);
-                    for (int64_t off = 0; off < span_bytes; off += 64) _mm_prefetch(base + off, _MM_HINT_T1);
-                });
+                for_positions(a.v_cache, pe + 1, min64(p_last, pe + k_pv_block),
+                              [&](int64_t, const float* vp) {
+                                  const char* base = reinterpret_cast<const char*>(vp + kv_lo * d);
+                                  for (int64_t off = 0; off < span_bytes; off += 64)
+                                      _mm_prefetch(base + off, _MM_HINT_T1);
+                              });
             }
             for (int64_t h = 0; h < nh; ++h) {
                 const int64_t kv_off = int64_t(a.q_to_kv[h0 + h]) * d;
@@ -316,7 +324,7 @@ void paged_attention(const AttentionArgs& a) {
                     for (int g = 0; g < k_pv_q; ++g) {
                         const int64_t gi = ig + (g < ng ? g : 0);
                         lo_g[g] = first_visible(pos0 + gi);
-                        hi_g[g] = g < ng ? pos0 + gi : -1;  // absent queries see nothing
+                        hi_g[g] = g < ng ? pos0 + gi : -1;                // absent queries see nothing
                         prob[g] = sc + (gi * nh + h) * stride - lo_g[g];  // prob[g][p]
                         out_g[g] = a.out + ((i0 + gi) * a.n_heads + h0 + h) * d;
                     }

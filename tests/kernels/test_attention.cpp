@@ -18,13 +18,13 @@ using namespace phi::kernels::cpu;
 using namespace phi::kernels::cpu::test;
 
 struct Case {
-    int64_t ctx;        // tokens in the sequence (cached + new)
-    int64_t n;          // new queries (the last n positions)
+    int64_t ctx;  // tokens in the sequence (cached + new)
+    int64_t n;    // new queries (the last n positions)
     int64_t n_heads;
     int64_t n_kv_heads;
     int64_t head_dim;
     int64_t block_size;
-    int64_t window;     // sliding window, 0 = none
+    int64_t window;  // sliding window, 0 = none
 };
 
 struct AttnProblem {
@@ -33,8 +33,8 @@ struct AttnProblem {
     std::vector<int32_t> block_table;  // [ceil(ctx / block_size)], shuffled, with gaps
     std::vector<float> k, v;           // [ctx, n_kv_heads, head_dim] contiguous
     std::vector<float> k_cache, v_cache;
-    std::vector<float> q;              // [n, n_heads, head_dim]
-    std::vector<int32_t> q_to_kv;      // [n_heads]
+    std::vector<float> q;          // [n, n_heads, head_dim]
+    std::vector<int32_t> q_to_kv;  // [n_heads]
 
     AttnProblem(const Case& c_, uint32_t seed) : c(c_) {
         const int64_t blocks = (c.ctx + c.block_size - 1) / c.block_size;
@@ -56,8 +56,8 @@ struct AttnProblem {
         // Two writes: the cached prefix, then the new tokens.
         const int64_t start = c.ctx - c.n;
         kv_write(k_cache.data(), v_cache.data(), layout, block_table.data(), 0, start, k.data(), v.data());
-        kv_write(k_cache.data(), v_cache.data(), layout, block_table.data(), start, c.n, k.data() + start * row,
-                 v.data() + start * row);
+        kv_write(k_cache.data(), v_cache.data(), layout, block_table.data(), start, c.n,
+                 k.data() + start * row, v.data() + start * row);
     }
 
     int64_t start() const { return c.ctx - c.n; }
@@ -124,8 +124,8 @@ TEST(Attention, EveryLevelMatchesNaiveDense) {
             const std::vector<float> out = s.run(isa);
             for (size_t i = 0; i < out.size(); ++i) {
                 ASSERT_NEAR(out[i], ref[i], 2e-6 + 1e-5 * std::fabs(ref[i]))
-                    << isa_label(isa) << " ctx=" << c.ctx << " head_dim=" << c.head_dim << " window=" << c.window
-                    << " i=" << i;
+                    << isa_label(isa) << " ctx=" << c.ctx << " head_dim=" << c.head_dim
+                    << " window=" << c.window << " i=" << i;
             }
         }
     }

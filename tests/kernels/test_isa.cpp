@@ -12,7 +12,7 @@ using namespace phi::kernels::cpu;
 
 /// Sets PHI_CPU_ISA for a scope and restores the previous value.
 class EnvIsa {
-public:
+  public:
     explicit EnvIsa(const char* value) {
         if (const char* old = std::getenv("PHI_CPU_ISA")) saved_ = old, had_ = true;
         setenv("PHI_CPU_ISA", value, 1);
@@ -25,7 +25,7 @@ public:
         }
     }
 
-private:
+  private:
     std::string saved_;
     bool had_ = false;
 };

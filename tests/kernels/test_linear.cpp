@@ -17,20 +17,25 @@ using namespace phi::kernels::cpu::test;
 
 struct Problem {
     int64_t n, rows, cols;
-    std::vector<float> x;     // [n, cols]
-    std::vector<float> w;     // [rows, cols], bf16-representable values
-    std::vector<uint16_t> wb; // [rows, cols] the same values in bf16
-    std::vector<float> bias;  // [rows]
+    std::vector<float> x;      // [n, cols]
+    std::vector<float> w;      // [rows, cols], bf16-representable values
+    std::vector<uint16_t> wb;  // [rows, cols] the same values in bf16
+    std::vector<float> bias;   // [rows]
 
     Problem(int64_t n_, int64_t rows_, int64_t cols_, uint32_t seed)
-        : n(n_), rows(rows_), cols(cols_), x(random_floats(n_ * cols_, seed)),
-          w(random_floats(rows_ * cols_, seed + 1)), bias(random_floats(rows_, seed + 2)) {
+        : n(n_),
+          rows(rows_),
+          cols(cols_),
+          x(random_floats(n_ * cols_, seed)),
+          w(random_floats(rows_ * cols_, seed + 1)),
+          bias(random_floats(rows_, seed + 2)) {
         wb = round_to_bf16(w);
     }
     WeightView f32() const { return {w.data(), DType::F32, rows, cols}; }
     WeightView bf16() const { return {wb.data(), DType::BF16, rows, cols}; }
 
-    std::vector<float> run(Isa isa, const WeightView& wv, bool with_bias, int64_t t0 = 0, int64_t nt = -1) const {
+    std::vector<float> run(Isa isa, const WeightView& wv, bool with_bias, int64_t t0 = 0,
+                           int64_t nt = -1) const {
         if (nt < 0) nt = n;
         std::vector<float> y(nt * rows, NAN);
         linear(isa, y.data(), x.data() + t0 * cols, nt, wv, with_bias ? bias.data() : nullptr);
@@ -38,7 +43,8 @@ struct Problem {
     }
 };
 
-void expect_close_to_exact(const Problem& p, const std::vector<float>& y, bool with_bias, const std::string& what) {
+void expect_close_to_exact(const Problem& p, const std::vector<float>& y, bool with_bias,
+                           const std::string& what) {
     for (int64_t t = 0; t < p.n; ++t) {
         for (int64_t o = 0; o < p.rows; ++o) {
             double exact = 0.0, mag = 0.0;
@@ -54,7 +60,8 @@ void expect_close_to_exact(const Problem& p, const std::vector<float>& y, bool w
             // fp32 dot of length K: error well under K * 2^-24 * sum|x w|; 1e-5 relative to the
             // magnitude covers every K used here with room, and is far below any indexing bug.
             ASSERT_NEAR(y[t * p.rows + o], exact, 1e-5 * mag + 1e-30)
-                << what << " t=" << t << " o=" << o << " n=" << p.n << " rows=" << p.rows << " cols=" << p.cols;
+                << what << " t=" << t << " o=" << o << " n=" << p.n << " rows=" << p.rows
+                << " cols=" << p.cols;
         }
     }
 }
@@ -75,7 +82,8 @@ TEST(Linear, EveryLevelMatchesExactAndScalar) {
                     const std::vector<float> y = p.run(isa, p.f32(), with_bias);
                     expect_close_to_exact(p, y, with_bias, isa_label(isa));
                     for (size_t i = 0; i < y.size(); ++i) {
-                        ASSERT_NEAR(y[i], ref[i], 1e-5 * (std::fabs(ref[i]) + 1.0)) << isa_label(isa) << " i=" << i;
+                        ASSERT_NEAR(y[i], ref[i], 1e-5 * (std::fabs(ref[i]) + 1.0))
+                            << isa_label(isa) << " i=" << i;
                     }
                 }
             }
@@ -96,7 +104,8 @@ TEST(Linear, Bf16WeightsEqualF32WeightsWithSameValues) {
 // The contract: a row's output does not depend on n or on the batch's other rows.
 TEST(Linear, BatchInvarianceBitwise) {
     // 40 tokens x 3000 columns also crosses the token super-block of the SIMD levels.
-    for (auto [n, rows, cols] : {std::tuple<int64_t, int64_t, int64_t>{8, 37, 259}, {40, 35, 3000}, {13, 70, 64}}) {
+    for (auto [n, rows, cols] :
+         {std::tuple<int64_t, int64_t, int64_t>{8, 37, 259}, {40, 35, 3000}, {13, 70, 64}}) {
         const Problem p(n, rows, cols, 7 + uint32_t(cols));
         for (Isa isa : levels_to_test()) {
             for (const WeightView& wv : {p.f32(), p.bf16()}) {

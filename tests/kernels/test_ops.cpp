@@ -33,8 +33,10 @@ TEST(Norms, LayerNormMatchesDouble) {
                     for (int64_t i = 0; i < d; ++i) var += (x[t * d + i] - mean) * (x[t * d + i] - mean);
                     var /= double(d);
                     for (int64_t i = 0; i < d; ++i) {
-                        const double ref = (x[t * d + i] - mean) / std::sqrt(var + 1e-5) * w[i] + (with_b ? b[i] : 0.0);
-                        ASSERT_NEAR(y[t * d + i], ref, 1e-5 * (std::fabs(ref) + 1.0)) << isa_label(isa) << " d=" << d;
+                        const double ref =
+                            (x[t * d + i] - mean) / std::sqrt(var + 1e-5) * w[i] + (with_b ? b[i] : 0.0);
+                        ASSERT_NEAR(y[t * d + i], ref, 1e-5 * (std::fabs(ref) + 1.0))
+                            << isa_label(isa) << " d=" << d;
                     }
                 }
                 // In place gives the same bits.
@@ -59,7 +61,8 @@ TEST(Norms, RmsNormMatchesDouble) {
                 const double r = 1.0 / std::sqrt(ms / double(d) + 1e-6);
                 for (int64_t i = 0; i < d; ++i) {
                     const double ref = x[t * d + i] * r * w[i];
-                    ASSERT_NEAR(y[t * d + i], ref, 1e-5 * (std::fabs(ref) + 1e-3)) << isa_label(isa) << " d=" << d;
+                    ASSERT_NEAR(y[t * d + i], ref, 1e-5 * (std::fabs(ref) + 1e-3))
+                        << isa_label(isa) << " d=" << d;
                 }
             }
             rms_norm(isa, x.data(), x.data(), w.data(), n, d, 1e-6f);
@@ -101,7 +104,8 @@ TEST(Elementwise, GeluNewMatchesFormula) {
             const double v = x0[i];
             const double ref = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
             // tanh-form 1 + tanh(u) loses relative accuracy for very negative x (as HF's does).
-            ASSERT_NEAR(x[i], ref, 1e-6 * std::fabs(v) + 1e-6 * std::fabs(ref) + 1e-30) << isa_label(isa) << " x=" << v;
+            ASSERT_NEAR(x[i], ref, 1e-6 * std::fabs(v) + 1e-6 * std::fabs(ref) + 1e-30)
+                << isa_label(isa) << " x=" << v;
         }
     }
 }
@@ -135,7 +139,8 @@ TEST(Rope, NeoxRotateHalfPartial) {
     const int64_t n = 4, heads = 3, head_dim = 20, rotary_dim = 12, half = rotary_dim / 2;
     const std::vector<int32_t> pos = {0, 1, 517, 4095};
     std::vector<float> inv_freq(half);
-    for (int64_t i = 0; i < half; ++i) inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / rotary_dim));
+    for (int64_t i = 0; i < half; ++i)
+        inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / rotary_dim));
     const std::vector<float> x0 = random_floats(n * heads * head_dim, 12);
     const float scale = 1.1902381f;
     for (Isa isa : levels_to_test()) {
@@ -156,7 +161,8 @@ TEST(Rope, NeoxRotateHalfPartial) {
         }
     }
     std::vector<float> x = x0;
-    EXPECT_THROW(rope(Isa::Scalar, x.data(), pos.data(), n, heads, head_dim, 21, inv_freq.data(), 1.0f), phi::Error);
+    EXPECT_THROW(rope(Isa::Scalar, x.data(), pos.data(), n, heads, head_dim, 21, inv_freq.data(), 1.0f),
+                 phi::Error);
 }
 
 TEST(Embedding, F32Bf16AndOutOfShard) {
@@ -164,8 +170,8 @@ TEST(Embedding, F32Bf16AndOutOfShard) {
     std::vector<float> table = random_floats(rows * cols, 13);
     const std::vector<uint16_t> tb = round_to_bf16(table);
     const std::vector<int32_t> ids = {10, 14, 9, 15, 12};
-    for (const WeightView& wv : {WeightView{table.data(), DType::F32, rows, cols},
-                                 WeightView{tb.data(), DType::BF16, rows, cols}}) {
+    for (const WeightView& wv :
+         {WeightView{table.data(), DType::F32, rows, cols}, WeightView{tb.data(), DType::BF16, rows, cols}}) {
         std::vector<float> out(ids.size() * cols, NAN);
         embedding(out.data(), wv, ids.data(), int64_t(ids.size()), offset);
         for (size_t t = 0; t < ids.size(); ++t) {

@@ -37,17 +37,19 @@ inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>&
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-inline std::string isa_label(Isa isa) { return std::string(isa_name(isa)); }
+inline std::string isa_label(Isa isa) {
+    return std::string(isa_name(isa));
+}
 
 /// Sets the OpenMP thread count for a scope.
 class ThreadCount {
-public:
+  public:
     explicit ThreadCount(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
     ~ThreadCount() { omp_set_num_threads(saved_); }
     ThreadCount(const ThreadCount&) = delete;
     ThreadCount& operator=(const ThreadCount&) = delete;
 
-private:
+  private:
     int saved_;
 };
 

@@ -38,10 +38,10 @@ TEST(ChatLexer, TrimBlocksDropsOneNewlineAfterBlockTags) {
 
 TEST(ChatLexer, LstripBlocksStripsIndentationBeforeBlockTags) {
     EXPECT_EQ(texts("A\n    {% if x %}B"), "A\n|B");
-    EXPECT_EQ(texts("  \t{% if x %}B"), "|B");  // at the start of the template
-    EXPECT_EQ(texts("A  {% if x %}B"), "A  |B");  // not at a line start
-    EXPECT_EQ(texts("A\n  {{ x }}"), "A\n  |");   // not before variable tags
-    EXPECT_EQ(texts("A\n  {# c #}B"), "A\nB");    // comments are stripped too
+    EXPECT_EQ(texts("  \t{% if x %}B"), "|B");         // at the start of the template
+    EXPECT_EQ(texts("A  {% if x %}B"), "A  |B");       // not at a line start
+    EXPECT_EQ(texts("A\n  {{ x }}"), "A\n  |");        // not before variable tags
+    EXPECT_EQ(texts("A\n  {# c #}B"), "A\nB");         // comments are stripped too
     EXPECT_EQ(texts("A\n  {%+ if x %}B"), "A\n  |B");  // `{%+` disables it
     // after a trimmed newline, the next line's indentation is still at a line start
     EXPECT_EQ(texts("{% if x %}\n  {% if y %}C"), "||C");

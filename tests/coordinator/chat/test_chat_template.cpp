@@ -22,8 +22,9 @@ const Json& expectations() {
         // PHI_CHAT_EXPECTATIONS: a larger, uncommitted sweep from make_chat_expectations.py --seed/--count
         const char* override_path = std::getenv("PHI_CHAT_EXPECTATIONS");
         const char* root = std::getenv("PHI_SOURCE_DIR");
-        const std::string path = override_path ? std::string(override_path)
-                                               : std::string(root ? root : ".") + "/tests/fixtures/chat/expectations.json";
+        const std::string path =
+            override_path ? std::string(override_path)
+                          : std::string(root ? root : ".") + "/tests/fixtures/chat/expectations.json";
         std::ifstream in(path);
         if (!in) throw std::runtime_error("cannot open " + path + " (is PHI_SOURCE_DIR set?)");
         std::stringstream ss;
@@ -33,7 +34,9 @@ const Json& expectations() {
     return data;
 }
 
-std::string excerpt(const std::string& s) { return s.size() > 400 ? s.substr(0, 400) + "..." : s; }
+std::string excerpt(const std::string& s) {
+    return s.size() > 400 ? s.substr(0, 400) + "..." : s;
+}
 
 TEST(ChatTemplate, PhiTemplatesMatchHfApplyChatTemplate) {
     const Json& cases = expectations().at("phi_templates");
@@ -43,8 +46,9 @@ TEST(ChatTemplate, PhiTemplatesMatchHfApplyChatTemplate) {
         const std::string name = c.at("name").get<std::string>();
         try {
             const ChatTemplate t = ChatTemplate::compile(c.at("template").get<std::string>());
-            const Json ctx = ChatTemplate::hf_context(c.at("messages"), c.at("add_generation_prompt").get<bool>(),
-                                                      c.at("tools"), c.at("special_tokens"));
+            const Json ctx =
+                ChatTemplate::hf_context(c.at("messages"), c.at("add_generation_prompt").get<bool>(),
+                                         c.at("tools"), c.at("special_tokens"));
             const std::string got = t.render(ctx);
             EXPECT_EQ(got, c.at("expected").get<std::string>()) << name;
             passed += got == c.at("expected").get<std::string>();
@@ -84,18 +88,20 @@ TEST(ChatTemplate, TemplatesRenderLikeHfSandboxedJinja) {
                     const std::string got = t->render(ctx);
                     EXPECT_EQ(got, r.at("expected").get<std::string>()) << where << "\n" << excerpt(source);
                 } catch (const std::exception& e) {
-                    ADD_FAILURE() << where << ": HF renders it but we threw: " << e.what() << "\n" << excerpt(source);
+                    ADD_FAILURE() << where << ": HF renders it but we threw: " << e.what() << "\n"
+                                  << excerpt(source);
                 }
             } else if (r.contains("raises")) {
                 ++raises;
                 try {
                     const std::string got = t->render(ctx);
-                    ADD_FAILURE() << where << ": expected raise_exception(" << r.at("raises") << "), rendered "
-                                  << excerpt(got);
+                    ADD_FAILURE() << where << ": expected raise_exception(" << r.at("raises")
+                                  << "), rendered " << excerpt(got);
                 } catch (const TemplateException& e) {
                     EXPECT_EQ(e.message(), r.at("raises").get<std::string>()) << where;
                 } catch (const std::exception& e) {
-                    ADD_FAILURE() << where << ": expected raise_exception(" << r.at("raises") << "), got " << e.what();
+                    ADD_FAILURE() << where << ": expected raise_exception(" << r.at("raises") << "), got "
+                                  << e.what();
                 }
             } else {
                 ++errors;
@@ -105,8 +111,8 @@ TEST(ChatTemplate, TemplatesRenderLikeHfSandboxedJinja) {
                                   << ") but we rendered " << excerpt(got) << "\n"
                                   << excerpt(source);
                 } catch (const TemplateException& e) {
-                    ADD_FAILURE() << where << ": HF raises " << r.at("error") << ", we raised the template's own "
-                                  << e.what();
+                    ADD_FAILURE() << where << ": HF raises " << r.at("error")
+                                  << ", we raised the template's own " << e.what();
                 } catch (const phi::Error&) {
                 }
             }
@@ -115,8 +121,9 @@ TEST(ChatTemplate, TemplatesRenderLikeHfSandboxedJinja) {
     EXPECT_GE(random_templates, 200u);
     RecordProperty("templates", static_cast<int>(cases.size()));
     RecordProperty("compared", static_cast<int>(compared));
-    std::printf("compared %zu renders of %zu templates (%zu random); %zu expected errors, %zu raise_exception\n",
-                compared, cases.size(), random_templates, errors, raises);
+    std::printf(
+        "compared %zu renders of %zu templates (%zu random); %zu expected errors, %zu raise_exception\n",
+        compared, cases.size(), random_templates, errors, raises);
 }
 
 TEST(ChatTemplate, UnsupportedConstructsAreRefusedByName) {
@@ -140,7 +147,8 @@ TEST(ChatTemplate, UnsupportedConstructsAreRefusedByName) {
 
 TEST(ChatTemplate, RaiseExceptionCarriesTheTemplateMessage) {
     const ChatTemplate t = ChatTemplate::compile(
-        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with a user, not ' ~ "
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with a user, not "
+        "' ~ "
         "messages[0]['role']) }}{% endif %}ok");
     const Json bad = {{"messages", Json::array({{{"role", "assistant"}, {"content", "x"}}})}};
     try {
@@ -167,8 +175,9 @@ TEST(ChatTemplate, HfContextNormalisesMessagesLikeApplyChatTemplate) {
     const Json messages = Json::parse(R"([{"role": "assistant", "content": "a", "tool_calls": null,
                                            "reasoning": "r"}])");
     const Json ctx = ChatTemplate::hf_context(messages, true, nullptr, {{"eos_token", "</s>"}}, {{"x", 1}});
-    EXPECT_EQ(ctx.at("messages").dump(),
-              R"([{"thinking":"r","role":"assistant","content":"a","reasoning":"r","reasoning_content":"r"}])");
+    EXPECT_EQ(
+        ctx.at("messages").dump(),
+        R"([{"thinking":"r","role":"assistant","content":"a","reasoning":"r","reasoning_content":"r"}])");
     EXPECT_TRUE(ctx.at("tools").is_null());
     EXPECT_TRUE(ctx.at("documents").is_null());
     EXPECT_EQ(ctx.at("eos_token"), "</s>");
@@ -195,6 +204,16 @@ TEST(ChatTemplate, LoopWorkIsLimited) {
     EXPECT_THROW(t.render(Json::object(), limits), phi::Error);
     const ChatTemplate big_range = ChatTemplate::compile("{% for a in range(100001) %}{% endfor %}");
     EXPECT_THROW(big_range.render(Json::object()), phi::Error);
+    // work hidden in comparisons and string scans is charged too
+    const ChatTemplate compare = ChatTemplate::compile(
+        "{% set big = range(100000)|list %}{% for i in range(100000) %}{% if big == big %}{% endif %}{% "
+        "endfor %}");
+    EXPECT_THROW(compare.render(Json::object()), phi::Error);
+    const ChatTemplate scan = ChatTemplate::compile(
+        "{% set s = 'x' * 10000000 %}{% for i in range(100000) %}{% if s|length > 1 and 'y' in s %}{% endif "
+        "%}"
+        "{% endfor %}");
+    EXPECT_THROW(scan.render(Json::object()), phi::Error);
 }
 
 TEST(ChatTemplate, DeepNestingIsRefused) {
@@ -220,9 +239,16 @@ TEST(ChatTemplate, DeepContextIsRefused) {
 }
 
 TEST(ChatTemplate, GarbageDoesNotCrash) {
-    const char* bad[] = {"{{", "{%", "{#", "{{ }}", "{% if %}", "{% for %}", "{% endfor %}", "{{ ) }}", "{{ [ }}",
-                         "{{ 'unterminated }}", "{% if x %}", "{% for x in y %}", "{{ x | }}", "{{ x is }}",
-                         "\xff\xfe", "{{ 99999999999999999999 }}", "{% set %}", "{% else %}", "{{ a.1.b }}x"};
+    const char* bad[] = {"{{",           "{%",
+                         "{#",           "{{ }}",
+                         "{% if %}",     "{% for %}",
+                         "{% endfor %}", "{{ ) }}",
+                         "{{ [ }}",      "{{ 'unterminated }}",
+                         "{% if x %}",   "{% for x in y %}",
+                         "{{ x | }}",    "{{ x is }}",
+                         "\xff\xfe",     "{{ 99999999999999999999 }}",
+                         "{% set %}",    "{% else %}",
+                         "{{ a.1.b }}x"};
     for (const char* src : bad) {
         try {
             const ChatTemplate t = ChatTemplate::compile(src);

@@ -3,7 +3,6 @@
 // seeded draws independent of call order and batch; empirical frequencies match the processed
 // distribution; padded ids never sampled; greedy ties; raw logprobs.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,8 +25,8 @@ using phi::sampling::philox4x32_10;
 using phi::sampling::philox_uniform;
 using phi::sampling::PhiloxCounter;
 using phi::sampling::RngStream;
-using phi::sampling::SampleResult;
 using phi::sampling::Sampler;
+using phi::sampling::SampleResult;
 using phi::sampling::SamplingParams;
 using phi::sampling::TokenHistory;
 using Json = nlohmann::json;
@@ -38,9 +38,9 @@ const Json& expectations() {
         // PHI_SAMPLING_EXPECTATIONS: a larger local sweep (make_sampling_expectations.py --count N --out F).
         const char* root = std::getenv("PHI_SOURCE_DIR");
         const char* override_path = std::getenv("PHI_SAMPLING_EXPECTATIONS");
-        const std::string path = override_path ? std::string(override_path)
-                                               : std::string(root ? root : ".") +
-                                                     "/tests/fixtures/sampling/hf_processors.json";
+        const std::string path =
+            override_path ? std::string(override_path)
+                          : std::string(root ? root : ".") + "/tests/fixtures/sampling/hf_processors.json";
         std::ifstream in(path);
         if (!in) throw std::runtime_error("cannot open " + path + " (is PHI_SOURCE_DIR set?)");
         std::stringstream ss;
@@ -56,10 +56,13 @@ std::vector<float> floats(const Json& j) {  // null is -inf
     return out;
 }
 
-std::vector<int32_t> ids(const Json& j) { return j.get<std::vector<int32_t>>(); }
+std::vector<int32_t> ids(const Json& j) {
+    return j.get<std::vector<int32_t>>();
+}
 
 // Finite values within 1e-5 relative (absolute below 1), and the same -inf set.
-void expect_same_logits(const std::vector<float>& got, const std::vector<float>& want, const std::string& name) {
+void expect_same_logits(const std::vector<float>& got, const std::vector<float>& want,
+                        const std::string& name) {
     ASSERT_EQ(got.size(), want.size()) << name;
     int bad = 0;
     for (size_t i = 0; i < got.size() && bad < 5; ++i) {
@@ -105,7 +108,8 @@ TEST(SamplerHf, ProcessedLogitsMatchHfProcessors) {
         std::vector<float> got = raw;
         sampler.process(got, limit, {prompt, generated}, params);
         expect_same_logits(got, want, name);
-        const auto finite_in = std::count_if(raw.begin(), raw.begin() + limit, [](float v) { return v != k_neg_inf; });
+        const auto finite_in =
+            std::count_if(raw.begin(), raw.begin() + limit, [](float v) { return v != k_neg_inf; });
         const auto finite_out = std::count_if(got.begin(), got.end(), [](float v) { return v != k_neg_inf; });
         filtered_cases += finite_out < finite_in;
 
@@ -155,7 +159,8 @@ TEST(SamplerPenalties, RepetitionCountsPromptAndPresenceOnlyGenerated) {
 }
 
 TEST(Philox, RandomKnownAnswers) {  // Random123's kat_vectors
-    EXPECT_EQ(philox4x32_10({0, 0, 0, 0}, {0, 0}), (PhiloxCounter{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+    EXPECT_EQ(philox4x32_10({0, 0, 0, 0}, {0, 0}),
+              (PhiloxCounter{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
     EXPECT_EQ(philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
               (PhiloxCounter{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
     EXPECT_EQ(philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
@@ -264,7 +269,8 @@ TEST(SamplerSeed, SameTokensAloneInAnyBatchAndOrder) {
 }
 
 TEST(SamplerDistribution, FrequenciesMatchProcessedProbabilities) {
-    const std::vector<float> logits = {0.5f, 2.0f, 1.0f, -1.0f, 1.5f, 0.0f, 3.0f, -4.0f, 1.2f, 2.5f, 9.0f, 9.0f};
+    const std::vector<float> logits = {0.5f, 2.0f,  1.0f, -1.0f, 1.5f, 0.0f,
+                                       3.0f, -4.0f, 1.2f, 2.5f,  9.0f, 9.0f};
     constexpr int64_t k_limit = 10;  // ids 10, 11 are padding with the largest logits
     SamplingParams params;
     params.temperature = 1.3f;
@@ -292,7 +298,8 @@ TEST(SamplerDistribution, FrequenciesMatchProcessedProbabilities) {
     constexpr int k_draws = 40000;
     std::vector<int> counts(logits.size(), 0);
     for (int d = 0; d < k_draws; ++d) {
-        const SampleResult r = sampler.sample(logits, k_limit, {prompt, generated}, params, RngStream{2024, uint64_t(d)});
+        const SampleResult r =
+            sampler.sample(logits, k_limit, {prompt, generated}, params, RngStream{2024, uint64_t(d)});
         ASSERT_GE(r.id, 0);
         ASSERT_LT(r.id, k_limit);
         ASSERT_GT(prob[r.id], 0.0) << "drew filtered id " << r.id;
@@ -304,6 +311,8 @@ TEST(SamplerDistribution, FrequenciesMatchProcessedProbabilities) {
         const double e = prob[i] * k_draws;
         chi2 += (counts[i] - e) * (counts[i] - e) / e;
     }
+    RecordProperty("chi2", std::to_string(chi2));
+    RecordProperty("kept", kept);
     EXPECT_LT(chi2, 30.0) << "chi-square over " << kept << " ids (p < 0.001 bound for <= 9 dof is 27.9)";
 }
 
@@ -361,8 +370,10 @@ TEST(SamplerLogprobs, RawDistributionTopNBestFirst) {
 
     params.logprobs = 20;  // fewer finite ids than asked: only those
     EXPECT_EQ(sampler.sample(logits, 6, {}, params, RngStream{5, 0}).top_logprobs.size(), 5u);
-    params.logprobs = 0;
-    EXPECT_TRUE(sampler.sample(logits, 6, {}, params, RngStream{5, 0}).top_logprobs.empty());
+    params.logprobs = 0;  // the chosen token's only
+    const SampleResult chosen_only = sampler.sample(logits, 6, {}, params, RngStream{5, 0});
+    EXPECT_TRUE(chosen_only.top_logprobs.empty());
+    EXPECT_NEAR(chosen_only.logprob, logits[chosen_only.id] - lse, 1e-6);
 }
 
 TEST(SamplerErrors, InvalidLogitsAndIdsAreReported) {
@@ -382,6 +393,15 @@ TEST(SamplerErrors, InvalidLogitsAndIdsAreReported) {
     params.repetition_penalty = 1.2f;
     const std::vector<int32_t> bad = {3};
     EXPECT_THROW(sampler.sample(logits, 3, {bad, {}}, params, RngStream{}), phi::Error);
+    const std::vector<int32_t> bad_late = {2, 2, 1, 3};  // a bad id after good ones marks nothing
+    params.presence_penalty = 1.0f;
+    EXPECT_THROW(sampler.sample(logits, 3, {{}, bad_late}, params, RngStream{}), phi::Error);
+    const std::vector<int32_t> good = {2, 2, 1};
+    std::vector<float> x = logits, fresh = logits;
+    sampler.process(x, 3, {good, good}, params);
+    Sampler().process(fresh, 3, {good, good}, params);
+    EXPECT_EQ(x, fresh);
+    EXPECT_NE(x, logits);
 }
 
 }  // namespace

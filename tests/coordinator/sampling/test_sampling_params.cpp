@@ -59,17 +59,22 @@ TEST(SamplingParams, ErrorsNameTheParameter) {
     expect_error([](SamplingParams& p) { p.top_p = 0.0f; }, "top_p must be in (0, 1], got 0");
     expect_error([](SamplingParams& p) { p.min_p = -0.5f; }, "min_p must be in [0, 1], got -0.5");
     expect_error([](SamplingParams& p) { p.min_p = 1.01f; }, "min_p");
-    expect_error([](SamplingParams& p) { p.repetition_penalty = 0.0f; }, "repetition_penalty must be > 0, got 0");
+    expect_error([](SamplingParams& p) { p.repetition_penalty = 0.0f; },
+                 "repetition_penalty must be > 0, got 0");
     expect_error([](SamplingParams& p) { p.repetition_penalty = INFINITY; }, "repetition_penalty");
-    expect_error([](SamplingParams& p) { p.presence_penalty = 2.5f; }, "presence_penalty must be in [-2, 2], got 2.5");
-    expect_error([](SamplingParams& p) { p.frequency_penalty = -3.0f; }, "frequency_penalty must be in [-2, 2]");
+    expect_error([](SamplingParams& p) { p.presence_penalty = 2.5f; },
+                 "presence_penalty must be in [-2, 2], got 2.5");
+    expect_error([](SamplingParams& p) { p.frequency_penalty = -3.0f; },
+                 "frequency_penalty must be in [-2, 2]");
     expect_error([](SamplingParams& p) { p.logprobs = 21; }, "logprobs must be in [0, 20], got 21");
     expect_error([](SamplingParams& p) { p.logprobs = -1; }, "logprobs");
     expect_error([](SamplingParams& p) { p.max_tokens = 0; }, "max_tokens must be >= 1, got 0");
     expect_error([](SamplingParams& p) { p.stop = {"ok", ""}; }, "stop strings must not be empty");
-    expect_error([](SamplingParams& p) { p.stop = {std::string(300, 'x')}; }, "stop strings must be at most 256");
+    expect_error([](SamplingParams& p) { p.stop = {std::string(300, 'x')}; },
+                 "stop strings must be at most 256");
     expect_error([](SamplingParams& p) { p.stop = {"\xC3"}; }, "stop strings must be valid UTF-8");
-    expect_error([](SamplingParams& p) { p.stop = std::vector<std::string>(17, "x"); }, "stop may hold at most 16");
+    expect_error([](SamplingParams& p) { p.stop = std::vector<std::string>(17, "x"); },
+                 "stop may hold at most 16");
     expect_error([](SamplingParams& p) { p.stop_token_ids = {-1}; }, "stop_token_ids must be >= 0, got -1");
     SamplingParams p;
     p.stop_token_ids = {32000};

@@ -90,8 +90,14 @@ TEST_P(HfParity, EncodeMatchesHf) {
         const std::string in = input_of(c);
         const auto want = c["ids"].get<std::vector<int32_t>>();
         const auto want_plain = c.contains("ids_plain") ? c["ids_plain"].get<std::vector<int32_t>>() : want;
+        const auto want_split =
+            c.contains("ids_split_special") ? c["ids_split_special"].get<std::vector<int32_t>>() : want_plain;
         const auto got = tok.encode(in, true);
         const auto got_plain = tok.encode(in, false);
+        const auto got_split = tok.encode(in, false, /*split_special_tokens=*/true);
+        if (got_split != want_split && ++failures <= 5)
+            ADD_FAILURE() << "split_special_tokens, text \"" << show(in) << "\"\n  want " << show_ids(want_split)
+                          << "\n  got  " << show_ids(got_split);
         if (got != want || got_plain != want_plain) {
             if (++failures <= 5) {
                 ADD_FAILURE() << "text \"" << show(in) << "\"\n  want " << show_ids(want) << "\n  got  "

@@ -1,0 +1,46 @@
+// Server-side metrics kept by the Service and rendered with the engine's counters in Prometheus text
+// format: requests by outcome, time to first token and inter-token latency histograms.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace phi::serving {
+
+/// A Prometheus histogram with fixed bucket bounds (seconds).
+class Histogram {
+public:
+    explicit Histogram(std::vector<double> bounds);
+    void observe(double v);
+    /// `name_bucket{le=...}`, `name_sum`, `name_count` lines.
+    std::string render(const std::string& name, const std::string& help) const;
+    /// The q-quantile estimated from the buckets (for reports), NaN when empty.
+    double quantile(double q) const;
+
+private:
+    mutable std::mutex mu_;
+    std::vector<double> bounds_;
+    std::vector<uint64_t> counts_;  // per bucket (not cumulative), last = +Inf
+    double sum_ = 0;
+    uint64_t count_ = 0;
+};
+
+class Metrics {
+public:
+    Metrics();
+    Histogram ttft;             // submit -> first token (s)
+    Histogram inter_token;      // between consecutive tokens of one choice (s)
+    Histogram e2e;              // submit -> done (s)
+    void count_request(const std::string& outcome);  // "stop", "length", "cancelled", "error", "rejected_4xx", ...
+    std::string render_requests() const;
+
+private:
+    mutable std::mutex mu_;
+    std::map<std::string, uint64_t> requests_;
+};
+
+}  // namespace phi::serving

@@ -1,0 +1,267 @@
+// Per request: n engine sequences (one per choice), each with an incremental detokenizer and a
+// stop-string matcher. A stop string ends its choice at once (the engine is told to drop the
+// sequence; tokens it produced meanwhile are ignored).
+#include "coordinator/serving/service.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "coordinator/chat/chat_template.h"
+#include "coordinator/sampling/stop_matcher.h"
+#include "coordinator/tokenizer/tokenizer.h"
+
+namespace phi::serving {
+
+using clock_type = std::chrono::steady_clock;
+
+class Request {
+public:
+    struct Choice {
+        uint64_t engine_id = 0;
+        std::unique_ptr<tokenizer::IncrementalDecoder> decoder;
+        std::unique_ptr<sampling::StopMatcher> stop;
+        bool done = false;
+        int64_t tokens = 0;
+        clock_type::time_point last_token{};
+        std::string outcome;
+    };
+
+    Service* svc = nullptr;
+    OutputSink sink;
+    std::vector<Choice> choices;
+    int remaining = 0;
+    bool skip_special = true;
+    int logprobs = -1;
+    clock_type::time_point start = clock_type::now();
+    Usage usage;
+    std::atomic<bool> muted{false};
+
+    void on_event(int c, const engine::Event& e);
+
+private:
+    void choice_done(int c, const std::string& reason, const std::string& error, std::string tail);
+    std::string token_text(int32_t id) const {
+        return svc->tok_.id_to_token(id).has_value() ? svc->tok_.decode(std::span<const int32_t>(&id, 1), false) : "";
+    }
+};
+
+void Request::choice_done(int c, const std::string& reason, const std::string& error, std::string tail) {
+    Choice& ch = choices[size_t(c)];
+    ch.done = true;
+    ch.outcome = reason;
+    usage.completion_tokens += ch.tokens;
+    OutputEvent ev;
+    ev.kind = OutputEvent::Kind::ChoiceDone;
+    ev.choice = c;
+    ev.text = std::move(tail);
+    ev.finish_reason = reason;
+    ev.error = error;
+    if (!muted) sink(ev);
+    if (--remaining > 0) return;
+    // Every choice is done: the request's outcome is its worst choice's.
+    std::string outcome = choices[0].outcome;
+    for (const Choice& x : choices)
+        if (x.outcome == "error" || (x.outcome == "cancelled" && outcome != "error")) outcome = x.outcome;
+    svc->metrics_.count_request(outcome);
+    svc->metrics_.e2e.observe(std::chrono::duration<double>(clock_type::now() - start).count());
+    svc->in_flight_.fetch_sub(1);
+    OutputEvent done;
+    done.kind = OutputEvent::Kind::Done;
+    done.usage = usage;
+    if (!muted) sink(done);
+}
+
+void Request::on_event(int c, const engine::Event& e) {
+    Choice& ch = choices[size_t(c)];
+    if (ch.done) return;  // stopped by a stop string; the engine's own finish follows
+    if (e.kind == engine::Event::Kind::Finished) {
+        usage.cached_prompt_tokens = std::max(usage.cached_prompt_tokens, e.cached_prompt_tokens);
+        std::string tail = ch.decoder->flush();
+        auto st = ch.stop->feed(tail);
+        tail = st.text + (st.stopped ? "" : ch.stop->flush());
+        choice_done(c, st.stopped ? "stop" : engine::finish_reason_name(e.reason), e.error, std::move(tail));
+        return;
+    }
+    const auto now = clock_type::now();
+    if (ch.tokens == 0) {
+        svc->metrics_.ttft.observe(std::chrono::duration<double>(now - start).count());
+    } else {
+        svc->metrics_.inter_token.observe(std::chrono::duration<double>(now - ch.last_token).count());
+    }
+    ch.last_token = now;
+    ++ch.tokens;
+    const std::string piece = ch.decoder->step(e.token);
+    auto st = ch.stop->feed(piece);
+    OutputEvent ev;
+    ev.kind = OutputEvent::Kind::Token;
+    ev.choice = c;
+    ev.index = e.index;
+    ev.token_id = e.token;
+    ev.text = std::move(st.text);
+    ev.logprob = e.logprob;
+    if (logprobs > 0)
+        for (const auto& t : e.top_logprobs) ev.top_logprobs.push_back({t.id, token_text(t.id), t.logprob});
+    if (!muted) sink(ev);
+    if (st.stopped) {
+        svc->engine_.cancel(ch.engine_id, engine::FinishReason::Stop);
+        choice_done(c, "stop", "", "");
+    }
+}
+
+Service::Service(engine::Engine& engine, const tokenizer::Tokenizer& tok, std::string model_name,
+                 const ServiceLimits& limits, Metrics& metrics)
+    : engine_(engine), tok_(tok), model_name_(std::move(model_name)), limits_(limits), metrics_(metrics) {
+    if (!tok.chat_template().empty()) chat_ = std::make_unique<chat::ChatTemplate>(chat::ChatTemplate::compile(tok.chat_template()));
+}
+
+Service::~Service() = default;
+
+std::vector<int32_t> Service::prompt_ids(const GenerationRequest& req) const {
+    switch (req.kind) {
+        case PromptKind::Text: return tok_.encode(req.text, true);
+        case PromptKind::Chat: {
+            if (!chat_) bad_request("messages", fmt::format("model '{}' has no chat template; use /v1/completions", model_name_));
+            nlohmann::ordered_json specials = nlohmann::ordered_json::object();
+            if (tok_.bos_token()) specials["bos_token"] = *tok_.bos_token();
+            if (tok_.eos_token()) specials["eos_token"] = *tok_.eos_token();
+            if (tok_.unk_token()) specials["unk_token"] = *tok_.unk_token();
+            if (tok_.pad_token()) specials["pad_token"] = *tok_.pad_token();
+            std::string text;
+            try {
+                text = chat_->render(chat::ChatTemplate::hf_context(req.messages, req.add_generation_prompt, req.tools, specials));
+            } catch (const Error& e) {
+                bad_request("messages", fmt::format("the chat template rejected these messages: {}", e.what()));
+            }
+            return tok_.encode_chat(text);
+        }
+        case PromptKind::TokenIds: {
+            for (int32_t id : req.token_ids)
+                if (id >= engine_.vocab_limit())
+                    bad_request("prompt", fmt::format("token id {} is outside the vocabulary [0, {})", id, engine_.vocab_limit()));
+            return req.token_ids;
+        }
+    }
+    return {};
+}
+
+std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink) {
+    if (draining_) throw ApiError(503, "server_error", "the server is shutting down; retry on another instance");
+    if (!ready_) throw ApiError(503, "server_error", "the server is still loading");
+    if (!req.model.empty() && req.model != model_name_)
+        throw ApiError(404, "not_found_error", fmt::format("the model '{}' does not exist; this server serves '{}'",
+                                                           req.model, model_name_), "model");
+    if (req.n > limits_.max_n) bad_request("n", fmt::format("'n' must be at most {}", limits_.max_n));
+    std::vector<int32_t> ids = prompt_ids(req);
+    const char* prompt_param = req.kind == PromptKind::Chat ? "messages" : "prompt";
+    if (ids.empty()) bad_request(prompt_param, "the prompt is empty after tokenization");
+    const int64_t ctx = engine_.max_context();
+    const int64_t max_prompt = limits_.max_prompt_tokens > 0 ? std::min(limits_.max_prompt_tokens, ctx - 1) : ctx - 1;
+    if (int64_t(ids.size()) > max_prompt)
+        bad_request(prompt_param, fmt::format("the prompt has {} tokens; at most {} are allowed (context {} tokens)",
+                                              ids.size(), max_prompt, ctx));
+    if (req.params.max_tokens && int64_t(ids.size()) + *req.params.max_tokens > ctx)
+        bad_request("max_tokens", fmt::format("'max_tokens' {} plus the prompt's {} tokens exceeds the context of {} tokens",
+                                              *req.params.max_tokens, ids.size(), ctx));
+    try {
+        req.params.validate(engine_.vocab_limit());
+    } catch (const Error& e) {
+        bad_request("", e.what());
+    }
+
+    auto r = std::make_shared<Request>();
+    r->svc = this;
+    r->sink = std::move(sink);
+    r->skip_special = req.skip_special_tokens;
+    r->logprobs = req.logprobs;
+    r->remaining = req.n;
+    r->usage.prompt_tokens = int64_t(ids.size());
+    for (int c = 0; c < req.n; ++c) {
+        Request::Choice ch;
+        ch.decoder = std::make_unique<tokenizer::IncrementalDecoder>(tok_, req.skip_special_tokens);
+        ch.stop = std::make_unique<sampling::StopMatcher>(req.params.stop);
+        r->choices.push_back(std::move(ch));
+    }
+    std::optional<clock_type::time_point> deadline;
+    if (limits_.request_deadline.count() > 0) deadline = clock_type::now() + limits_.request_deadline;
+    in_flight_.fetch_add(1);
+    for (int c = 0; c < req.n; ++c) {
+        engine::EngineRequest er;
+        er.prompt = ids;
+        er.params = req.params;
+        er.stream = uint64_t(c);
+        er.deadline = deadline;
+        try {
+            r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });
+        } catch (const engine::SubmitError& e) {
+            r->muted = true;
+            for (int k = 0; k < c; ++k) engine_.cancel(r->choices[size_t(k)].engine_id);
+            if (c == 0) in_flight_.fetch_sub(1);
+            if (e.kind == engine::SubmitError::Kind::Overloaded) {
+                metrics_.count_request("rejected_overloaded");
+                throw ApiError(429, "rate_limit_error", e.what(), "", limits_.retry_after_s);
+            }
+            bad_request(prompt_param, e.what());
+        }
+    }
+    return r;
+}
+
+void Service::cancel(const std::shared_ptr<Request>& r) {
+    if (!r) return;
+    for (const auto& ch : r->choices) engine_.cancel(ch.engine_id);
+}
+
+bool Service::healthy(std::string* why) const {
+    auto say = [&](const char* w) {
+        if (why) *why = w;
+        return false;
+    };
+    if (!ready_) return say("loading");
+    if (draining_) return say("draining");
+    const auto st = engine_.stats();
+    if (st.last_step_end.time_since_epoch().count() != 0 && clock_type::now() - st.last_step_end > stall_after)
+        return say("the engine has not completed a step within its deadline");
+    return true;
+}
+
+std::string Service::metrics_text() const {
+    const auto s = engine_.stats();
+    std::string o;
+    auto gauge = [&](const char* name, const char* help, double v) {
+        o += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0} {2}\n", name, help, v);
+    };
+    auto counter = [&](const char* name, const char* help, double v) {
+        o += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name, help, v);
+    };
+    o += metrics_.render_requests();
+    gauge("phi_queue_depth", "Requests waiting to be scheduled.", double(s.queued));
+    gauge("phi_running_sequences", "Sequences in the running batch.", double(s.running));
+    gauge("phi_in_flight_requests", "Requests submitted and not finished.", double(in_flight_.load()));
+    gauge("phi_kv_blocks_total", "KV cache blocks.", double(s.kv_blocks_total));
+    gauge("phi_kv_blocks_used", "KV cache blocks referenced by sequences.", double(s.kv_blocks_used));
+    gauge("phi_kv_blocks_free", "KV cache blocks available (free or idle prefix cache).", double(s.kv_blocks_free));
+    gauge("phi_kv_blocks_cached_idle", "Unreferenced blocks kept for prefix reuse.", double(s.kv_blocks_cached_idle));
+    counter("phi_prefix_cache_hits_total", "KV blocks reused from the prefix cache.", double(s.prefix_cache_hits));
+    counter("phi_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.", double(s.prefix_cache_hit_tokens));
+    counter("phi_preemptions_total", "Sequences preempted for KV space (recomputed later).", double(s.preemptions));
+    counter("phi_prompt_tokens_total", "Prompt tokens computed.", double(s.prompt_tokens));
+    counter("phi_generation_tokens_total", "Tokens generated.", double(s.generated_tokens));
+    counter("phi_engine_steps_total", "Engine steps run.", double(s.steps));
+    counter("phi_rejected_total", "Requests refused because the queue was full.", double(s.rejected));
+    counter("phi_step_seconds_total", "Time in engine steps.", s.step_seconds);
+    counter("phi_forward_seconds_total", "Time in the model forward (all ranks, incl. collectives).", s.forward_seconds);
+    counter("phi_sample_seconds_total", "Time sampling on rank 0.", s.sample_seconds);
+    o += "# HELP phi_all_reduce_seconds_total Time rank 0 spent in all-reduces.\n"
+         "# TYPE phi_all_reduce_seconds_total counter\n";
+    o += fmt::format("phi_all_reduce_seconds_total{{rank=\"0\"}} {}\n", s.comm_all_reduce_seconds);
+    o += "# HELP phi_compute_seconds_total Forward time of rank 0 outside all-reduces.\n"
+         "# TYPE phi_compute_seconds_total counter\n";
+    o += fmt::format("phi_compute_seconds_total{{rank=\"0\"}} {}\n", s.forward_seconds - s.comm_all_reduce_seconds);
+    gauge("phi_last_step_seconds", "Duration of the last engine step.", s.last_step_seconds);
+    o += metrics_.ttft.render("phi_time_to_first_token_seconds", "Time from submission to the first token.");
+    o += metrics_.inter_token.render("phi_inter_token_latency_seconds", "Time between consecutive tokens of a choice.");
+    o += metrics_.e2e.render("phi_request_duration_seconds", "Time from submission to the last token.");
+    return o;
+}
+
+}  // namespace phi::serving

@@ -1,0 +1,160 @@
+// Service: rank 0's transport-independent front over the engine. It validates and tokenizes a
+// request (text, chat messages through the model's chat template, or token ids), submits its n
+// choices, turns each choice's tokens into UTF-8-safe text pieces with stop strings applied, and
+// reports usage and metrics. The HTTP (OpenAI) and native TCP servers both sit on it.
+//
+// Threads: submit/cancel/health/metrics are thread-safe. Output sinks are called on the engine
+// thread and must not block (post the event to the connection's executor).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "coordinator/engine/engine.h"
+#include "coordinator/sampling/sampling_params.h"
+#include "coordinator/serving/metrics.h"
+
+namespace phi::tokenizer {
+class Tokenizer;
+}
+namespace phi::chat {
+class ChatTemplate;
+}
+
+namespace phi::serving {
+
+/// An error answered to one request; the transports map it to an HTTP status or an error frame.
+class ApiError : public Error {
+public:
+    ApiError(int status, std::string type, const std::string& message, std::string param = "",
+             std::optional<int> retry_after_s = std::nullopt)
+        : Error(message), status(status), type(std::move(type)), param(std::move(param)), retry_after_s(retry_after_s) {}
+    int status;             // 400, 404, 413, 429, 503, 500
+    std::string type;       // "invalid_request_error", "rate_limit_error", "server_error", "not_found_error"
+    std::string param;      // the offending field, when one
+    std::optional<int> retry_after_s;
+
+    /// OpenAI's error body: {"error": {"message", "type", "param", "code"}}.
+    nlohmann::json to_json() const;
+};
+
+/// 400 naming `param`.
+[[noreturn]] void bad_request(const std::string& param, const std::string& message);
+
+enum class PromptKind { Text, Chat, TokenIds };
+
+struct GenerationRequest {
+    PromptKind kind = PromptKind::Text;
+    std::string text;                       // Text
+    nlohmann::ordered_json messages;        // Chat: [{"role": ..., "content": ...}, ...]
+    nlohmann::ordered_json tools;           // Chat: optional tool list (null when absent)
+    bool add_generation_prompt = true;      // Chat
+    std::vector<int32_t> token_ids;         // TokenIds
+    sampling::SamplingParams params;
+    int n = 1;                              // choices
+    bool skip_special_tokens = true;        // in the returned text
+    int logprobs = -1;                      // -1: none; 0: the chosen token's; k: also the top k
+    std::string model;                      // as the client named it (checked against ours when non-empty)
+};
+
+/// Reads the OpenAI request fields shared by /v1/completions, /v1/chat/completions and the native
+/// protocol: prompt or messages (per `chat`), model, max_tokens (max_completion_tokens), n,
+/// temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty, frequency_penalty, seed,
+/// stop, stop_token_ids, ignore_eos, logprobs/top_logprobs, skip_special_tokens. Unknown fields are
+/// ignored as OpenAI-compatible servers do; wrong types and ranges throw ApiError naming the field.
+GenerationRequest parse_generation_request(const nlohmann::json& body, bool chat);
+
+struct TopLogprob {
+    int32_t id = -1;
+    std::string token;  // the token's own text (may be a partial UTF-8 sequence; transports escape it)
+    float logprob = 0.0f;
+};
+
+struct Usage {
+    int64_t prompt_tokens = 0;
+    int64_t completion_tokens = 0;
+    int64_t cached_prompt_tokens = 0;
+};
+
+struct OutputEvent {
+    enum class Kind { Token, ChoiceDone, Done };
+    Kind kind = Kind::Token;
+    int choice = 0;
+    // Token: the sampled id and the text that became final with it (may be empty).
+    int64_t index = 0;
+    int32_t token_id = -1;
+    std::string text;
+    float logprob = 0.0f;
+    std::vector<TopLogprob> top_logprobs;
+    // ChoiceDone: `text` holds any text held back until the end (an incomplete UTF-8 tail, a
+    // partial stop-string match that did not complete); usually empty.
+    std::string finish_reason;  // "stop", "length", "cancelled", "error"
+    std::string error;          // when finish_reason is "error"
+    // Done (after every choice is done)
+    Usage usage;
+};
+using OutputSink = std::function<void(const OutputEvent&)>;
+
+struct ServiceLimits {
+    int64_t max_prompt_tokens = 0;  // 0: the context minus one
+    std::chrono::milliseconds request_deadline{0};  // 0: none
+    int max_n = 8;
+    int retry_after_s = 1;          // hint on 429
+};
+
+class Request;
+
+class Service {
+public:
+    Service(engine::Engine& engine, const tokenizer::Tokenizer& tok, std::string model_name,
+            const ServiceLimits& limits, Metrics& metrics);
+    ~Service();
+
+    /// Tokenizes and submits. Throws ApiError (400 invalid, 404 unknown model, 429 overloaded,
+    /// 503 draining). Events for every choice go to `sink`; the last one is Kind::Done.
+    std::shared_ptr<Request> submit(GenerationRequest req, OutputSink sink);
+    /// Ends every unfinished choice with finish_reason "cancelled" (idempotent; the client left).
+    void cancel(const std::shared_ptr<Request>& r);
+
+    /// Prompt token ids the request would use (for tests and the native protocol's echo).
+    std::vector<int32_t> prompt_ids(const GenerationRequest& req) const;
+
+    /// Health for /health: false while draining or when the engine loop has not completed a step
+    /// or heartbeat within `stall_after`; `why` says which.
+    bool healthy(std::string* why) const;
+    void set_ready(bool ready) { ready_ = ready; }
+    void begin_drain() { draining_ = true; }
+    bool draining() const { return draining_; }
+    int64_t in_flight() const { return in_flight_.load(); }
+
+    /// Prometheus text exposition of the engine's and the servers' counters.
+    std::string metrics_text() const;
+    const std::string& model_name() const { return model_name_; }
+    const tokenizer::Tokenizer& tokenizer() const { return tok_; }
+    engine::Engine& engine() { return engine_; }
+    Metrics& metrics() { return metrics_; }
+    std::chrono::milliseconds stall_after{30000};
+
+private:
+    friend class Request;
+    engine::Engine& engine_;
+    const tokenizer::Tokenizer& tok_;
+    std::unique_ptr<chat::ChatTemplate> chat_;
+    std::string model_name_;
+    ServiceLimits limits_;
+    Metrics& metrics_;
+    std::atomic<bool> ready_{false};
+    std::atomic<bool> draining_{false};
+    std::atomic<int64_t> in_flight_{0};
+};
+
+}  // namespace phi::serving

@@ -1,0 +1,174 @@
+// The Service without a transport: request parsing errors name the field, text/chat/ids prompts
+// tokenize as expected, streamed text equals the decode of the tokens, stop strings cut the text,
+// n choices, cancellation and metrics.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "tests/support/serving_harness.h"
+
+namespace phi::serving {
+namespace {
+
+using json = nlohmann::json;
+
+struct Collected {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> text;  // per choice
+    std::vector<std::vector<int32_t>> ids;
+    std::vector<std::string> reasons;
+    Usage usage;
+    bool done = false;
+
+    OutputSink sink(int n) {
+        text.assign(size_t(n), "");
+        ids.assign(size_t(n), {});
+        reasons.assign(size_t(n), "");
+        return [this](const OutputEvent& e) {
+            std::lock_guard lock(mu);
+            switch (e.kind) {
+                case OutputEvent::Kind::Token:
+                    text[size_t(e.choice)] += e.text;
+                    ids[size_t(e.choice)].push_back(e.token_id);
+                    break;
+                case OutputEvent::Kind::ChoiceDone:
+                    text[size_t(e.choice)] += e.text;
+                    reasons[size_t(e.choice)] = e.finish_reason;
+                    break;
+                case OutputEvent::Kind::Done:
+                    usage = e.usage;
+                    done = true;
+                    cv.notify_all();
+                    break;
+            }
+        };
+    }
+    void wait() {
+        std::unique_lock lock(mu);
+        ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return done; }));
+    }
+};
+
+std::string error_param(const json& body, bool chat) {
+    try {
+        parse_generation_request(body, chat);
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.status, 400);
+        return e.param;
+    }
+    return "<accepted>";
+}
+
+TEST(ParseRequest, ErrorsNameTheField) {
+    EXPECT_EQ(error_param(json::array(), false), "");
+    EXPECT_EQ(error_param({{"max_tokens", 5}}, false), "prompt");
+    EXPECT_EQ(error_param({{"prompt", 5}}, false), "prompt");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"max_tokens", "x"}}, false), "max_tokens");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"max_tokens", 0}}, false), "max_tokens");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"temperature", "hot"}}, false), "temperature");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"n", 0}}, false), "n");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"stop", 3}}, false), "stop");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"logprobs", 50}}, false), "logprobs");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"echo", true}}, false), "echo");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"stream", "yes"}}, false), "stream");
+    EXPECT_EQ(error_param({{"prompt", {"a", "b"}}}, false), "prompt");
+    EXPECT_EQ(error_param({{"prompt", {-1, 2}}}, false), "prompt");
+    EXPECT_EQ(error_param({{"messages", "hi"}}, true), "messages");
+    EXPECT_EQ(error_param({{"messages", json::array()}}, true), "messages");
+    EXPECT_EQ(error_param({{"messages", {{{"content", "x"}}}}}, true), "messages[0].role");
+    EXPECT_EQ(error_param({{"messages", {{{"role", "user"}, {"content", 7}}}}}, true), "messages[0].content");
+    EXPECT_EQ(error_param({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"top_logprobs", 3}}, true),
+              "top_logprobs");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"model", 1}}, false), "model");
+}
+
+TEST(Service, StreamedTextEqualsDecodeOfTokens) {
+    test::ServingHarness h;
+    GenerationRequest r = parse_generation_request({{"prompt", "Hello there, the model"}, {"max_tokens", 24},
+                                                    {"temperature", 0}}, false);
+    Collected c;
+    h.service().submit(r, c.sink(1));
+    c.wait();
+    EXPECT_EQ(c.reasons[0], "length");
+    EXPECT_EQ(c.ids[0].size(), 24u);
+    EXPECT_EQ(c.text[0], h.tokenizer().decode(c.ids[0], true));
+    EXPECT_EQ(c.usage.completion_tokens, 24);
+    EXPECT_EQ(c.usage.prompt_tokens, int64_t(h.tokenizer().encode("Hello there, the model").size()));
+}
+
+TEST(Service, ChatUsesTheTemplateAndNChoicesDiffer) {
+    test::ServingHarness h;
+    GenerationRequest r = parse_generation_request(
+        {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 12}, {"n", 3}, {"seed", 5}}, true);
+    const auto ids = h.service().prompt_ids(r);
+    EXPECT_EQ(ids, h.tokenizer().encode_chat("<|user|>\nhi<|end|>\n<|assistant|>\n"));
+    Collected c;
+    h.service().submit(r, c.sink(3));
+    c.wait();
+    EXPECT_EQ(c.usage.completion_tokens, 36);
+    EXPECT_NE(c.ids[0], c.ids[1]);  // different random streams
+}
+
+TEST(Service, StopStringCutsTheText) {
+    test::ServingHarness h;
+    GenerationRequest greedy =
+        parse_generation_request({{"prompt", "abc"}, {"max_tokens", 30}, {"temperature", 0}}, false);
+    Collected full;
+    h.service().submit(greedy, full.sink(1));
+    full.wait();
+    const std::string text = full.text[0];
+    ASSERT_GE(text.size(), 8u);
+    const std::string stop = text.substr(4, 3);
+    GenerationRequest with_stop = greedy;
+    with_stop.params.stop = {stop};
+    Collected cut;
+    h.service().submit(with_stop, cut.sink(1));
+    cut.wait();
+    EXPECT_EQ(cut.reasons[0], "stop");
+    EXPECT_EQ(cut.text[0], text.substr(0, text.find(stop)));
+}
+
+TEST(Service, ErrorsForContextOverflowUnknownModelAndDraining) {
+    engine::EngineConfig ec;
+    ec.max_context = 64;
+    test::ServingHarnessOptions o;
+    o.engine = ec;
+    test::ServingHarness h(o);
+    auto status = [&](const json& body, bool chat) {
+        try {
+            h.service().submit(parse_generation_request(body, chat), [](const OutputEvent&) {});
+        } catch (const ApiError& e) {
+            return e.status;
+        }
+        return 200;
+    };
+    EXPECT_EQ(status({{"prompt", std::string(200, 'x')}}, false), 400);
+    EXPECT_EQ(status({{"prompt", "x"}, {"max_tokens", 100}}, false), 400);
+    EXPECT_EQ(status({{"prompt", "x"}, {"model", "gpt-4"}}, false), 404);
+    EXPECT_EQ(status({{"prompt", {9999}}}, false), 400);
+    h.service().begin_drain();
+    EXPECT_EQ(status({{"prompt", "x"}}, false), 503);
+}
+
+TEST(Service, CancelFreesBlocksAndMetricsRender) {
+    test::ServingHarness h;
+    Collected c;
+    auto r = h.service().submit(parse_generation_request({{"prompt", "long"}, {"max_tokens", 2000}}, false), c.sink(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    h.service().cancel(r);
+    c.wait();
+    EXPECT_EQ(c.reasons[0], "cancelled");
+    for (int i = 0; i < 100 && h.engine().stats().kv_blocks_used != 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(h.engine().stats().kv_blocks_used, 0);
+    const std::string m = h.service().metrics_text();
+    for (const char* name : {"phi_requests_total{outcome=\"cancelled\"} 1", "phi_kv_blocks_used",
+                             "phi_time_to_first_token_seconds_bucket", "phi_inter_token_latency_seconds_count",
+                             "phi_preemptions_total", "phi_all_reduce_seconds_total"})
+        EXPECT_NE(m.find(name), std::string::npos) << name;
+}
+
+}  // namespace
+}  // namespace phi::serving

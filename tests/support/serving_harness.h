@@ -1,0 +1,67 @@
+// An in-process single-rank serving stack for server tests: the random-weight fixture
+// tests/fixtures/phi3_mini_4k_swa (vocab 397) with the 269-token byte-level tokenizer of
+// tests/fixtures/serving_tokenizer, an Engine running on its own thread, and a Service. Transports
+// (HTTP, native TCP) are started by the test on top of service().
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "cluster/communicator.h"
+#include "coordinator/engine/engine.h"
+#include "coordinator/serving/metrics.h"
+#include "coordinator/serving/service.h"
+#include "coordinator/tokenizer/tokenizer.h"
+#include "kernels/cpu/isa.h"
+#include "tests/support/fixtures.h"
+#include "worker/load_model.h"
+#include "worker/step_executor.h"
+
+namespace phi::test {
+
+struct ServingHarnessOptions {
+    engine::EngineConfig engine;  // vocab_limit is set to the tokenizer's size
+    serving::ServiceLimits limits;
+    int64_t kv_blocks = 512;
+    int64_t block_size = 8;
+};
+
+class ServingHarness {
+public:
+    explicit ServingHarness(ServingHarnessOptions o = {})
+        : tok_(tokenizer::Tokenizer::load(fixture_dir("serving_tokenizer"))) {
+        ModelOptions opts;
+        opts.isa = kernels::cpu::choose_isa();
+        opts.kv = KvCacheConfig{o.kv_blocks, o.block_size};
+        model_ = load_model(fixture_dir("phi3_mini_4k_swa"), comm_, opts);
+        exec_ = std::make_unique<StepExecutor>(*model_, comm_, WatchdogOptions{});
+        o.engine.vocab_limit = tok_.vocab_size();
+        if (o.engine.eos_ids.empty() && tok_.eos_token_id()) o.engine.eos_ids = {*tok_.eos_token_id()};
+        engine_ = std::make_unique<engine::Engine>(*exec_, o.engine);
+        service_ = std::make_unique<serving::Service>(*engine_, tok_, "phi-test", o.limits, metrics_);
+        service_->set_ready(true);
+        thread_ = std::thread([this] { engine_->run(stop_); });
+    }
+    ~ServingHarness() {
+        stop_ = true;
+        engine_->notify();
+        thread_.join();
+    }
+    serving::Service& service() { return *service_; }
+    engine::Engine& engine() { return *engine_; }
+    const tokenizer::Tokenizer& tokenizer() const { return tok_; }
+
+private:
+    LocalCommunicator comm_;
+    tokenizer::Tokenizer tok_;
+    std::unique_ptr<PhiModel> model_;
+    std::unique_ptr<StepExecutor> exec_;
+    std::unique_ptr<engine::Engine> engine_;
+    serving::Metrics metrics_;
+    std::unique_ptr<serving::Service> service_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+}  // namespace phi::test
