@@ -42,6 +42,11 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
     MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
     MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    MPI_Comm node = MPI_COMM_NULL;
+    MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    MPI_Comm_rank(node, &local_rank_);
+    MPI_Comm_size(node, &local_size_);
+    MPI_Comm_free(&node);
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -59,11 +64,11 @@ void MpiCommunicator::wait(MPI_Request& req, const char* what, std::chrono::mill
         MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
         if (done) return;
         if (clock::now() > deadline) {
-            log().critical("rank {}: {} did not complete within {} ms: a peer rank was lost or is stalled; "
-                           "stopping the cluster",
-                           rank_, what, timeout.count());
-            MPI_Abort(comm_, 3);
-            std::_Exit(3);
+            // The request stays pending: the process is expected to end (see phi-worker's main),
+            // after rank 0 has told its clients.
+            throw CommTimeout(fmt::format("rank {}: {} did not complete within {} ms: a peer rank was lost or is "
+                                          "stalled; stopping the cluster",
+                                          rank_, what, timeout.count()));
         }
         // Spin briefly for latency, then back off to sleeping so an idle rank frees its core.
         if (spins > 200) {

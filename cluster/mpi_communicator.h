@@ -11,8 +11,16 @@
 #include <vector>
 
 #include "cluster/communicator.h"
+#include "common/error.h"
 
 namespace phi {
+
+/// A collective that did not complete within its deadline: a rank died or hangs. The cluster
+/// cannot continue; the caller reports it and exits.
+class CommTimeout : public Error {
+public:
+    using Error::Error;
+};
 
 /// RAII for MPI_Init_thread / MPI_Finalize; one per process, created first in main.
 class MpiSession {
@@ -45,16 +53,22 @@ public:
     void set_timeout(std::chrono::milliseconds t) override { timeout_ = t; }
     std::chrono::milliseconds timeout() const { return timeout_; }
 
-    /// Blocks until `req` completes or the deadline passes; on timeout aborts the job naming
+    /// Blocks until `req` completes or the deadline passes; on timeout throws CommTimeout naming
     /// `what`. Public so the step protocol can wait on its own requests the same way.
     void wait(MPI_Request& req, const char* what, std::chrono::milliseconds timeout);
 
     MPI_Comm raw() const { return comm_; }
+    /// This rank's index among the ranks on its node, and how many share the node
+    /// (MPI_Comm_split_type shared-memory split): thread counts and GPU choice come from these.
+    int local_rank() const { return local_rank_; }
+    int local_size() const { return local_size_; }
 
 private:
     MPI_Comm comm_ = MPI_COMM_NULL;
     int rank_ = 0;
     int size_ = 1;
+    int local_rank_ = 0;
+    int local_size_ = 1;
     std::chrono::milliseconds timeout_{60000};
     std::vector<float> scratch_;
 };

@@ -784,11 +784,12 @@ def make_refused_cases():
 
     cases = []
     for template, construct, line in REFUSED:
-        cases.append({"template": template, "construct": construct, "line": line})
-        try:  # documents that each one is a template HF itself accepts (or at least parses)
+        try:  # records whether HF itself would compile it (most are valid Jinja that HF renders)
             _compile_jinja_template(template)
+            hf_compiles = True
         except Exception:  # noqa: BLE001
-            pass
+            hf_compiles = False
+        cases.append({"template": template, "construct": construct, "line": line, "hf_compiles": hf_compiles})
     return cases
 
 

@@ -11,7 +11,7 @@
 
 namespace phi {
 
-std::string print_plan(const std::filesystem::path& model_dir, int world) {
+std::string print_plan_report(const std::filesystem::path& model_dir, int world) {
     const ModelConfig cfg = load_model_config(model_dir / "config.json");
     Checkpoint ckpt(model_dir);
     std::string out = fmt::format("model {} ({}), tp size {}\n", model_dir.string(), cfg.architecture, world);

@@ -7,6 +7,6 @@
 
 namespace phi {
 
-std::string print_plan(const std::filesystem::path& model_dir, int world);
+std::string print_plan_report(const std::filesystem::path& model_dir, int world);
 
 }  // namespace phi

@@ -3,6 +3,8 @@
 
 #include <omp.h>
 
+#include <time.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +21,15 @@ uint64_t sum_slice(const uint64_t* p, size_t count) {
 }
 
 }  // namespace
+
+double seconds_now(bool thread_cpu) {
+    if (thread_cpu) {
+        timespec ts{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 double measure_read_bandwidth_gbs(size_t bytes, int threads, int reps) {
     const size_t words = bytes / sizeof(uint64_t) / size_t(threads * 8) * size_t(threads * 8);
@@ -39,10 +50,10 @@ double measure_read_bandwidth_gbs(size_t bytes, int threads, int reps) {
     volatile uint64_t sink = 0;
     for (int r = 0; r < reps + 1; ++r) {  // the first pass is a warm-up
         uint64_t total = 0;
-        const auto t0 = std::chrono::steady_clock::now();
+        const double t0 = seconds_now(threads == 1);
 #pragma omp parallel num_threads(threads) reduction(+ : total)
         total += sum_slice(data + size_t(omp_get_thread_num()) * per_thread, per_thread);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double s = seconds_now(threads == 1) - t0;
         sink = sink + total;
         if (r > 0 && s > 0.0) {
             const double gbs = double(per_thread * size_t(threads) * sizeof(uint64_t)) / s * 1e-9;

@@ -88,12 +88,12 @@ double best_time(Fn&& fn, size_t min_calls) {
     size_t i = 0;
     while (total < k_min_seconds) {
         size_t calls = 0;
-        const auto t0 = std::chrono::steady_clock::now();
+        const double t0 = phi::bench::seconds_now(g_thread_cpu);
         double el = 0.0;
         while (el < 0.02 || calls < min_calls) {
             fn(i++);
             ++calls;
-            el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            el = phi::bench::seconds_now(g_thread_cpu) - t0;
         }
         best = std::min(best, el / double(calls));
         total += el;

@@ -5,6 +5,8 @@
 // usage: bench_tokenizer [--text FILE] [--repeat N] [--chunk BYTES] [--json]
 //   --chunk: encode the text as consecutive prompts of about BYTES each (cut after the first '\n' at or past
 //   every BYTES mark), as a server sees them; default: the whole text as one prompt.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,8 +18,6 @@
 #include <string>
 #include <vector>
 
-#include <time.h>
-
 #include "coordinator/tokenizer/tokenizer.h"
 
 namespace {
@@ -26,7 +26,9 @@ using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 using phi::tokenizer::Tokenizer;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // CPU time of this thread: the build machines are shared, so wall time would include waiting for a core.
 double thread_cpu_seconds() {
@@ -50,7 +52,8 @@ fs::path source_dir() {
 // ~2 MiB from the valid texts of the test expectations (prose in many scripts, code, whitespace, emoji...).
 std::string default_text() {
     std::string base;
-    const fs::path exp = source_dir() / "tests" / "fixtures" / "tokenizers" / "expectations" / "phi4mini.json";
+    const fs::path exp =
+        source_dir() / "tests" / "fixtures" / "tokenizers" / "expectations" / "phi4mini.json";
     const auto j = nlohmann::json::parse(read_text(exp));
     for (const auto& c : j["cases"])
         if (c.contains("text")) base += c["text"].get<std::string>() + "\n";
@@ -103,7 +106,8 @@ int main(int argc, char** argv) {
     const std::vector<std::string_view> chunks = split_chunks(text, chunk);
     if (!as_json)
         std::printf("text: %s, %.2f MB in %zu prompt(s); best of %d runs, one thread, thread CPU time\n",
-                    text_path.empty() ? "test-expectation texts" : text_path.c_str(), mb, chunks.size(), repeat);
+                    text_path.empty() ? "test-expectation texts" : text_path.c_str(), mb, chunks.size(),
+                    repeat);
 
     const fs::path fixtures = source_dir() / "tests" / "fixtures" / "tokenizers";
     for (const char* family : {"phi2", "phi3", "phi4mini"}) {
@@ -130,15 +134,19 @@ int main(int argc, char** argv) {
         const double stream_s = thread_cpu_seconds() - c0;
 
         if (as_json) {
-            std::printf("{\"family\": \"%s\", \"bytes\": %zu, \"tokens\": %zu, \"encode_s\": %.6f, \"mb_per_s\": %.3f, "
-                        "\"load_s\": %.3f, \"stream_tokens_per_s\": %.0f}\n",
-                        family, text.size(), n_tokens, best, mb / best, load_s,
-                        static_cast<double>(ids.size()) / stream_s);
+            std::printf(
+                "{\"family\": \"%s\", \"bytes\": %zu, \"tokens\": %zu, \"encode_s\": %.6f, \"mb_per_s\": "
+                "%.3f, "
+                "\"load_s\": %.3f, \"stream_tokens_per_s\": %.0f}\n",
+                family, text.size(), n_tokens, best, mb / best, load_s,
+                static_cast<double>(ids.size()) / stream_s);
         } else {
-            std::printf("%-9s encode %7.2f MB/s (%zu tokens, %.3f s)   load %.2f s   streaming decode %.2f M tokens/s "
-                        "(%zu bytes)\n",
-                        family, mb / best, n_tokens, best, load_s, static_cast<double>(ids.size()) / stream_s / 1e6,
-                        out_bytes);
+            std::printf(
+                "%-9s encode %7.2f MB/s (%zu tokens, %.3f s)   load %.2f s   streaming decode %.2f M "
+                "tokens/s "
+                "(%zu bytes)\n",
+                family, mb / best, n_tokens, best, load_s, static_cast<double>(ids.size()) / stream_s / 1e6,
+                out_bytes);
         }
     }
     return 0;

@@ -231,11 +231,7 @@ Value loop_attribute(Runtime& rt, const Value& obj, const std::string& name, boo
     if (name == "length") return Value::integer(L.total_length(rt));
     if (name == "revindex") return Value::integer(L.total_length(rt) - L.index0);
     if (name == "revindex0") return Value::integer(L.total_length(rt) - (L.index0 + 1));
-    if (name == "previtem") {
-        if (L.has_previous) return L.previous;
-        Value u = Value::undefined();
-        return u;
-    }
+    if (name == "previtem") return L.has_previous ? L.previous : Value::undefined();
     if (name == "last" || name == "nextitem") {
         Value next;
         const bool has = L.peek(rt, &next);
@@ -992,8 +988,8 @@ Value get_attr(Runtime& rt, const Value& obj, const std::string& name) {
     if (obj.is_undefined()) undefined_error(obj);
     bool found = false;
     if (obj.kind == ValueKind::Loop) {
-        Value v = loop_attribute(rt, obj, name, &found);
-        return v;  // LoopContext is not subscriptable: a missing attribute is Undefined
+        return loop_attribute(rt, obj, name,
+                              &found);  // LoopContext is not subscriptable: missing -> Undefined
     }
     Value v = attribute_of_builtin(obj, name, &found);
     if (found) return v;

@@ -383,17 +383,17 @@ void Engine::abort_all(FinishReason reason, const std::string& message) {
     update_stats_locked();
 }
 
-void Engine::run(const std::atomic<bool>& stop) {
+void Engine::run(const std::function<bool()>& should_stop) {
     auto last_beat = std::chrono::steady_clock::now();
-    while (!stop.load()) {
+    while (!should_stop()) {
         if (step()) {
             last_beat = std::chrono::steady_clock::now();
             continue;
         }
         {
             std::unique_lock lock(mu_);
-            cv_.wait_for(lock, cfg_.heartbeat / 2,
-                         [&] { return stop.load() || !inbox_.empty() || !cancels_.empty(); });
+            cv_.wait_for(lock, std::min<std::chrono::milliseconds>(cfg_.heartbeat / 2, std::chrono::milliseconds(100)),
+                         [&] { return !inbox_.empty() || !cancels_.empty(); });
         }
         const auto now = std::chrono::steady_clock::now();
         if (now - last_beat >= cfg_.heartbeat) {

@@ -107,8 +107,12 @@ public:
 
     /// Runs one scheduling step; false when there was nothing to run.
     bool step();
-    /// Steps until `stop` is set and (if `drain`) nothing is left; sends heartbeats while idle.
-    void run(const std::atomic<bool>& stop);
+    /// Steps until `should_stop()` returns true (checked between steps and while idle); sends
+    /// heartbeats to the followers while idle.
+    void run(const std::function<bool()>& should_stop);
+    void run(const std::atomic<bool>& stop) {
+        run([&stop] { return stop.load(); });
+    }
     /// Ends every request with `reason`/`message` (shutdown, lost rank).
     void abort_all(FinishReason reason, const std::string& message);
     /// Wakes run() (new work or stop).

@@ -706,7 +706,7 @@ void HttpServer::start() {
     if (ec) fail("listen");
     s.port = s.acceptor.local_endpoint().port();
     s.accepting = true;
-    log().info("HTTP server listening on http://{}:{} (model '{}')", s.opts.host, s.port.load(), s.svc.model_name());
+    log().debug("HTTP server listening on http://{}:{} (model '{}')", s.opts.host, s.port.load(), s.svc.model_name());
     net::post(s.io, [self = impl_] { self->do_accept(); });
 }
 

@@ -416,21 +416,21 @@ int main(int argc, char** argv) {
         o.prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
 
-    std::vector<Job> jobs(size_t(o.n));
+    std::vector<Job> jobs(static_cast<size_t>(o.n));
     const json messages = chat_messages(o, o.prompt);
     for (int i = 0; i < o.n; ++i) {
         jobs[size_t(i)].id = "r" + std::to_string(i);
         jobs[size_t(i)].frame = make_frame(o, jobs[size_t(i)].id, messages, o.prompt);
     }
     const int nconn = std::min(o.connections, o.n);
-    std::vector<LineConn> conns(size_t(nconn));
+    std::vector<LineConn> conns(static_cast<size_t>(nconn));
     for (int c = 0; c < nconn; ++c) {
         json hello;
         if (!connect_ready(conns[size_t(c)], o, &hello)) return 2;
     }
     const bool stream = o.n == 1;
     const auto t0 = Clock::now();
-    std::vector<std::string> errs(size_t(nconn));
+    std::vector<std::string> errs(static_cast<size_t>(nconn));
     std::vector<std::thread> threads;
     for (int c = 0; c < nconn; ++c) {
         std::vector<Job*> mine;

@@ -359,10 +359,11 @@ private:
         l.n = req.n;
         l.logprobs = req.logprobs;
         l.reasons.resize(size_t(req.n));
-        serving::OutputSink sink = [weak = weak_from_this(), strand = strand_, serial](const serving::OutputEvent& ev) {
-            asio::post(strand, [weak, serial, ev] {
-                if (auto c = weak.lock()) c->on_event(serial, ev);
-            });
+        // The sink holds no executor of its own (only the connection does), so a sink that outlives
+        // the io_context (an engine destroyed after it) touches nothing of it.
+        serving::OutputSink sink = [weak = weak_from_this(), serial](const serving::OutputEvent& ev) {
+            if (auto c = weak.lock(); c && !c->closed_flag_.load(std::memory_order_relaxed))
+                asio::post(c->strand_, [c, serial, ev] { c->on_event(serial, ev); });
         };
         try {
             l.req = st_->service.submit(std::move(req), std::move(sink));
@@ -523,6 +524,7 @@ private:
     void close(const char* why) {
         if (closed_) return;
         closed_ = true;
+        closed_flag_ = true;
         if (!live_.empty()) log().debug("native: connection {} closed ({}); cancelling {} request(s)", id_, why, live_.size());
         else log().debug("native: connection {} closed ({})", id_, why);
         cancel_all();
@@ -551,6 +553,7 @@ private:
     bool writing_ = false;
     bool closing_ = false;         // close_after_flush: no new frames are read
     bool closed_ = false;
+    std::atomic<bool> closed_flag_{false};  // closed_, for the engine thread's sinks
 
     std::map<uint64_t, Live> live_;                  // by serial, i.e. in submission order
     std::unordered_map<std::string, uint64_t> ids_;  // client id -> serial

@@ -8,8 +8,8 @@
 // reader whose queued output passes max_pending_bytes has its requests cancelled and its
 // connection closed; other connections are not affected.
 //
-// Lifetime: the Service and the io_context must outlive every request's sink, i.e. stop the
-// engine (or let every request finish) before destroying the io_context.
+// Lifetime: the Service must outlive the io_context's run (connections call it from handlers).
+// Sinks hold only a weak reference to their connection, so the engine may outlive the io_context.
 #pragma once
 
 #include <boost/asio/io_context.hpp>

@@ -68,7 +68,8 @@ void Sampler::apply_penalties(std::span<float> x, int64_t limit, TokenHistory hi
     // Check every id before marking any, so a bad one leaves seen_/counts_ clean for the next call.
     for (std::span<const int32_t> ids : {history.prompt, history.generated})
         for (int32_t id : ids)
-            PHI_CHECK(id >= 0 && id < n, "token id {} in the sequence is outside the vocabulary [0, {})", id, n);
+            PHI_CHECK(id >= 0 && id < n, "token id {} in the sequence is outside the vocabulary [0, {})", id,
+                      n);
     if (repetition) {
         const float penalty = params.repetition_penalty;
         touched_.clear();

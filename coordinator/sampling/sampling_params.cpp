@@ -63,8 +63,8 @@ void SamplingParams::validate(int64_t token_limit) const {
               "presence_penalty must be in [-2, 2], got {}", presence_penalty);
     PHI_CHECK(std::isfinite(frequency_penalty) && frequency_penalty >= -2.0f && frequency_penalty <= 2.0f,
               "frequency_penalty must be in [-2, 2], got {}", frequency_penalty);
-    PHI_CHECK(logprobs >= 0 && logprobs <= k_max_logprobs, "logprobs must be in [0, {}], got {}", k_max_logprobs,
-              logprobs);
+    PHI_CHECK(logprobs >= 0 && logprobs <= k_max_logprobs, "logprobs must be in [0, {}], got {}",
+              k_max_logprobs, logprobs);
     PHI_CHECK(!max_tokens || *max_tokens >= 1, "max_tokens must be >= 1, got {}", max_tokens.value_or(0));
     PHI_CHECK(stop.size() <= k_max_stop_strings, "stop may hold at most {} strings, got {}",
               k_max_stop_strings, stop.size());

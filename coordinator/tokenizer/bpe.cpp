@@ -94,17 +94,22 @@ Bpe::Bpe(std::vector<std::pair<std::string, int32_t>> vocab,
         const auto& [a, b] = merges[rank];
         const int32_t a_id = vocab_.find(a);
         const int32_t b_id = vocab_.find(b);
-        PHI_CHECK(a_id >= 0, "tokenizer.json: merge #{} ('{} {}') refers to '{}', which is not in the vocabulary",
-                  rank, a, b, a);
-        PHI_CHECK(b_id >= 0, "tokenizer.json: merge #{} ('{} {}') refers to '{}', which is not in the vocabulary",
-                  rank, a, b, b);
-        PHI_CHECK(b.size() >= prefix_len, "tokenizer.json: merge #{} right part '{}' is shorter than the "
-                  "continuing_subword_prefix", rank, b);
+        PHI_CHECK(a_id >= 0,
+                  "tokenizer.json: merge #{} ('{} {}') refers to '{}', which is not in the vocabulary", rank,
+                  a, b, a);
+        PHI_CHECK(b_id >= 0,
+                  "tokenizer.json: merge #{} ('{} {}') refers to '{}', which is not in the vocabulary", rank,
+                  a, b, b);
+        PHI_CHECK(b.size() >= prefix_len,
+                  "tokenizer.json: merge #{} right part '{}' is shorter than the "
+                  "continuing_subword_prefix",
+                  rank, b);
         merged.assign(a);
         merged.append(b, prefix_len, std::string::npos);
         const int32_t new_id = vocab_.find(merged);
-        PHI_CHECK(new_id >= 0, "tokenizer.json: merge #{} ('{} {}') produces '{}', which is not in the vocabulary",
-                  rank, a, b, merged);
+        PHI_CHECK(new_id >= 0,
+                  "tokenizer.json: merge #{} ('{} {}') produces '{}', which is not in the vocabulary", rank,
+                  a, b, merged);
         merges_.insert(a_id, b_id, PairMap::Value{static_cast<uint32_t>(rank), new_id});
     }
 
@@ -197,7 +202,9 @@ void Bpe::merge_all(BpeScratch& scratch) const {
     // the symbol is alive and its current pair still has that rank.
     auto& heap = scratch.heap;
     heap.clear();
-    auto key = [](uint32_t rank, int32_t pos) { return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(pos); };
+    auto key = [](uint32_t rank, int32_t pos) {
+        return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(pos);
+    };
     auto cmp = [](uint64_t a, uint64_t b) { return a > b; };
     for (std::size_t i = 0; i < n; ++i)
         if (sym[i].rank != k_no_rank) heap.push_back(key(sym[i].rank, static_cast<int32_t>(i)));
@@ -254,8 +261,8 @@ void Bpe::tokenize_byte_level(std::string_view raw, BpeScratch& scratch, std::ve
     sym.resize(raw.size());
     const auto n = static_cast<int32_t>(raw.size());
     for (int32_t i = 0; i < n; ++i)
-        sym[i] = BpeScratch::Symbol{byte_id_[static_cast<uint8_t>(raw[i])], i - 1, i + 1 < n ? i + 1 : -1, 1,
-                                    k_no_rank, -1};
+        sym[i] = BpeScratch::Symbol{
+            byte_id_[static_cast<uint8_t>(raw[i])], i - 1, i + 1 < n ? i + 1 : -1, 1, k_no_rank, -1};
     merge_all(scratch);
     const std::size_t first = out.size();
     emit(scratch, out);
@@ -297,7 +304,8 @@ void Bpe::tokenize_word(std::string_view w, BpeScratch& scratch, std::vector<int
     if (scratch.cache.lookup(w, out)) return;
     auto& sym = scratch.symbols;
     sym.clear();
-    const std::string& prefix = options_.continuing_subword_prefix ? *options_.continuing_subword_prefix : std::string();
+    const std::string& prefix =
+        options_.continuing_subword_prefix ? *options_.continuing_subword_prefix : std::string();
     const std::string& suffix = options_.end_of_word_suffix ? *options_.end_of_word_suffix : std::string();
     const bool decorate = !prefix.empty() || !suffix.empty();
     auto push = [&](int32_t id, std::size_t len) {

@@ -40,8 +40,8 @@ struct BpeScratch {
         int32_t id;
         int32_t prev;
         int32_t next;
-        uint32_t len;  // bytes of input covered; 0 once merged into its left neighbour
-        uint32_t rank;  // rank of the pair (this, next) or k_no_rank
+        uint32_t len;    // bytes of input covered; 0 once merged into its left neighbour
+        uint32_t rank;   // rank of the pair (this, next) or k_no_rank
         int32_t merged;  // id of that pair's merge
     };
     std::vector<Symbol> symbols;
@@ -51,11 +51,11 @@ struct BpeScratch {
 };
 
 class Bpe {
-public:
+  public:
     /// Builds the model. `merges` are (left, right) token strings. Throws phi::Error when a merge refers to a
     /// token that is not in the vocabulary, or when unk_token is missing from it.
-    Bpe(std::vector<std::pair<std::string, int32_t>> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
-        BpeOptions options);
+    Bpe(std::vector<std::pair<std::string, int32_t>> vocab,
+        const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions options);
 
     /// Tokenizes one pre-tokenized piece given as model-level text.
     void tokenize(std::string_view piece, BpeScratch& scratch, std::vector<int32_t>& out) const;
@@ -66,15 +66,16 @@ public:
     int32_t find(std::string_view token) const { return vocab_.find(token); }
     /// Token string of a model id, or nullptr.
     const std::string* token(int32_t id) const {
-        return (id >= 0 && static_cast<std::size_t>(id) < id_to_token_.size() && has_id_[id]) ? &id_to_token_[id]
-                                                                                                : nullptr;
+        return (id >= 0 && static_cast<std::size_t>(id) < id_to_token_.size() && has_id_[id])
+                   ? &id_to_token_[id]
+                   : nullptr;
     }
     std::size_t size() const { return vocab_.size(); }
     int32_t id_bound() const { return static_cast<int32_t>(id_to_token_.size()); }
     const BpeOptions& options() const { return options_; }
     std::size_t num_merges() const { return merges_.size(); }
 
-private:
+  private:
     void tokenize_word(std::string_view word, BpeScratch& scratch, std::vector<int32_t>& out) const;
     void merge_all(BpeScratch& scratch) const;
     void emit(const BpeScratch& scratch, std::vector<int32_t>& out) const;

@@ -40,9 +40,9 @@ std::string pcre2_message(int code) {
 }  // namespace
 
 struct Regex::Impl {
-    // `code` knows Unicode 14 (PCRE2's tables); `code_widened`, when the pattern uses general categories, also
-    // the characters assigned since. The widened classes are slower to match, so they are only used on text
-    // that contains such a character.
+    // `code` knows Unicode 14 (PCRE2's tables); `code_widened`, when the pattern uses general categories,
+    // also the characters assigned since. The widened classes are slower to match, so they are only used on
+    // text that contains such a character.
     pcre2_code* code = nullptr;
     pcre2_code* code_widened = nullptr;
     bool jit = false;
@@ -64,7 +64,8 @@ const std::vector<std::pair<char32_t, char32_t>>& delta_ranges() {
             while (!b.empty()) {
                 auto read = [&b]() {
                     const std::size_t close = b.find('}');
-                    const auto v = static_cast<char32_t>(std::stoul(std::string(b.substr(3, close - 3)), nullptr, 16));
+                    const auto v =
+                        static_cast<char32_t>(std::stoul(std::string(b.substr(3, close - 3)), nullptr, 16));
                     b.remove_prefix(close + 1);
                     return v;
                 };
@@ -109,7 +110,8 @@ bool has_new_character(std::string_view text) {
             cp = ((b & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
             i += 3;
         } else {
-            cp = ((b & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
+            cp = ((b & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) |
+                 (p[i + 3] & 0x3Fu);
             i += 4;
         }
         if (cp < first) continue;
@@ -143,7 +145,9 @@ const std::string& digit_class() {
 
 }  // namespace
 
-std::string Regex::translate(std::string_view p) { return translate(p, true); }
+std::string Regex::translate(std::string_view p) {
+    return translate(p, true);
+}
 
 std::string Regex::translate(std::string_view p, bool widen) {
     std::string out;
@@ -254,20 +258,6 @@ std::string Regex::translate(std::string_view p, bool widen) {
         }
         if (c == ']' && in_class) in_class = false;
         out += c;
-    }
-    return out;
-}
-
-std::string Regex::escape(std::string_view literal) {
-    std::string out;
-    for (const char c : literal) {
-        if (std::string_view("\\^$.|?*+()[]{}-/#&~ ").find(c) != std::string_view::npos) {
-            out += "\\x{";
-            out += fmt::format("{:X}", static_cast<unsigned char>(c));
-            out += '}';
-        } else {
-            out += c;
-        }
     }
     return out;
 }

@@ -13,7 +13,7 @@ namespace phi::tokenizer {
 
 /// One compiled pattern. Thread-safe for matching: each call uses its own match data.
 class Regex {
-public:
+  public:
     /// Compiles `pattern` (HF/Oniguruma syntax). Throws phi::Error naming the pattern on failure.
     explicit Regex(const std::string& pattern);
     ~Regex();
@@ -34,10 +34,7 @@ public:
     static std::string translate(std::string_view hf_pattern);
     static std::string translate(std::string_view hf_pattern, bool widen);
 
-    /// Escapes a literal string for use as a pattern.
-    static std::string escape(std::string_view literal);
-
-private:
+  private:
     struct Impl;
     std::string pattern_;
     std::unique_ptr<Impl> impl_;

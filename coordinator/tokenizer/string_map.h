@@ -36,7 +36,7 @@ inline uint64_t hash_bytes(std::string_view s) {
 
 /// String -> int32 map. Insert overwrites; find returns -1 when absent.
 class StringIdMap {
-public:
+  public:
     StringIdMap() { rehash(16); }
 
     void reserve(std::size_t n) {
@@ -89,7 +89,7 @@ public:
             if (s.len != k_empty) f(key_of(s), s.id);
     }
 
-private:
+  private:
     static constexpr uint32_t k_empty = 0xFFFFFFFFu;
     struct Slot {
         uint32_t off = 0;
@@ -120,7 +120,7 @@ private:
 
 /// (left id, right id) -> (rank, merged id). Key and value share a 16-byte slot: one cache line per probe.
 class PairMap {
-public:
+  public:
     struct Value {
         uint32_t rank;
         int32_t new_id;
@@ -158,7 +158,7 @@ public:
 
     std::size_t size() const { return size_; }
 
-private:
+  private:
     static constexpr uint64_t k_empty = ~0ULL;
     struct alignas(16) Slot {
         uint64_t key = k_empty;
@@ -192,7 +192,7 @@ private:
 /// Per-encode-call memo of word -> ids (texts repeat words a lot). Grows on demand, bounded; owned by one
 /// call, so encoding stays thread-safe without locks.
 class WordCache {
-public:
+  public:
     /// Appends the cached ids of `word` to `out` and returns true, or returns false.
     bool lookup(std::string_view word, std::vector<int32_t>& out) const {
         if (slots_.empty()) return false;
@@ -233,7 +233,7 @@ public:
         }
     }
 
-private:
+  private:
     static constexpr uint32_t k_empty = 0xFFFFFFFFu;
     static constexpr std::size_t k_max_word = 48;
     static constexpr std::size_t k_max_entries = 1 << 15;

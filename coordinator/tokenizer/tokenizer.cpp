@@ -1,5 +1,6 @@
-// Encoding and decoding with a loaded tokenizer, following HF tokenizers' TokenizerImpl::encode_single_sequence
-// (added tokens -> normalizer -> pre-tokenizer -> BPE -> post-processor) and TokenizerImpl::decode.
+// Encoding and decoding with a loaded tokenizer, following HF tokenizers'
+// TokenizerImpl::encode_single_sequence (added tokens -> normalizer -> pre-tokenizer -> BPE ->
+// post-processor) and TokenizerImpl::decode.
 #include <algorithm>
 #include <deque>
 
@@ -58,7 +59,8 @@ namespace {
 
 /// The regex of the ByteLevel pre-tokenizer when use_regex is true (GPT-2).
 const Regex& gpt2_regex() {
-    static const Regex re("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+");
+    static const Regex re(
+        "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+");
     return re;
 }
 
@@ -133,7 +135,9 @@ struct EncodeState {
     }
 };
 
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool starts_with(std::string_view s, std::string_view p) {
+    return s.substr(0, p.size()) == p;
+}
 
 std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
     std::string out;
@@ -183,7 +187,8 @@ void find_added(const AddedVocab& av, const AddedVocab::Trie& trie, std::string_
         std::size_t stop = end;
         pos = end;  // the matcher resumes after the match, whatever lstrip/rstrip/single_word do
         const AddedToken& tok = av.by_id.at(id);
-        if (split_special && av.special_contents.count(tok.content)) continue;  // skipped, not re-scanned (as HF)
+        if (split_special && av.special_contents.count(tok.content))
+            continue;  // skipped, not re-scanned (as HF)
         if (tok.single_word) {
             // HF: the token must not be glued to a word character (Rust regex \w$ / ^\w) on either side.
             static const Regex ends_with_word("\\w\\z");
@@ -247,7 +252,8 @@ void AddedVocab::Trie::insert(std::string_view s, int32_t id) {
     can_start[static_cast<uint8_t>(s[0])] = true;
 }
 
-bool AddedVocab::Trie::longest_at(std::string_view text, std::size_t pos, std::size_t& end, int32_t& id) const {
+bool AddedVocab::Trie::longest_at(std::string_view text, std::size_t pos, std::size_t& end,
+                                  int32_t& id) const {
     int32_t cur = 0;
     bool found = false;
     for (std::size_t i = pos; i < text.size(); ++i) {
@@ -331,7 +337,8 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_spec
                         gpt2_regex().find_all(s, m);
                         std::size_t prev = 0;
                         for (const auto& [b, e] : m) {
-                            if (prev != b) st.next.push_back({s.substr(prev, b - prev), p.at_origin && prev == 0});
+                            if (prev != b)
+                                st.next.push_back({s.substr(prev, b - prev), p.at_origin && prev == 0});
                             st.next.push_back({s.substr(b, e - b), p.at_origin && b == 0});
                             prev = e;
                         }
@@ -344,15 +351,16 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_spec
                         apply_behavior(st.spans, op.behavior, op.invert, st.kept);
                         for (const Span& k : st.kept)
                             if (k.end > k.begin)
-                                st.next.push_back({s.substr(k.begin, k.end - k.begin), p.at_origin && k.begin == 0});
+                                st.next.push_back(
+                                    {s.substr(k.begin, k.end - k.begin), p.at_origin && k.begin == 0});
                         break;
                     }
                     case PreTokenizerOp::Kind::Metaspace: {
-                        if (s.find(' ') != std::string_view::npos) s = st.store(replace_all(s, " ", op.replacement));
-                        const bool prepend =
-                            !starts_with(s, op.replacement) &&
-                            (op.prepend_scheme == PrependScheme::Always ||
-                             (op.prepend_scheme == PrependScheme::First && p.at_origin));
+                        if (s.find(' ') != std::string_view::npos)
+                            s = st.store(replace_all(s, " ", op.replacement));
+                        const bool prepend = !starts_with(s, op.replacement) &&
+                                             (op.prepend_scheme == PrependScheme::Always ||
+                                              (op.prepend_scheme == PrependScheme::First && p.at_origin));
                         if (prepend) s = st.store(op.replacement + std::string(s));
                         if (!op.split) {
                             st.next.push_back({s, p.at_origin});
@@ -372,7 +380,8 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_spec
                         apply_behavior(st.spans, SplitBehavior::MergedWithNext, false, st.kept);
                         for (const Span& k : st.kept)
                             if (k.end > k.begin)
-                                st.next.push_back({s.substr(k.begin, k.end - k.begin), p.at_origin && k.begin == 0});
+                                st.next.push_back(
+                                    {s.substr(k.begin, k.end - k.begin), p.at_origin && k.begin == 0});
                         break;
                     }
                 }
@@ -415,7 +424,8 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view input, bool add_spec
             if (sub_ids[k] >= 0) {
                 ids.push_back(sub_ids[k]);
             } else if (sub[k].end > sub[k].begin) {
-                tokenize_piece(s.substr(sub[k].begin, sub[k].end - sub[k].begin), at_origin && sub[k].begin == 0);
+                tokenize_piece(s.substr(sub[k].begin, sub[k].end - sub[k].begin),
+                               at_origin && sub[k].begin == 0);
             }
         }
     }
@@ -461,7 +471,8 @@ std::optional<std::string_view> TokenizerImpl::decode_token(int32_t id, bool ski
     std::string_view tok;
     if (auto it = added.by_id.find(id); it != added.by_id.end()) {
         auto nf = added.normalized_form.find(id);
-        tok = nf != added.normalized_form.end() ? std::string_view(nf->second) : std::string_view(it->second.content);
+        tok = nf != added.normalized_form.end() ? std::string_view(nf->second)
+                                                : std::string_view(it->second.content);
     } else if (const std::string* t = model->token(id)) {
         tok = *t;
     } else {
@@ -541,7 +552,8 @@ std::string TokenizerImpl::decode_tokens(std::span<const std::string> tokens_in)
                     if (unicode::is_valid(run)) {
                         out.push_back(run);
                     } else {
-                        for (std::size_t i = 0; i < run_tokens; ++i) out.emplace_back(unicode::k_replacement_char);
+                        for (std::size_t i = 0; i < run_tokens; ++i)
+                            out.emplace_back(unicode::k_replacement_char);
                     }
                     run.clear();
                     run_tokens = 0;
@@ -570,11 +582,12 @@ std::string TokenizerImpl::decode_tokens(std::span<const std::string> tokens_in)
                 for (std::string& t : tokens) {
                     const std::string& c = op.content;
                     std::size_t b = 0;
-                    for (std::size_t k = 0; k < op.start && t.compare(b, c.size(), c) == 0 && b < t.size(); ++k)
+                    for (std::size_t k = 0; k < op.start && b < t.size() && t.compare(b, c.size(), c) == 0;
+                         ++k)
                         b += c.size();
                     std::size_t e = t.size();
-                    for (std::size_t k = 0; k < op.stop && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0;
-                         ++k)
+                    for (std::size_t k = 0;
+                         k < op.stop && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0; ++k)
                         e -= c.size();
                     t = t.substr(b, e - b);
                 }
@@ -640,7 +653,8 @@ std::size_t TokenizerImpl::unstable_tail(std::span<const std::string> window) co
 }
 
 std::optional<int32_t> TokenizerImpl::token_to_id(std::string_view token) const {
-    if (auto it = added.content_to_id.find(std::string(token)); it != added.content_to_id.end()) return it->second;
+    if (auto it = added.content_to_id.find(std::string(token)); it != added.content_to_id.end())
+        return it->second;
     const int32_t id = model->find(token);
     if (id >= 0) return id;
     return std::nullopt;
@@ -664,10 +678,16 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     return impl_->decode(ids, skip_special_tokens);
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
-int32_t Tokenizer::id_bound() const { return impl_->id_bound; }
+int32_t Tokenizer::vocab_size() const {
+    return impl_->vocab_size;
+}
+int32_t Tokenizer::id_bound() const {
+    return impl_->id_bound;
+}
 
-std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const { return impl_->token_to_id(token); }
+std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
+    return impl_->token_to_id(token);
+}
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
     if (auto it = impl_->added.by_id.find(id); it != impl_->added.by_id.end()) return it->second.content;
@@ -680,11 +700,21 @@ bool Tokenizer::is_special(int32_t id) const {
     return t && impl_->added.special_contents.count(std::string(*t)) != 0;
 }
 
-const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added_list; }
-const std::optional<std::string>& Tokenizer::bos_token() const { return impl_->bos_token; }
-const std::optional<std::string>& Tokenizer::eos_token() const { return impl_->eos_token; }
-const std::optional<std::string>& Tokenizer::pad_token() const { return impl_->pad_token; }
-const std::optional<std::string>& Tokenizer::unk_token() const { return impl_->unk_token; }
+const std::vector<AddedToken>& Tokenizer::added_tokens() const {
+    return impl_->added_list;
+}
+const std::optional<std::string>& Tokenizer::bos_token() const {
+    return impl_->bos_token;
+}
+const std::optional<std::string>& Tokenizer::eos_token() const {
+    return impl_->eos_token;
+}
+const std::optional<std::string>& Tokenizer::pad_token() const {
+    return impl_->pad_token;
+}
+const std::optional<std::string>& Tokenizer::unk_token() const {
+    return impl_->unk_token;
+}
 
 namespace {
 std::optional<int32_t> id_of(const TokenizerImpl& t, const std::optional<std::string>& s) {
@@ -692,12 +722,24 @@ std::optional<int32_t> id_of(const TokenizerImpl& t, const std::optional<std::st
 }
 }  // namespace
 
-std::optional<int32_t> Tokenizer::bos_token_id() const { return id_of(*impl_, impl_->bos_token); }
-std::optional<int32_t> Tokenizer::eos_token_id() const { return id_of(*impl_, impl_->eos_token); }
-std::optional<int32_t> Tokenizer::pad_token_id() const { return id_of(*impl_, impl_->pad_token); }
-std::optional<int32_t> Tokenizer::unk_token_id() const { return id_of(*impl_, impl_->unk_token); }
-const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
-const std::string& Tokenizer::tokenizer_class() const { return impl_->tokenizer_class; }
+std::optional<int32_t> Tokenizer::bos_token_id() const {
+    return id_of(*impl_, impl_->bos_token);
+}
+std::optional<int32_t> Tokenizer::eos_token_id() const {
+    return id_of(*impl_, impl_->eos_token);
+}
+std::optional<int32_t> Tokenizer::pad_token_id() const {
+    return id_of(*impl_, impl_->pad_token);
+}
+std::optional<int32_t> Tokenizer::unk_token_id() const {
+    return id_of(*impl_, impl_->unk_token);
+}
+const std::string& Tokenizer::chat_template() const {
+    return impl_->chat_template;
+}
+const std::string& Tokenizer::tokenizer_class() const {
+    return impl_->tokenizer_class;
+}
 
 IncrementalDecoder Tokenizer::incremental_decoder(bool skip_special_tokens) const {
     return IncrementalDecoder(*this, skip_special_tokens);
@@ -730,13 +772,15 @@ std::string IncrementalDecoder::step(int32_t id) {
     const std::size_t stable = window_.size() - hold;
     if (stable <= context_) return {};
     const std::string text = tok_->decode_tokens(std::span<const std::string>(window_.data(), stable));
-    PHI_CHECK(text.size() >= emitted_, "incremental decoder: the decoded text shrank ({} < {} bytes); this decoder "
-              "chain is not supported for streaming", text.size(), emitted_);
+    PHI_CHECK(text.size() >= emitted_,
+              "incremental decoder: the decoded text shrank ({} < {} bytes); this decoder "
+              "chain is not supported for streaming",
+              text.size(), emitted_);
     std::string out = text.substr(emitted_);
     emitted_ = text.size();
     if (stable >= context_ + k_window_tokens) {
-        // Keep a few stable tokens as context so that start-of-text rules (Strip, Metaspace) apply to them and
-        // not to the new tokens; their decoded text must be non-empty for that.
+        // Keep a few stable tokens as context so that start-of-text rules (Strip, Metaspace) apply to them
+        // and not to the new tokens; their decoded text must be non-empty for that.
         std::size_t c = std::min(k_context_tokens, stable);
         std::string ctx;
         while (true) {

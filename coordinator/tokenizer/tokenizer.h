@@ -1,8 +1,8 @@
-// In-process Phi tokenizer: loads a model folder's tokenizer.json (or tokenizer.json.gz), tokenizer_config.json
-// and config.json and encodes/decodes exactly as HF transformers' AutoTokenizer (the version pinned in
-// scripts/requirements-goldens.txt) does on that folder. No per-model code: the pipeline comes from the files,
-// plus what AutoTokenizer's chosen class (TokenizersBackend, GPT2Tokenizer, CodeGenTokenizer, LlamaTokenizer)
-// substitutes for parts of it. See docs in coordinator/tokenizer/README.md.
+// In-process Phi tokenizer: loads a model folder's tokenizer.json (or tokenizer.json.gz),
+// tokenizer_config.json and config.json and encodes/decodes exactly as HF transformers' AutoTokenizer (the
+// version pinned in scripts/requirements-goldens.txt) does on that folder. No per-model code: the pipeline
+// comes from the files, plus what AutoTokenizer's chosen class (TokenizersBackend, GPT2Tokenizer,
+// CodeGenTokenizer, LlamaTokenizer) substitutes for parts of it. See docs in coordinator/tokenizer/README.md.
 #pragma once
 
 #include <cstdint>
@@ -31,10 +31,10 @@ class IncrementalDecoder;
 struct TokenizerImpl;
 
 class Tokenizer {
-public:
+  public:
     /// Loads model_dir/{tokenizer.json | tokenizer.json.gz, tokenizer_config.json, config.json,
-    /// chat_template.jinja}. Only tokenizer.json is required. Throws phi::Error with a message naming the file
-    /// and the problem when something is missing or malformed.
+    /// chat_template.jinja}. Only tokenizer.json is required. Throws phi::Error with a message naming the
+    /// file and the problem when something is missing or malformed.
     static Tokenizer load(const std::filesystem::path& model_dir);
 
     /// The text of model_dir's tokenizer.json, or of tokenizer.json.gz decompressed.
@@ -94,7 +94,7 @@ public:
     /// A streaming decoder for generated ids.
     IncrementalDecoder incremental_decoder(bool skip_special_tokens = false) const;
 
-private:
+  private:
     friend class IncrementalDecoder;
     explicit Tokenizer(std::unique_ptr<TokenizerImpl> impl);
     std::unique_ptr<TokenizerImpl> impl_;
@@ -105,7 +105,7 @@ private:
 /// to exactly tokenizer.decode(all ids, skip_special_tokens). Cost per step is bounded (a short window of
 /// recent tokens is re-decoded), not proportional to the sequence length. Not thread-safe; one per stream.
 class IncrementalDecoder {
-public:
+  public:
     explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special_tokens = false);
 
     /// Feeds one id; returns the text that became final (often empty while a character is incomplete).
@@ -114,7 +114,7 @@ public:
     std::string flush();
     void reset();
 
-private:
+  private:
     const TokenizerImpl* tok_;
     bool skip_special_;
     std::vector<std::string> window_;  // decoder-level token strings since the window start

@@ -29,13 +29,13 @@ struct Span {
 
 /// tokenizer.json's SplitPattern: {"String": s} or {"Regex": r}.
 class Pattern {
-public:
+  public:
     static Pattern literal(std::string s);
     static Pattern regex(const std::string& r);
     /// Spans covering `text` (HF's Pattern::find_matches): matches and the gaps between them.
     void find_matches(std::string_view text, std::vector<Span>& out) const;
 
-private:
+  private:
     std::string literal_;
     std::shared_ptr<Regex> regex_;  // shared: components are copied when class profiles are applied
 };
@@ -79,14 +79,15 @@ struct DecoderOp {
 struct PostProcessorOp {
     enum class Kind { Template, ByteLevel, Wrap };
     Kind kind;
-    std::vector<std::vector<int32_t>> single;  // Template: pieces, each the ids of a special token or empty=$A
+    std::vector<std::vector<int32_t>>
+        single;  // Template: pieces, each the ids of a special token or empty=$A
     std::vector<bool> single_is_sequence;
-    std::vector<int32_t> prefix;               // Wrap (Bert/Roberta): cls
-    std::vector<int32_t> suffix;               // Wrap: sep
+    std::vector<int32_t> prefix;  // Wrap (Bert/Roberta): cls
+    std::vector<int32_t> suffix;  // Wrap: sep
 };
 
-/// HF's AddedVocabulary: content -> id (never shrinks), id -> token (re-adding overwrites), the set of special
-/// contents (only grows) and the leftmost-longest matchers over raw and normalized text.
+/// HF's AddedVocabulary: content -> id (never shrinks), id -> token (re-adding overwrites), the set of
+/// special contents (only grows) and the leftmost-longest matchers over raw and normalized text.
 struct AddedVocab {
     std::unordered_map<std::string, int32_t> content_to_id;
     std::map<int32_t, AddedToken> by_id;
@@ -132,7 +133,8 @@ struct TokenizerImpl {
 
     // --- runtime (tokenizer.cpp) ---
     void apply_normalizer(std::string& s) const;
-    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens, bool split_special_tokens) const;
+    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens,
+                                bool split_special_tokens) const;
     /// The string the decoder sees for `id` (HF simple_id_to_token), or nullopt when the id is unknown or
     /// skipped as special.
     std::optional<std::string_view> decode_token(int32_t id, bool skip_special_tokens) const;

@@ -72,7 +72,9 @@ json parse_json(std::string_view text, const char* file) {
     }
 }
 
-std::string type_name(const json& j) { return j.type_name(); }
+std::string type_name(const json& j) {
+    return j.type_name();
+}
 
 const json& member(const json& obj, const char* key, const std::string& where) {
     PHI_CHECK(obj.is_object(), "{} must be a JSON object, got {}", where, type_name(obj));
@@ -129,8 +131,8 @@ Pattern parse_pattern(const json& obj, const std::string& where) {
 
 std::string single_char(const json& obj, const char* key, const std::string& where) {
     const std::string s = get_string(obj, key, where);
-    PHI_CHECK(unicode::is_valid(s) && unicode::count_code_points(s) == 1, "{}.{} must be one character, got '{}'",
-              where, key, s);
+    PHI_CHECK(unicode::is_valid(s) && unicode::count_code_points(s) == 1,
+              "{}.{} must be one character, got '{}'", where, key, s);
     return s;
 }
 
@@ -161,9 +163,11 @@ void parse_normalizer(const json& j, const std::string& where, std::vector<Norma
     } else if (type == "Prepend") {
         out.push_back({NormalizerOp::Kind::Prepend, get_string(j, "prepend", where), std::nullopt});
     } else if (type == "Replace") {
-        out.push_back({NormalizerOp::Kind::Replace, get_string(j, "content", where), parse_pattern(j, where)});
+        out.push_back(
+            {NormalizerOp::Kind::Replace, get_string(j, "content", where), parse_pattern(j, where)});
     } else {
-        PHI_FAIL("{}: normalizer type \"{}\" is not supported (supported: Sequence, Prepend, Replace)", where, type);
+        PHI_FAIL("{}: normalizer type \"{}\" is not supported (supported: Sequence, Prepend, Replace)", where,
+                 type);
     }
 }
 
@@ -197,8 +201,10 @@ void parse_pre_tokenizer(const json& j, const std::string& where, std::vector<Pr
         } else if (b == "Contiguous") {
             op.behavior = SplitBehavior::Contiguous;
         } else {
-            PHI_FAIL("{}.behavior \"{}\" is not one of Removed, Isolated, MergedWithPrevious, MergedWithNext, "
-                     "Contiguous", where, b);
+            PHI_FAIL(
+                "{}.behavior \"{}\" is not one of Removed, Isolated, MergedWithPrevious, MergedWithNext, "
+                "Contiguous",
+                where, b);
         }
         const json& inv = member(j, "invert", where);
         PHI_CHECK(inv.is_boolean(), "{}.invert must be true or false", where);
@@ -209,8 +215,10 @@ void parse_pre_tokenizer(const json& j, const std::string& where, std::vector<Pr
         op.prepend_scheme = parse_prepend_scheme(j, where);
         op.split = get_bool(j, "split", where, true);
     } else {
-        PHI_FAIL("{}: pre-tokenizer type \"{}\" is not supported (supported: Sequence, ByteLevel, Split, Metaspace)",
-                 where, type);
+        PHI_FAIL(
+            "{}: pre-tokenizer type \"{}\" is not supported (supported: Sequence, ByteLevel, Split, "
+            "Metaspace)",
+            where, type);
     }
     out.push_back(std::move(op));
 }
@@ -245,8 +253,11 @@ void parse_decoder(const json& j, const std::string& where, std::vector<DecoderO
         op.content = single_char(j, "replacement", where);
         op.prepend_scheme = parse_prepend_scheme(j, where);
     } else {
-        PHI_FAIL("{}: decoder type \"{}\" is not supported (supported: Sequence, ByteLevel, Replace, ByteFallback, "
-                 "Fuse, Strip, Metaspace)", where, type);
+        PHI_FAIL(
+            "{}: decoder type \"{}\" is not supported (supported: Sequence, ByteLevel, Replace, "
+            "ByteFallback, "
+            "Fuse, Strip, Metaspace)",
+            where, type);
     }
     out.push_back(std::move(op));
 }
@@ -287,7 +298,8 @@ void parse_post_processor(const json& j, const std::string& where, std::vector<P
             const std::string pw = fmt::format("{}.single[{}]", where, i);
             if (piece.is_object() && piece.contains("Sequence")) {
                 const std::string id = get_string(piece["Sequence"], "id", pw + ".Sequence");
-                PHI_CHECK(id == "A", "{}: a single-sequence template can only use sequence A, got {}", pw, id);
+                PHI_CHECK(id == "A", "{}: a single-sequence template can only use sequence A, got {}", pw,
+                          id);
                 op.single.emplace_back();
                 op.single_is_sequence.push_back(true);
             } else if (piece.is_object() && piece.contains("SpecialToken")) {
@@ -295,7 +307,8 @@ void parse_post_processor(const json& j, const std::string& where, std::vector<P
                 op.single.push_back(special_ids(specials, id, where));
                 op.single_is_sequence.push_back(false);
             } else {
-                PHI_FAIL("{} must be {{\"Sequence\": ...}} or {{\"SpecialToken\": ...}}, got {}", pw, piece.dump());
+                PHI_FAIL("{} must be {{\"Sequence\": ...}} or {{\"SpecialToken\": ...}}, got {}", pw,
+                         piece.dump());
             }
         }
     } else if (type == "BertProcessing" || type == "RobertaProcessing") {
@@ -307,8 +320,10 @@ void parse_post_processor(const json& j, const std::string& where, std::vector<P
             (std::string(key) == "cls" ? op.prefix : op.suffix).push_back(pair[1].get<int32_t>());
         }
     } else {
-        PHI_FAIL("{}: post-processor type \"{}\" is not supported (supported: TemplateProcessing, ByteLevel, "
-                 "BertProcessing, RobertaProcessing, Sequence)", where, type);
+        PHI_FAIL(
+            "{}: post-processor type \"{}\" is not supported (supported: TemplateProcessing, ByteLevel, "
+            "BertProcessing, RobertaProcessing, Sequence)",
+            where, type);
     }
     out.push_back(std::move(op));
 }
@@ -324,18 +339,20 @@ ModelData parse_model(const json& tj) {
     const json& m = member(tj, "model", "tokenizer.json");
     PHI_CHECK(m.is_object(), "{} must be a JSON object, got {}", where, type_name(m));
     // Old files omit "type"; a BPE model is recognised by its merges.
-    const std::string type = m.contains("type") ? get_string(m, "type", where) : (m.contains("merges") ? "BPE" : "?");
-    PHI_CHECK(type == "BPE", "{}.type \"{}\" is not supported: only BPE models (all Phi tokenizers) are", where,
-              type);
+    const std::string type =
+        m.contains("type") ? get_string(m, "type", where) : (m.contains("merges") ? "BPE" : "?");
+    PHI_CHECK(type == "BPE", "{}.type \"{}\" is not supported: only BPE models (all Phi tokenizers) are",
+              where, type);
     ModelData d;
     const json& vocab = member(m, "vocab", where);
     PHI_CHECK(vocab.is_object(), "{}.vocab must be an object {{token: id}}, got {}", where, type_name(vocab));
     d.vocab.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-        PHI_CHECK(it.value().is_number_integer(), "{}.vocab[\"{}\"] must be an integer id, got {}", where, it.key(),
-                  it.value().dump());
+        PHI_CHECK(it.value().is_number_integer(), "{}.vocab[\"{}\"] must be an integer id, got {}", where,
+                  it.key(), it.value().dump());
         const int64_t id = it.value().get<int64_t>();
-        PHI_CHECK(id >= 0 && id < (int64_t{1} << 30), "{}.vocab[\"{}\"] = {} is not a valid id", where, it.key(), id);
+        PHI_CHECK(id >= 0 && id < (int64_t{1} << 30), "{}.vocab[\"{}\"] = {} is not a valid id", where,
+                  it.key(), id);
         d.vocab.emplace_back(it.key(), static_cast<int32_t>(id));
     }
     const json& merges = m.contains("merges") ? m["merges"] : json::array();
@@ -357,8 +374,9 @@ ModelData parse_model(const json& tj) {
     }
     if (m.contains("dropout") && !m["dropout"].is_null()) {
         PHI_CHECK(m["dropout"].is_number(), "{}.dropout must be a number or null", where);
-        PHI_CHECK(m["dropout"].get<double>() == 0.0, "{}.dropout {} is not supported (encoding would be random)",
-                  where, m["dropout"].get<double>());
+        PHI_CHECK(m["dropout"].get<double>() == 0.0,
+                  "{}.dropout {} is not supported (encoding would be random)", where,
+                  m["dropout"].get<double>());
     }
     d.options.unk_token = get_opt_string(m, "unk_token", where);
     d.options.continuing_subword_prefix = get_opt_string(m, "continuing_subword_prefix", where);
@@ -406,12 +424,47 @@ std::optional<std::string> special_token_content(const json& v, const std::strin
 
 // transformers.models.auto.tokenization_auto (pinned version): model types whose Hub tokenizer_class is
 // known to be wrong (they get TokenizersBackend), and the classes registered for the model types we serve.
-const std::set<std::string, std::less<>> k_incorrect_hub_class = {
-    "arctic", "chatlm", "ernie4_5", "ernie4_5_moe", "fuyu", "h2ovl_chat", "hyperclovax", "hyperclovax_vlm",
-    "hyperclovax_vision_v2", "internlm2", "internlm3", "iquestcoder", "jamba", "llava", "llava_next", "minicpm3",
-    "minicpmv", "minimax_m2", "modernbert", "modernbert-decoder", "molmo", "molmo2", "nemotron", "nvfp4",
-    "opencua", "openvla", "paddleocr_vl", "phi3", "phi3_v", "phimoe", "qwen2", "qwen3_5", "qwen3_5_moe",
-    "qwen3_5_moe_text", "qwen4_exp", "step3_vl", "vipllava", "cohere_asr", "camembertv2-base", "siglip2", "smolvlm"};
+const std::set<std::string, std::less<>> k_incorrect_hub_class = {"arctic",
+                                                                  "chatlm",
+                                                                  "ernie4_5",
+                                                                  "ernie4_5_moe",
+                                                                  "fuyu",
+                                                                  "h2ovl_chat",
+                                                                  "hyperclovax",
+                                                                  "hyperclovax_vlm",
+                                                                  "hyperclovax_vision_v2",
+                                                                  "internlm2",
+                                                                  "internlm3",
+                                                                  "iquestcoder",
+                                                                  "jamba",
+                                                                  "llava",
+                                                                  "llava_next",
+                                                                  "minicpm3",
+                                                                  "minicpmv",
+                                                                  "minimax_m2",
+                                                                  "modernbert",
+                                                                  "modernbert-decoder",
+                                                                  "molmo",
+                                                                  "molmo2",
+                                                                  "nemotron",
+                                                                  "nvfp4",
+                                                                  "opencua",
+                                                                  "openvla",
+                                                                  "paddleocr_vl",
+                                                                  "phi3",
+                                                                  "phi3_v",
+                                                                  "phimoe",
+                                                                  "qwen2",
+                                                                  "qwen3_5",
+                                                                  "qwen3_5_moe",
+                                                                  "qwen3_5_moe_text",
+                                                                  "qwen4_exp",
+                                                                  "step3_vl",
+                                                                  "vipllava",
+                                                                  "cohere_asr",
+                                                                  "camembertv2-base",
+                                                                  "siglip2",
+                                                                  "smolvlm"};
 
 std::optional<std::string> registered_class(const std::string& model_type) {
     if (model_type == "phi" || model_type == "gpt2" || model_type == "codegen") return "GPT2Tokenizer";
@@ -431,7 +484,8 @@ bool is_backend_class(const std::string& c) {
 }
 
 std::string select_class(const json& tc, const json& cfg, std::string_view tokenizer_json_text) {
-    const std::optional<std::string> tc_class = get_opt_string(tc, "tokenizer_class", "tokenizer_config.json");
+    const std::optional<std::string> tc_class =
+        get_opt_string(tc, "tokenizer_class", "tokenizer_config.json");
     const std::optional<std::string> cfg_class = get_opt_string(cfg, "tokenizer_class", "config.json");
     const std::string model_type = get_opt_string(cfg, "model_type", "config.json").value_or("");
     const std::optional<std::string> hub = tc_class ? tc_class : cfg_class;
@@ -477,8 +531,10 @@ void TokenizerImpl::add_tokens(const std::vector<AddedToken>& tokens, std::vecto
             id = next_id++;
         }
         if (warnings && tok.id >= 0 && tok.id != id)
-            warnings->push_back(fmt::format("added token '{}' is declared with id {} but gets id {} (as in HF "
-                                            "tokenizers)", tok.content, tok.id, id));
+            warnings->push_back(
+                fmt::format("added token '{}' is declared with id {} but gets id {} (as in HF "
+                            "tokenizers)",
+                            tok.content, tok.id, id));
         tok.id = id;
         if (tok.normalized && !normalizer.empty()) {
             std::string norm = tok.content;
@@ -524,19 +580,24 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
     try {
         const json tj = parse_json(tokenizer_json, "tokenizer.json");
         PHI_CHECK(tj.is_object(), "tokenizer.json must be a JSON object, got {}", type_name(tj));
-        const json tc = tokenizer_config_json.empty() ? json::object()
-                                                      : parse_json(tokenizer_config_json, "tokenizer_config.json");
+        const json tc = tokenizer_config_json.empty()
+                            ? json::object()
+                            : parse_json(tokenizer_config_json, "tokenizer_config.json");
         PHI_CHECK(tc.is_object(), "tokenizer_config.json must be a JSON object, got {}", type_name(tc));
-        const json cfg = model_config_json.empty() ? json::object() : parse_json(model_config_json, "config.json");
+        const json cfg =
+            model_config_json.empty() ? json::object() : parse_json(model_config_json, "config.json");
         PHI_CHECK(cfg.is_object(), "config.json must be a JSON object, got {}", type_name(cfg));
 
         t.tokenizer_class = select_class(tc, cfg, tokenizer_json);
-        const bool gpt2_like = t.tokenizer_class == "GPT2Tokenizer" || t.tokenizer_class == "CodeGenTokenizer";
+        const bool gpt2_like =
+            t.tokenizer_class == "GPT2Tokenizer" || t.tokenizer_class == "CodeGenTokenizer";
         const bool llama = t.tokenizer_class == "LlamaTokenizer";
         const bool backend = !gpt2_like && !llama;
         if (backend && !is_backend_class(t.tokenizer_class))
-            phi::log().warn("tokenizer class {} is not modelled here; using tokenizer.json as is (transformers may apply "
-                     "that class's own pipeline)", t.tokenizer_class);
+            phi::log().warn(
+                "tokenizer class {} is not modelled here; using tokenizer.json as is (transformers may apply "
+                "that class's own pipeline)",
+                t.tokenizer_class);
 
         // Model
         ModelData md = parse_model(tj);
@@ -550,7 +611,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
         // Normalizer, pre-tokenizer, decoder: from the file, or the class's own.
         const std::string w = "tokenizer.json";
         if (backend) {
-            if (tj.contains("normalizer")) parse_normalizer(tj["normalizer"], w + ": normalizer", t.normalizer);
+            if (tj.contains("normalizer"))
+                parse_normalizer(tj["normalizer"], w + ": normalizer", t.normalizer);
             if (tj.contains("pre_tokenizer"))
                 parse_pre_tokenizer(tj["pre_tokenizer"], w + ": pre_tokenizer", t.pre_tokenizer);
             if (tj.contains("decoder") && !tj["decoder"].is_null()) {
@@ -564,7 +626,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
             bl.use_regex = true;
             t.pre_tokenizer.push_back(std::move(bl));
             t.has_decoder = true;
-            t.decoder.push_back(DecoderOp{DecoderOp::Kind::ByteLevel, std::nullopt, "", 0, 0, PrependScheme::Always});
+            t.decoder.push_back(
+                DecoderOp{DecoderOp::Kind::ByteLevel, std::nullopt, "", 0, 0, PrependScheme::Always});
         } else {  // LlamaTokenizer
             const bool add_prefix_space = get_bool(tc, "add_prefix_space", "tokenizer_config.json", true);
             const bool legacy = get_bool(tc, "legacy", "tokenizer_config.json", false);
@@ -576,17 +639,22 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
             ms.split = false;
             t.pre_tokenizer.push_back(std::move(ms));
             t.has_decoder = true;
-            t.decoder.push_back(DecoderOp{DecoderOp::Kind::Replace, Pattern::literal("\xE2\x96\x81"), " ", 0, 0,
-                                          PrependScheme::Always});
-            t.decoder.push_back(DecoderOp{DecoderOp::Kind::ByteFallback, std::nullopt, "", 0, 0, PrependScheme::Always});
-            t.decoder.push_back(DecoderOp{DecoderOp::Kind::Fuse, std::nullopt, "", 0, 0, PrependScheme::Always});
+            t.decoder.push_back(DecoderOp{DecoderOp::Kind::Replace, Pattern::literal("\xE2\x96\x81"), " ", 0,
+                                          0, PrependScheme::Always});
+            t.decoder.push_back(
+                DecoderOp{DecoderOp::Kind::ByteFallback, std::nullopt, "", 0, 0, PrependScheme::Always});
+            t.decoder.push_back(
+                DecoderOp{DecoderOp::Kind::Fuse, std::nullopt, "", 0, 0, PrependScheme::Always});
             if (add_prefix_space)
-                t.decoder.push_back(DecoderOp{DecoderOp::Kind::Strip, std::nullopt, " ", 1, 0, PrependScheme::Always});
+                t.decoder.push_back(
+                    DecoderOp{DecoderOp::Kind::Strip, std::nullopt, " ", 1, 0, PrependScheme::Always});
         }
         for (std::size_t i = 0; i < t.pre_tokenizer.size(); ++i) {
             if (t.pre_tokenizer[i].kind != PreTokenizerOp::Kind::ByteLevel) continue;
-            PHI_CHECK(i + 1 == t.pre_tokenizer.size(), "tokenizer.json: pre_tokenizer: a ByteLevel step must be the "
-                      "last one (found at position {} of {})", i, t.pre_tokenizer.size());
+            PHI_CHECK(i + 1 == t.pre_tokenizer.size(),
+                      "tokenizer.json: pre_tokenizer: a ByteLevel step must be the "
+                      "last one (found at position {} of {})",
+                      i, t.pre_tokenizer.size());
             t.byte_level_pre_tokenizer = true;
         }
         for (const DecoderOp& op : t.decoder) {
@@ -595,8 +663,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
             t.decoder_strips_end |= op.kind == DecoderOp::Kind::Strip && op.stop > 0;
         }
 
-        // Post-processor: tokenizer.json's (transformers drops add_bos_token/add_eos_token when tokenizer.json
-        // exists; with no post-processor in the file it installs one that adds nothing).
+        // Post-processor: tokenizer.json's (transformers drops add_bos_token/add_eos_token when
+        // tokenizer.json exists; with no post-processor in the file it installs one that adds nothing).
         if (tj.contains("post_processor"))
             parse_post_processor(tj["post_processor"], w + ": post_processor", t.post_processor);
 
@@ -604,10 +672,12 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
         std::vector<std::string> warnings;
         if (backend && tj.contains("added_tokens") && !tj["added_tokens"].is_null()) {
             const json& list = tj["added_tokens"];
-            PHI_CHECK(list.is_array(), "tokenizer.json: added_tokens must be a list, got {}", type_name(list));
+            PHI_CHECK(list.is_array(), "tokenizer.json: added_tokens must be a list, got {}",
+                      type_name(list));
             std::vector<AddedToken> toks;
             for (std::size_t i = 0; i < list.size(); ++i)
-                toks.push_back(parse_added_token(list[i], fmt::format("tokenizer.json: added_tokens[{}]", i), true));
+                toks.push_back(
+                    parse_added_token(list[i], fmt::format("tokenizer.json: added_tokens[{}]", i), true));
             t.add_tokens(toks, &warnings);
         } else {
             t.rebuild_added_matchers();
@@ -616,10 +686,12 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
         std::vector<AddedToken> to_add;
         if (tc.contains("added_tokens_decoder") && !tc["added_tokens_decoder"].is_null()) {
             const json& dec = tc["added_tokens_decoder"];
-            PHI_CHECK(dec.is_object(), "tokenizer_config.json: added_tokens_decoder must be an object {{id: token}}");
+            PHI_CHECK(dec.is_object(),
+                      "tokenizer_config.json: added_tokens_decoder must be an object {{id: token}}");
             std::vector<std::pair<int64_t, AddedToken>> entries;
             for (auto it = dec.begin(); it != dec.end(); ++it) {
-                const std::string where = fmt::format("tokenizer_config.json: added_tokens_decoder[\"{}\"]", it.key());
+                const std::string where =
+                    fmt::format("tokenizer_config.json: added_tokens_decoder[\"{}\"]", it.key());
                 int64_t id = -1;
                 try {
                     std::size_t used = 0;
@@ -632,7 +704,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
                 a.id = static_cast<int32_t>(id);
                 entries.emplace_back(id, std::move(a));
             }
-            std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+            std::sort(entries.begin(), entries.end(),
+                      [](const auto& a, const auto& b) { return a.first < b.first; });
             for (auto& [id, tok] : entries) {
                 bool present = false;
                 for (const auto& [_, cur] : t.added.by_id) present = present || same_token(cur, tok);
@@ -645,8 +718,9 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
             std::optional<std::string>* slot;
         };
         std::optional<std::string> sep, cls, mask;
-        const Named named[] = {{"bos_token", &t.bos_token}, {"eos_token", &t.eos_token}, {"unk_token", &t.unk_token},
-                               {"sep_token", &sep},         {"pad_token", &t.pad_token}, {"cls_token", &cls},
+        const Named named[] = {{"bos_token", &t.bos_token}, {"eos_token", &t.eos_token},
+                               {"unk_token", &t.unk_token}, {"sep_token", &sep},
+                               {"pad_token", &t.pad_token}, {"cls_token", &cls},
                                {"mask_token", &mask}};
         if (gpt2_like) t.bos_token = t.eos_token = t.unk_token = std::string("<|endoftext|>");
         if (llama) {
@@ -656,7 +730,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
         }
         std::vector<std::string> named_values;
         for (const Named& n : named) {
-            if (tc.contains(n.key)) *n.slot = special_token_content(tc[n.key], fmt::format("tokenizer_config.json: {}", n.key));
+            if (tc.contains(n.key))
+                *n.slot = special_token_content(tc[n.key], fmt::format("tokenizer_config.json: {}", n.key));
             if (*n.slot) named_values.push_back(**n.slot);
         }
         for (const char* key : {"additional_special_tokens", "extra_special_tokens"}) {
@@ -696,12 +771,15 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
             if (ct.is_string()) {
                 t.chat_template = ct.get<std::string>();
             } else {
-                PHI_CHECK(ct.is_array(), "tokenizer_config.json: chat_template must be a string or a list of "
-                          "{{\"name\", \"template\"}}, got {}", type_name(ct));
+                PHI_CHECK(ct.is_array(),
+                          "tokenizer_config.json: chat_template must be a string or a list of "
+                          "{{\"name\", \"template\"}}, got {}",
+                          type_name(ct));
                 for (const json& e : ct) {
-                    PHI_CHECK(e.is_object() && e.contains("name") && e.contains("template") && e["name"].is_string() &&
-                                  e["template"].is_string(),
-                              "tokenizer_config.json: chat_template entries must be {{\"name\", \"template\"}}");
+                    PHI_CHECK(
+                        e.is_object() && e.contains("name") && e.contains("template") &&
+                            e["name"].is_string() && e["template"].is_string(),
+                        "tokenizer_config.json: chat_template entries must be {{\"name\", \"template\"}}");
                     if (e["name"] == "default") t.chat_template = e["template"].get<std::string>();
                 }
             }
@@ -716,8 +794,10 @@ std::string Tokenizer::read_tokenizer_json(const std::filesystem::path& dir) {
     PHI_CHECK(std::filesystem::is_directory(dir), "tokenizer folder {} does not exist", dir.string());
     if (std::filesystem::exists(dir / "tokenizer.json")) return read_file(dir / "tokenizer.json");
     if (std::filesystem::exists(dir / "tokenizer.json.gz")) return read_gzip(dir / "tokenizer.json.gz");
-    PHI_FAIL("{} has no tokenizer.json (or tokenizer.json.gz); phi-cluster needs the fast-tokenizer file that HF "
-             "model folders ship", dir.string());
+    PHI_FAIL(
+        "{} has no tokenizer.json (or tokenizer.json.gz); phi-cluster needs the fast-tokenizer file that HF "
+        "model folders ship",
+        dir.string());
 }
 
 Tokenizer Tokenizer::load(const std::filesystem::path& dir) {
@@ -725,7 +805,8 @@ Tokenizer Tokenizer::load(const std::filesystem::path& dir) {
     const auto config_path = dir / "tokenizer_config.json";
     const auto model_config_path = dir / "config.json";
     const std::string tc = std::filesystem::exists(config_path) ? read_file(config_path) : std::string();
-    const std::string mc = std::filesystem::exists(model_config_path) ? read_file(model_config_path) : std::string();
+    const std::string mc =
+        std::filesystem::exists(model_config_path) ? read_file(model_config_path) : std::string();
     try {
         Tokenizer tok = from_json(tokenizer_json, tc, mc);
         const auto jinja = dir / "chat_template.jinja";

@@ -142,7 +142,8 @@ char32_t next_code_point(std::string_view s, std::size_t& i) {
         return cp;
     }
     const char32_t cp = ((b0 & 0x07) << 18) | ((static_cast<uint8_t>(s[i + 1]) & 0x3F) << 12) |
-                        ((static_cast<uint8_t>(s[i + 2]) & 0x3F) << 6) | (static_cast<uint8_t>(s[i + 3]) & 0x3F);
+                        ((static_cast<uint8_t>(s[i + 2]) & 0x3F) << 6) |
+                        (static_cast<uint8_t>(s[i + 3]) & 0x3F);
     i += 4;
     return cp;
 }

@@ -26,7 +26,8 @@ std::string repair(std::string_view s);
 void append_lossy(std::string& out, std::string_view bytes);
 
 /// Length of the trailing bytes of `s` that form a proper prefix of a valid multi-byte sequence (a code point
-/// cut in the middle), or 0. Such a tail decodes to U+FFFD now but may become a character when more bytes come.
+/// cut in the middle), or 0. Such a tail decodes to U+FFFD now but may become a character when more bytes
+/// come.
 std::size_t incomplete_tail_length(std::string_view s);
 
 /// Decodes the code point at s[i] (s must be valid UTF-8 there) and advances i.

@@ -9,6 +9,7 @@ set -uo pipefail
 case_name=$1 worker=$2 src=$3
 mpirun_sh="$src/scripts/mpirun.sh"
 fixture="$src/tests/fixtures/phi3_mini_4k_swa"   # 4 query heads
+long_fixture="$src/tests/fixtures/phi_40q10kv"   # 16k context: generation outlasts the test
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 fail() { echo "FAIL ($case_name): $*"; echo "--- output:"; cat "$out"; exit 1; }
@@ -28,12 +29,12 @@ expect_every_rank_error() {  # np pattern args...
 # `signal`, and checks mpirun ends non-zero within 10 s.
 expect_fast_exit() {  # rank signal extra-args...
   local rank=$1 sig=$2; shift 2
-  "$mpirun_sh" -np 2 "$worker" --model "$fixture" --prompt-ids "1 2 3" \
-      --max-tokens 200000 --watchdog-ms 2000 --plan-wait-ms 3000 "$@" >"$out" 2>&1 &
+  "$mpirun_sh" -np 2 "$worker" --model "$long_fixture" --prompt-ids "1 2 3" \
+      --max-tokens 16000 --watchdog-ms 2000 --plan-wait-ms 3000 "$@" >"$out" 2>&1 &
   local mp=$!
   local pids=""
   for _ in $(seq 1 100); do
-    pids=$(pgrep -f -- "--max-tokens 200000" | sort -n | while read -r p; do
+    pids=$(pgrep -f -- "--max-tokens 16000" | sort -n | while read -r p; do
              [ "$(ps -o comm= -p "$p")" = "phi-worker" ] && echo "$p"; done | tr '\n' ' ')
     [ "$(echo $pids | wc -w)" -ge 2 ] && grep -q "loaded on 2 rank" "$out" && break
     sleep 0.1

@@ -91,9 +91,20 @@ TEST(Linear, EveryLevelMatchesExactAndScalar) {
     }
 }
 
+// Long rows with a batch: the SIMD levels split K into blocks and pass partial sums between them.
+TEST(Linear, LongRowsBatchMatchExact) {
+    for (Isa isa : levels_to_test()) {
+        for (int64_t cols : {1024, 1031, 2500}) {
+            const Problem p(13, 9, cols, 200 + uint32_t(cols));
+            expect_close_to_exact(p, p.run(isa, p.f32(), true), true, isa_label(isa));
+            expect_close_to_exact(p, p.run(isa, p.bf16(), true), true, isa_label(isa));
+        }
+    }
+}
+
 TEST(Linear, Bf16WeightsEqualF32WeightsWithSameValues) {
     for (Isa isa : levels_to_test()) {
-        for (int64_t cols : {7, 33, 259, 1000}) {
+        for (int64_t cols : {7, 33, 259, 1000, 2100}) {
             const Problem p(9, 21, cols, 100 + uint32_t(cols));
             EXPECT_TRUE(bitwise_equal(p.run(isa, p.f32(), true), p.run(isa, p.bf16(), true)))
                 << isa_label(isa) << " cols=" << cols;

@@ -19,12 +19,12 @@ using testing::from_hex;
 
 // Every expectation file; the first four are the Phi families (phi4_cl100k = phi-4's cl100k regex on o200k).
 const std::vector<std::string> k_expectations = {"phi2",
-                                      "phi3",
-                                      "phi4mini",
-                                      "phi4_cl100k",
-                                      "phi3_llama_class",
-                                      "phi3_llama_class_legacy",
-                                      "phi4mini_gpt2_class"};
+                                                 "phi3",
+                                                 "phi4mini",
+                                                 "phi4_cl100k",
+                                                 "phi3_llama_class",
+                                                 "phi3_llama_class_legacy",
+                                                 "phi4mini_gpt2_class"};
 
 std::string input_of(const nlohmann::json& c) {
     return c.contains("text") ? c["text"].get<std::string>() : from_hex(c["bytes_hex"].get<std::string>());
@@ -57,8 +57,12 @@ TEST_P(HfParity, Metadata) {
     const Tokenizer& tok = *f.tokenizer;
     EXPECT_EQ(tok.tokenizer_class(), e["tokenizer_class"].get<std::string>());
     EXPECT_EQ(tok.vocab_size(), e["vocab_size"].get<int32_t>());
-    auto opt = [](const nlohmann::json& j) { return j.is_null() ? std::optional<std::string>() : j.get<std::string>(); };
-    auto opt_id = [](const nlohmann::json& j) { return j.is_null() ? std::optional<int32_t>() : j.get<int32_t>(); };
+    auto opt = [](const nlohmann::json& j) {
+        return j.is_null() ? std::optional<std::string>() : j.get<std::string>();
+    };
+    auto opt_id = [](const nlohmann::json& j) {
+        return j.is_null() ? std::optional<int32_t>() : j.get<int32_t>();
+    };
     EXPECT_EQ(tok.bos_token(), opt(e["bos_token"]));
     EXPECT_EQ(tok.eos_token(), opt(e["eos_token"]));
     EXPECT_EQ(tok.bos_token_id(), opt_id(e["bos_token_id"]));
@@ -96,13 +100,13 @@ TEST_P(HfParity, EncodeMatchesHf) {
         const auto got_plain = tok.encode(in, false);
         const auto got_split = tok.encode(in, false, /*split_special_tokens=*/true);
         if (got_split != want_split && ++failures <= 5)
-            ADD_FAILURE() << "split_special_tokens, text \"" << show(in) << "\"\n  want " << show_ids(want_split)
-                          << "\n  got  " << show_ids(got_split);
+            ADD_FAILURE() << "split_special_tokens, text \"" << show(in) << "\"\n  want "
+                          << show_ids(want_split) << "\n  got  " << show_ids(got_split);
         if (got != want || got_plain != want_plain) {
             if (++failures <= 5) {
                 ADD_FAILURE() << "text \"" << show(in) << "\"\n  want " << show_ids(want) << "\n  got  "
-                              << show_ids(got) << "\n  plain want " << show_ids(want_plain) << "\n  plain got  "
-                              << show_ids(got_plain);
+                              << show_ids(got) << "\n  plain want " << show_ids(want_plain)
+                              << "\n  plain got  " << show_ids(got_plain);
             }
         }
     }
@@ -116,7 +120,8 @@ TEST_P(HfParity, DecodeMatchesHf) {
     auto check = [&](const nlohmann::json& c) {
         const auto ids = c["ids"].get<std::vector<int32_t>>();
         const std::string want = c["decoded"].get<std::string>();
-        const std::string want_skip = c.contains("decoded_skip") ? c["decoded_skip"].get<std::string>() : want;
+        const std::string want_skip =
+            c.contains("decoded_skip") ? c["decoded_skip"].get<std::string>() : want;
         const std::string got = tok.decode(ids, false);
         const std::string got_skip = tok.decode(ids, true);
         if (got != want || got_skip != want_skip) {
@@ -240,12 +245,16 @@ TEST(Tokenizer, ConcurrentEncodeIsDeterministic) {
 TEST(Unicode, RepairMatchesPythonReplace) {
     // Expected values are Python's bytes.decode("utf-8", errors="replace").
     const std::string r = std::string(unicode::k_replacement_char);
-    EXPECT_EQ(unicode::repair("abc\x80" "def"), "abc" + r + "def");
-    EXPECT_EQ(unicode::repair("\xe2\x82"), r);                           // truncated: one U+FFFD
-    EXPECT_EQ(unicode::repair("\xe2\x82" "a"), r + "a");
-    EXPECT_EQ(unicode::repair("\xed\xa0\x80"), r + r + r);               // surrogate
-    EXPECT_EQ(unicode::repair("\xc0\xaf"), r + r);                       // overlong
-    EXPECT_EQ(unicode::repair("\xf4\x90\x80\x80"), r + r + r + r);       // > U+10FFFF
+    EXPECT_EQ(unicode::repair("abc\x80"
+                              "def"),
+              "abc" + r + "def");
+    EXPECT_EQ(unicode::repair("\xe2\x82"), r);  // truncated: one U+FFFD
+    EXPECT_EQ(unicode::repair("\xe2\x82"
+                              "a"),
+              r + "a");
+    EXPECT_EQ(unicode::repair("\xed\xa0\x80"), r + r + r);          // surrogate
+    EXPECT_EQ(unicode::repair("\xc0\xaf"), r + r);                  // overlong
+    EXPECT_EQ(unicode::repair("\xf4\x90\x80\x80"), r + r + r + r);  // > U+10FFFF
     EXPECT_EQ(unicode::repair("\xe0\x80\x80"), r + r + r);
     EXPECT_EQ(unicode::repair("\xf0\x9f\x98"), r);
     EXPECT_EQ(unicode::repair("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80");  // valid emoji untouched

@@ -17,22 +17,28 @@ using nlohmann::json;
 json tiny_tokenizer() {
     json vocab = json::object();
     // the 256 GPT-2 byte characters plus a few merges
-    const std::string direct = "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+    const std::string direct =
+        "!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
     int id = 0;
     for (const char c : direct) vocab[std::string(1, c)] = id++;
     vocab["\xc4\xa0"] = id++;  // Ġ (space)
     vocab["he"] = id++;
     vocab["ll"] = id++;
     vocab["hell"] = id++;
-    return json{{"version", "1.0"},
-                {"added_tokens", json::array({{{"id", id}, {"content", "<|end|>"}, {"special", true},
-                                               {"normalized", false}, {"lstrip", false}, {"rstrip", false},
-                                               {"single_word", false}}})},
-                {"normalizer", nullptr},
-                {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-                {"post_processor", nullptr},
-                {"decoder", {{"type", "ByteLevel"}}},
-                {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({"h e", "l l", "he ll"})}}}};
+    return json{
+        {"version", "1.0"},
+        {"added_tokens", json::array({{{"id", id},
+                                       {"content", "<|end|>"},
+                                       {"special", true},
+                                       {"normalized", false},
+                                       {"lstrip", false},
+                                       {"rstrip", false},
+                                       {"single_word", false}}})},
+        {"normalizer", nullptr},
+        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+        {"post_processor", nullptr},
+        {"decoder", {{"type", "ByteLevel"}}},
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array({"h e", "l l", "he ll"})}}}};
 }
 
 std::string error_of(const std::string& tj, const std::string& tc = {}, const std::string& mc = {}) {
@@ -57,11 +63,13 @@ TEST(TokenizerErrors, TinyTokenizerWorks) {
 
 TEST(TokenizerErrors, TruncatedJson) {
     const std::string full = tiny_tokenizer().dump();
-    for (const std::size_t cut : {std::size_t{0}, std::size_t{1}, full.size() / 3, full.size() / 2, full.size() - 1}) {
+    for (const std::size_t cut :
+         {std::size_t{0}, std::size_t{1}, full.size() / 3, full.size() / 2, full.size() - 1}) {
         const std::string msg = error_of(full.substr(0, cut));
         EXPECT_ERROR_MENTIONS(msg, "tokenizer.json is not valid JSON");
     }
-    EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), "{\"bos_token\": "), "tokenizer_config.json is not valid JSON");
+    EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), "{\"bos_token\": "),
+                          "tokenizer_config.json is not valid JSON");
     EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), "", "{"), "config.json is not valid JSON");
 }
 
@@ -95,10 +103,12 @@ TEST(TokenizerErrors, WrongTypes) {
     t = tiny_tokenizer();
     t["decoder"] = "ByteLevel";
     EXPECT_ERROR_MENTIONS(error_of(t.dump()), "decoder must be a JSON object");
-    EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), "[]"), "tokenizer_config.json must be a JSON object");
+    EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), "[]"),
+                          "tokenizer_config.json must be a JSON object");
     EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), R"({"added_tokens_decoder": {"x": {}}})"),
                           "the key must be a token id");
-    EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), R"({"bos_token": 3})"), "bos_token must be a string");
+    EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), R"({"bos_token": 3})"),
+                          "bos_token must be a string");
     EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), R"({"tokenizer_class": 3})"),
                           "tokenizer_class must be a string");
     EXPECT_ERROR_MENTIONS(error_of(tiny_tokenizer().dump(), R"({"chat_template": 3})"),
@@ -125,7 +135,9 @@ TEST(TokenizerErrors, UnknownComponentTypes) {
     t["post_processor"] = {{"type", "Fancy"}};
     EXPECT_ERROR_MENTIONS(error_of(t.dump()), "post-processor type \"Fancy\" is not supported");
     t = tiny_tokenizer();
-    t["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"},
+    t["pre_tokenizer"] = {{"type", "Split"},
+                          {"pattern", {{"Regex", "(unclosed"}}},
+                          {"behavior", "Isolated"},
                           {"invert", false}};
     EXPECT_ERROR_MENTIONS(error_of(t.dump()), "cannot compile the tokenizer regex '(unclosed'");
     t["pre_tokenizer"]["pattern"] = {{"Regex", "a"}};
@@ -164,9 +176,7 @@ TEST(TokenizerErrors, MissingFilesAndBadGzip) {
     } catch (const phi::Error& e) {
         EXPECT_ERROR_MENTIONS(e.what(), "has no tokenizer.json");
     }
-    {
-        std::ofstream(dir / "tokenizer.json.gz", std::ios::binary) << "\x1f\x8b\x08\x00garbage";
-    }
+    { std::ofstream(dir / "tokenizer.json.gz", std::ios::binary) << "\x1f\x8b\x08\x00garbage"; }
     try {
         Tokenizer::load(dir);
         ADD_FAILURE() << "no error";

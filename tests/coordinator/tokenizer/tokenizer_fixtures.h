@@ -20,7 +20,9 @@ inline std::filesystem::path source_dir() {
     return PHI_SOURCE_DIR_FALLBACK;
 }
 
-inline std::filesystem::path fixtures_dir() { return source_dir() / "tests" / "fixtures" / "tokenizers"; }
+inline std::filesystem::path fixtures_dir() {
+    return source_dir() / "tests" / "fixtures" / "tokenizers";
+}
 
 inline std::string read_text(const std::filesystem::path& p) {
     std::ifstream f(p, std::ios::binary);
@@ -29,9 +31,12 @@ inline std::string read_text(const std::filesystem::path& p) {
     return ss.str();
 }
 
-inline nlohmann::json read_json(const std::filesystem::path& p) { return nlohmann::json::parse(read_text(p)); }
+inline nlohmann::json read_json(const std::filesystem::path& p) {
+    return nlohmann::json::parse(read_text(p));
+}
 
-/// Loads expectations/<name>.json and the tokenizer it describes (cached: the o200k vocabulary takes a while).
+/// Loads expectations/<name>.json and the tokenizer it describes (cached: the o200k vocabulary takes a
+/// while).
 struct Fixture {
     nlohmann::json expectations;
     std::shared_ptr<Tokenizer> tokenizer;
@@ -57,7 +62,8 @@ inline const Fixture& fixture(const std::string& name) {
         }
         std::string tc = read_text(dir / "tokenizer_config.json");
         if (patch.contains("tokenizer_config")) tc = patch["tokenizer_config"].dump();
-        std::string mc = std::filesystem::exists(dir / "config.json") ? read_text(dir / "config.json") : std::string();
+        std::string mc =
+            std::filesystem::exists(dir / "config.json") ? read_text(dir / "config.json") : std::string();
         if (patch.contains("config")) mc = patch["config"].is_null() ? std::string() : patch["config"].dump();
         f.tokenizer = std::make_shared<Tokenizer>(Tokenizer::from_json(tj, tc, mc));
     }

@@ -1,0 +1,164 @@
+// yaml-cpp walks the document; every key is checked against the schema below so a typo is an
+// error naming its path, not a silently ignored setting.
+#include "coordinator/app/cluster_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+
+#include "common/error.h"
+
+namespace phi::app {
+namespace {
+
+using Handler = std::function<void(const YAML::Node&, const std::string& path)>;
+
+template <class T>
+T scalar(const YAML::Node& n, const std::string& path, const char* what) {
+    PHI_CHECK(n.IsScalar(), "{}: must be {}", path, what);
+    try {
+        return n.as<T>();
+    } catch (const YAML::Exception&) {
+        PHI_FAIL("{}: '{}' is not {}", path, n.Scalar(), what);
+    }
+}
+
+int64_t integer(const YAML::Node& n, const std::string& path, int64_t lo, int64_t hi) {
+    const int64_t v = scalar<int64_t>(n, path, "an integer");
+    PHI_CHECK(v >= lo && v <= hi, "{}: {} is out of range [{}, {}]", path, v, lo, hi);
+    return v;
+}
+
+double real(const YAML::Node& n, const std::string& path, double lo, double hi) {
+    const double v = scalar<double>(n, path, "a number");
+    PHI_CHECK(v >= lo && v <= hi, "{}: {} is out of range [{}, {}]", path, v, lo, hi);
+    return v;
+}
+
+bool boolean(const YAML::Node& n, const std::string& path) { return scalar<bool>(n, path, "true or false"); }
+
+std::string choice(const YAML::Node& n, const std::string& path, std::initializer_list<const char*> allowed) {
+    const std::string v = scalar<std::string>(n, path, "a string");
+    std::string list;
+    for (const char* a : allowed) {
+        if (v == a) return v;
+        list += list.empty() ? a : std::string(", ") + a;
+    }
+    PHI_FAIL("{}: '{}' is not one of {}", path, v, list);
+}
+
+ListenAddress address(const YAML::Node& n, const std::string& path) {
+    const std::string v = scalar<std::string>(n, path, "\"host:port\" or \"off\"");
+    if (v == "off" || v.empty()) return {};
+    const auto colon = v.rfind(':');
+    PHI_CHECK(colon != std::string::npos && colon > 0, "{}: '{}' is not host:port", path, v);
+    ListenAddress a;
+    a.host = v.substr(0, colon);
+    if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']') a.host = a.host.substr(1, a.host.size() - 2);
+    int64_t port = -1;
+    try {
+        size_t used = 0;
+        port = std::stoll(v.substr(colon + 1), &used);
+        if (used != v.size() - colon - 1) port = -1;
+    } catch (const std::exception&) {
+    }
+    PHI_CHECK(port >= 0 && port <= 65535, "{}: port in '{}' must be 0-65535", path, v);
+    a.port = uint16_t(port);
+    return a;
+}
+
+void walk(const YAML::Node& node, const std::string& prefix, const std::map<std::string, Handler>& schema) {
+    PHI_CHECK(node.IsMap(), "{}: must be a mapping of keys to values", prefix.empty() ? "config" : prefix);
+    for (const auto& kv : node) {
+        const std::string key = kv.first.as<std::string>();
+        const std::string path = prefix.empty() ? key : prefix + "." + key;
+        auto it = schema.find(key);
+        if (it == schema.end()) {
+            std::string known;
+            for (const auto& [k, _] : schema) known += known.empty() ? k : ", " + k;
+            PHI_FAIL("{}: unknown key (known keys here: {})", path, known);
+        }
+        it->second(kv.second, path);
+    }
+}
+
+}  // namespace
+
+ClusterConfig parse_cluster_config(const std::string& text, const std::string& origin,
+                                   const std::filesystem::path& base_dir) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+        PHI_FAIL("{}: invalid YAML: {}", origin, e.what());
+    }
+    ClusterConfig c;
+    bool have_model = false;
+    auto ms = [](int64_t v) { return std::chrono::milliseconds(v); };
+    const std::map<std::string, Handler> kv_schema = {
+        {"blocks", [&](auto& n, auto& p) { c.kv_blocks = integer(n, p, 1, int64_t(1) << 30); }},
+        {"bytes", [&](auto& n, auto& p) { c.kv_bytes = integer(n, p, 1 << 16, int64_t(1) << 50); }},
+        {"block_size", [&](auto& n, auto& p) { c.block_size = integer(n, p, 1, 1024); }},
+    };
+    const std::map<std::string, Handler> batching_schema = {
+        {"max_num_seqs", [&](auto& n, auto& p) { c.max_num_seqs = integer(n, p, 1, 65536); }},
+        {"max_batched_tokens", [&](auto& n, auto& p) { c.max_batched_tokens = integer(n, p, 1, 1 << 20); }},
+        {"max_context", [&](auto& n, auto& p) { c.max_context = integer(n, p, 0, 1 << 24); }},
+    };
+    const std::map<std::string, Handler> listen_schema = {
+        {"tcp", [&](auto& n, auto& p) { c.tcp = address(n, p); }},
+        {"http", [&](auto& n, auto& p) { c.http = address(n, p); }},
+    };
+    const std::map<std::string, Handler> admission_schema = {
+        {"max_queued", [&](auto& n, auto& p) { c.max_queued = integer(n, p, 1, 1 << 24); }},
+        {"max_prompt_tokens", [&](auto& n, auto& p) { c.max_prompt_tokens = integer(n, p, 0, 1 << 24); }},
+        {"max_body_bytes", [&](auto& n, auto& p) { c.max_body_bytes = integer(n, p, 1024, int64_t(1) << 30); }},
+        {"request_deadline_s", [&](auto& n, auto& p) { c.request_deadline_s = real(n, p, 0, 86400 * 7); }},
+    };
+    const std::map<std::string, Handler> watchdog_schema = {
+        {"step_base_ms", [&](auto& n, auto& p) { c.watchdog_step_base = ms(integer(n, p, 100, 86400000)); }},
+        {"heartbeat_ms", [&](auto& n, auto& p) { c.heartbeat = ms(integer(n, p, 10, 3600000)); }},
+        {"plan_wait_ms", [&](auto& n, auto& p) { c.plan_wait = ms(integer(n, p, 100, 86400000)); }},
+    };
+    const std::map<std::string, Handler> schema = {
+        {"model",
+         [&](auto& n, auto& p) {
+             const std::filesystem::path m = scalar<std::string>(n, p, "a folder path");
+             c.model = m.is_absolute() ? m : base_dir / m;
+             have_model = true;
+         }},
+        {"model_name", [&](auto& n, auto& p) { c.model_name = scalar<std::string>(n, p, "a string"); }},
+        {"tp", [&](auto& n, auto& p) { c.tp = int(integer(n, p, 1, 4096)); }},
+        {"backend", [&](auto& n, auto& p) { c.backend = choice(n, p, {"cpu", "cuda"}); }},
+        {"dtype", [&](auto& n, auto& p) { c.dtype = choice(n, p, {"f32", "bf16"}); }},
+        {"threads_per_rank", [&](auto& n, auto& p) { c.threads_per_rank = int(integer(n, p, 0, 1024)); }},
+        {"kv_cache", [&](auto& n, auto& p) { walk(n, p, kv_schema); }},
+        {"batching", [&](auto& n, auto& p) { walk(n, p, batching_schema); }},
+        {"prefix_caching", [&](auto& n, auto& p) { c.prefix_caching = boolean(n, p); }},
+        {"listen", [&](auto& n, auto& p) { walk(n, p, listen_schema); }},
+        {"admission", [&](auto& n, auto& p) { walk(n, p, admission_schema); }},
+        {"shutdown_timeout_s", [&](auto& n, auto& p) { c.shutdown_timeout_s = real(n, p, 0, 86400); }},
+        {"log_level",
+         [&](auto& n, auto& p) {
+             c.log_level = choice(n, p, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+         }},
+        {"watchdog", [&](auto& n, auto& p) { walk(n, p, watchdog_schema); }},
+    };
+    try {
+        walk(root, "", schema);
+    } catch (const Error& e) {
+        PHI_FAIL("{}: {}", origin, e.what());
+    }
+    PHI_CHECK(have_model, "{}: 'model' (the model folder) is required", origin);
+    if (c.model_name.empty()) c.model_name = std::filesystem::path(c.model).lexically_normal().filename().string();
+    if (c.model_name.empty()) c.model_name = "phi";
+    PHI_CHECK(c.tcp.enabled() || c.http.enabled(), "{}: listen: at least one of tcp and http must be on", origin);
+    PHI_CHECK(c.max_batched_tokens >= 1, "{}: batching.max_batched_tokens must be >= 1", origin);
+    PHI_CHECK(c.plan_wait > c.heartbeat * 2,
+              "{}: watchdog.plan_wait_ms ({}) must exceed twice watchdog.heartbeat_ms ({}), or idle ranks time out",
+              origin, c.plan_wait.count(), c.heartbeat.count());
+    return c;
+}
+
+}  // namespace phi::app

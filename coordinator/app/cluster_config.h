@@ -1,0 +1,50 @@
+// The cluster's YAML configuration (`phi-worker --config FILE.yaml`). Rank 0 reads the file and
+// broadcasts its bytes and hash; every rank parses the same bytes. Unknown keys, wrong types and
+// impossible values are refused with the key's path ("admission.max_queued: must be >= 1").
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace phi::app {
+
+struct ListenAddress {
+    std::string host;  // empty: this listener is off
+    uint16_t port = 0;
+    bool enabled() const { return !host.empty(); }
+};
+
+struct ClusterConfig {
+    std::filesystem::path model;  // HF folder; relative paths are relative to the config file
+    std::string model_name;       // served name (/v1/models); default: the folder's name
+    int tp = 1;
+    std::string backend = "cpu";  // cpu | cuda
+    std::string dtype = "bf16";   // f32 | bf16
+    int threads_per_rank = 0;     // 0: cores / ranks on this node (at least 1)
+    int64_t kv_blocks = 0;        // 0: derived from kv_bytes
+    int64_t kv_bytes = int64_t(1) << 30;  // per rank, when kv_blocks is 0
+    int64_t block_size = 16;
+    int64_t max_num_seqs = 32;
+    int64_t max_batched_tokens = 512;
+    int64_t max_context = 0;      // 0: the model's max_position_embeddings
+    bool prefix_caching = true;
+    ListenAddress tcp{"127.0.0.1", 8700};
+    ListenAddress http{"127.0.0.1", 8000};
+    int64_t max_queued = 256;
+    int64_t max_prompt_tokens = 0;
+    int64_t max_body_bytes = 1 << 20;
+    double request_deadline_s = 0;  // 0: none
+    double shutdown_timeout_s = 30;
+    std::string log_level = "info";
+    std::chrono::milliseconds watchdog_step_base{10000};
+    std::chrono::milliseconds heartbeat{1000};
+    std::chrono::milliseconds plan_wait{10000};
+};
+
+/// Parses YAML text; `origin` names the file in messages; relative paths resolve against `base_dir`.
+ClusterConfig parse_cluster_config(const std::string& yaml_text, const std::string& origin,
+                                   const std::filesystem::path& base_dir);
+
+}  // namespace phi::app

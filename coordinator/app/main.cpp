@@ -1,0 +1,262 @@
+// phi-worker: the process every rank runs (`mpirun -np N phi-worker ...`, see scripts/mpirun.sh).
+//  * Server mode (`--config FILE.yaml`): rank 0 serves the native TCP protocol and OpenAI-compatible
+//    HTTP over the engine; ranks > 0 follow rank 0's step plans.
+//  * Offline mode (`--model DIR --prompt TEXT | --chat TEXT | --prompt-ids IDS`): generates once,
+//    streaming text to stdout; the quickest check of a model before serving it.
+//  * `--print-plan N --model DIR`: what each of N ranks would hold.
+// Only the main thread calls MPI (the engine loop on rank 0, follow() elsewhere).
+#include <CLI/CLI.hpp>
+#include <omp.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "cluster/mpi_communicator.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "coordinator/app/cluster_config.h"
+#include "coordinator/app/model_setup.h"
+#include "coordinator/app/server.h"
+#include "coordinator/engine/engine.h"
+#include "coordinator/serving/service.h"
+#include "coordinator/tokenizer/tokenizer.h"
+#include "kernels/cpu/isa.h"
+#include "worker/load_model.h"
+#include "worker/print_plan.h"
+
+namespace {
+
+using namespace phi;
+
+struct OfflineArgs {
+    std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16";
+    int64_t max_tokens = 128;
+    float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
+    int top_k = 0;
+    int64_t seed = -1;
+    int threads = 0;
+    int tp = 0;
+    int64_t watchdog_ms = 10000;
+    int64_t plan_wait_ms = 120000;
+};
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+    std::vector<int32_t> ids;
+    std::istringstream in(s);
+    for (std::string tok; in >> tok;) {
+        size_t used = 0;
+        long v = -1;
+        try {
+            v = std::stol(tok, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        PHI_CHECK(used == tok.size() && v >= 0 && v <= INT32_MAX, "--prompt-ids: '{}' is not a token id", tok);
+        ids.push_back(int32_t(v));
+    }
+    PHI_CHECK(!ids.empty(), "--prompt-ids is empty");
+    return ids;
+}
+
+// Ranks > 0 leave shutdown to rank 0's plan: the drain signal (SIGUSR1 from scripts/mpirun.sh, or
+// SIGTERM) must not end them early.
+void ignore_shutdown_signals() {
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGUSR1, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+}
+
+int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
+    PHI_CHECK(a.tp == 0 || a.tp == comm.size(),
+              "--tp {} does not match the MPI world size {}: start {} ranks (mpirun -np {}) or change --tp", a.tp,
+              comm.size(), a.tp, a.tp);
+    const int modes = !a.prompt.empty() + !a.chat.empty() + !a.prompt_ids.empty();
+    PHI_CHECK(modes == 1, "give exactly one of --prompt, --chat and --prompt-ids (or --config, or --print-plan)");
+    omp_set_num_threads(app::threads_for_rank(a.threads, comm.local_size()));
+    ModelOptions opts;
+    opts.isa = kernels::cpu::choose_isa();
+    opts.weight_dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
+    opts.kv.block_size = 16;
+    opts.kv.num_blocks = (a.max_tokens + 16 * 1024) / 16;
+    auto model = load_model(a.model_dir, comm, opts);
+    WatchdogOptions wd;
+    wd.step_base = std::chrono::milliseconds(a.watchdog_ms);
+    wd.plan_wait = std::chrono::milliseconds(a.plan_wait_ms);
+    StepExecutor exec(*model, comm, wd);
+    if (comm.rank() == 0)
+        log().info("model {} loaded on {} rank(s): {} layers, d_model {}, {} heads, ISA {}", a.model_dir, comm.size(),
+                   model->config().n_layers, model->config().d_model, model->config().n_heads,
+                   kernels::cpu::isa_name(opts.isa));
+    if (comm.rank() != 0) {
+        ignore_shutdown_signals();
+        exec.follow();
+        return 0;
+    }
+    // Rank 0: without a tokenizer only --prompt-ids works, and ids are printed.
+    std::optional<tokenizer::Tokenizer> tok;
+    const bool has_tokenizer = std::filesystem::exists(std::filesystem::path(a.model_dir) / "tokenizer.json") ||
+                               std::filesystem::exists(std::filesystem::path(a.model_dir) / "tokenizer.json.gz");
+    if (has_tokenizer) tok.emplace(tokenizer::Tokenizer::load(a.model_dir));
+    PHI_CHECK(tok || !a.prompt_ids.empty(), "{} has no tokenizer.json: use --prompt-ids", a.model_dir);
+
+    engine::EngineConfig ec;
+    ec.vocab_limit = tok ? tok->vocab_size() : model->config().vocab_size;
+    if (tok) {
+        for (int32_t id : app::stop_ids_for(a.model_dir, *tok)) ec.eos_ids.push_back(id);
+    }
+    engine::Engine engine(exec, ec);
+
+    sampling::SamplingParams sp;
+    sp.temperature = a.temperature;
+    sp.top_p = a.top_p;
+    sp.top_k = a.top_k;
+    sp.min_p = a.min_p;
+    sp.repetition_penalty = a.repetition_penalty;
+    sp.max_tokens = int32_t(a.max_tokens);
+    if (a.seed >= 0) sp.seed = uint64_t(a.seed);
+
+    int64_t n_tokens = 0;
+    std::string reason;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point t_first{};
+    if (tok) {
+        serving::Metrics metrics;
+        serving::Service svc(engine, *tok, std::filesystem::path(a.model_dir).filename().string(), {}, metrics);
+        svc.set_ready(true);
+        serving::GenerationRequest req;
+        if (!a.prompt_ids.empty()) {
+            req.kind = serving::PromptKind::TokenIds;
+            req.token_ids = parse_ids(a.prompt_ids);
+        } else if (!a.chat.empty()) {
+            req.kind = serving::PromptKind::Chat;
+            req.messages = nlohmann::ordered_json::array();
+            if (!a.system.empty()) req.messages.push_back({{"role", "system"}, {"content", a.system}});
+            req.messages.push_back({{"role", "user"}, {"content", a.chat}});
+        } else {
+            req.kind = serving::PromptKind::Text;
+            req.text = a.prompt;
+        }
+        req.params = sp;
+        bool done = false;
+        svc.submit(req, [&](const serving::OutputEvent& e) {
+            if (e.kind == serving::OutputEvent::Kind::Token) {
+                if (n_tokens++ == 0) t_first = std::chrono::steady_clock::now();
+                std::fwrite(e.text.data(), 1, e.text.size(), stdout);
+                std::fflush(stdout);
+            } else if (e.kind == serving::OutputEvent::Kind::ChoiceDone) {
+                std::fwrite(e.text.data(), 1, e.text.size(), stdout);
+                reason = e.finish_reason + (e.error.empty() ? "" : ": " + e.error);
+            } else {
+                done = true;
+            }
+        });
+        while (!done) engine.step();
+        std::printf("\n");
+    } else {
+        engine::EngineRequest req;
+        req.prompt = parse_ids(a.prompt_ids);
+        req.params = sp;
+        bool done = false;
+        std::printf("generated ids:");
+        engine.submit(req, [&](const engine::Event& e) {
+            if (e.kind == engine::Event::Kind::Token) {
+                if (n_tokens++ == 0) t_first = std::chrono::steady_clock::now();
+                std::printf(" %d", e.token);
+                std::fflush(stdout);
+            } else {
+                reason = engine::finish_reason_name(e.reason);
+                done = true;
+            }
+        });
+        while (!done) engine.step();
+        std::printf("\n");
+    }
+    exec.shutdown();
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double ttft = std::chrono::duration<double>(t_first - t0).count();
+    std::fprintf(stderr, "[%lld tokens, finish: %s, first token %.3f s, %.2f tok/s after it, %d rank(s)]\n",
+                 (long long)n_tokens, reason.c_str(), ttft, n_tokens > 1 ? double(n_tokens - 1) / (total - ttft) : 0.0,
+                 comm.size());
+    return 0;
+}
+
+int run_server(MpiCommunicator& comm, const std::string& config_path) {
+    // Rank 0 reads the file; every rank parses the same bytes, checked by hash.
+    std::string text;
+    uint64_t n = 0, hash = 0;
+    if (comm.rank() == 0) {
+        std::ifstream f(config_path, std::ios::binary);
+        PHI_CHECK(f.good(), "cannot read the config file {}", config_path);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        text = ss.str();
+        n = text.size();
+        hash = fnv1a(text.data(), text.size());
+    }
+    comm.broadcast(&n, sizeof(n), 0);
+    comm.broadcast(&hash, sizeof(hash), 0);
+    text.resize(n);
+    comm.broadcast(text.data(), n, 0);
+    PHI_CHECK(fnv1a(text.data(), text.size()) == hash, "rank {}: the config received from rank 0 is corrupt",
+              comm.rank());
+    const auto base = std::filesystem::absolute(config_path).parent_path();
+    const app::ClusterConfig cfg = app::parse_cluster_config(text, config_path, base);
+    return app::serve(comm, cfg);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App cli{"phi-worker: one rank of a phi-cluster (start N of them with scripts/mpirun.sh -np N)"};
+    std::string config, log_level = "info";
+    int print_plan = 0;
+    OfflineArgs a;
+    cli.add_option("--config", config, "cluster YAML file: serve (see configs/)");
+    cli.add_option("--model", a.model_dir, "HF model folder (offline mode and --print-plan)");
+    cli.add_option("--prompt", a.prompt, "offline: complete this text");
+    cli.add_option("--chat", a.chat, "offline: answer this user message through the chat template");
+    cli.add_option("--system", a.system, "offline: system message for --chat");
+    cli.add_option("--prompt-ids", a.prompt_ids, "offline: prompt as space-separated token ids");
+    cli.add_option("--max-tokens", a.max_tokens, "offline: tokens to generate")->check(CLI::Range(1, 1 << 20));
+    cli.add_option("--temperature", a.temperature, "offline: 0 = greedy")->check(CLI::Range(0.0, 100.0));
+    cli.add_option("--top-p", a.top_p)->check(CLI::Range(0.0, 1.0));
+    cli.add_option("--top-k", a.top_k)->check(CLI::Range(-1, 1 << 30));
+    cli.add_option("--min-p", a.min_p)->check(CLI::Range(0.0, 1.0));
+    cli.add_option("--repetition-penalty", a.repetition_penalty)->check(CLI::Range(0.01, 100.0));
+    cli.add_option("--seed", a.seed);
+    cli.add_option("--dtype", a.dtype, "offline: weight dtype f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}));
+    cli.add_option("--threads", a.threads, "offline: threads per rank (0: cores / ranks)");
+    cli.add_option("--tp", a.tp, "offline: expected tensor-parallel size (must equal the MPI world size)");
+    cli.add_option("--watchdog-ms", a.watchdog_ms, "offline: base deadline of a step's collectives")
+        ->check(CLI::Range(100, 86400000));
+    cli.add_option("--plan-wait-ms", a.plan_wait_ms, "offline: how long ranks > 0 wait for rank 0's next plan")
+        ->check(CLI::Range(100, 86400000));
+    cli.add_option("--print-plan", print_plan, "print what each of N ranks would hold, then exit")
+        ->check(CLI::Range(1, 4096));
+    cli.add_option("--log-level", log_level, "trace, debug, info, warn, error (server mode: the config's)");
+    CLI11_PARSE(cli, argc, argv);
+
+    MpiSession mpi(&argc, &argv);
+    int rank = 0;
+    try {
+        MpiCommunicator comm;
+        rank = comm.rank();
+        init_logging(log_level, rank);
+        if (!config.empty()) return run_server(comm, config);
+        PHI_CHECK(!a.model_dir.empty(), "give --config FILE.yaml to serve, or --model DIR for offline generation");
+        if (print_plan > 0) {
+            if (rank == 0) std::fputs(print_plan_report(a.model_dir, print_plan).c_str(), stdout);
+            return 0;
+        }
+        return run_offline(comm, a);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "phi-worker rank %d: error: %s\n", rank, e.what());
+        std::fflush(stderr);
+        // Exiting without MPI_Finalize makes mpirun end the whole job at once, so no rank is left
+        // waiting in a collective for this one.
+        std::_Exit(1);
+    }
+}
