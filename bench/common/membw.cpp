@@ -2,7 +2,6 @@
 #include "bench/common/membw.h"
 
 #include <omp.h>
-
 #include <time.h>
 
 #include <chrono>

@@ -3,10 +3,10 @@
 // read bandwidth) and n=16 (batch: reported in GFLOP/s and as a tokens/s ratio against n=1), fp32
 // and bf16 weights, plus a Phi-2 decode estimate and decode attention over a 2048-token cache.
 // Weights rotate over enough copies (>= 256 MiB) that every call streams them from DRAM.
+// OMP_NUM_THREADS=1 times on the thread's CPU clock (robust on a shared, busy machine).
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -82,18 +82,18 @@ class Weights {
 /// Seconds per call of fn(i): the best of several timed batches (each >= min_calls calls and
 /// >= 20 ms), so other load on a shared machine inflates the number less.
 template <typename Fn>
-double best_time(Fn&& fn, size_t min_calls) {
+double best_time(Fn&& fn, size_t min_calls, bool thread_cpu) {
     for (size_t i = 0; i < 2; ++i) fn(i);  // warm-up
     double best = 1e30, total = 0.0;
     size_t i = 0;
     while (total < k_min_seconds) {
         size_t calls = 0;
-        const double t0 = phi::bench::seconds_now(g_thread_cpu);
+        const double t0 = phi::bench::seconds_now(thread_cpu);
         double el = 0.0;
         while (el < 0.02 || calls < min_calls) {
             fn(i++);
             ++calls;
-            el = phi::bench::seconds_now(g_thread_cpu) - t0;
+            el = phi::bench::seconds_now(thread_cpu) - t0;
         }
         best = std::min(best, el / double(calls));
         total += el;
@@ -101,8 +101,8 @@ double best_time(Fn&& fn, size_t min_calls) {
     return best;
 }
 
-double time_linear(Isa isa, const Weights& w, int64_t n, const float* x, float* y) {
-    return best_time([&](size_t i) { linear(isa, y, x, n, w.view(i), nullptr); }, w.copies());
+double time_linear(Isa isa, const Weights& w, int64_t n, const float* x, float* y, bool thread_cpu) {
+    return best_time([&](size_t i) { linear(isa, y, x, n, w.view(i), nullptr); }, w.copies(), thread_cpu);
 }
 
 }  // namespace
@@ -110,7 +110,10 @@ double time_linear(Isa isa, const Weights& w, int64_t n, const float* x, float* 
 int main() {
     const Isa isa = choose_isa();
     const int threads = omp_get_max_threads();
-    std::printf("bench_kernels: isa=%s threads=%d\n", std::string(isa_name(isa)).c_str(), threads);
+    // One thread: time on the thread's CPU clock, so other load on a shared machine does not count.
+    const bool thread_cpu = threads == 1;
+    std::printf("bench_kernels: isa=%s threads=%d clock=%s\n", std::string(isa_name(isa)).c_str(), threads,
+                thread_cpu ? "thread-cpu" : "wall");
     const double bw = phi::bench::measure_read_bandwidth_gbs(size_t(512) << 20, threads);
     std::printf("measured read bandwidth (512 MiB, %d threads): %.1f GB/s\n\n", threads, bw);
 
@@ -132,7 +135,7 @@ int main() {
             const Weights w(s, dt);
             bytes[si] = double(w.bytes());
             for (int64_t n : {int64_t(1), n_max}) {
-                const double t = time_linear(isa, w, n, x.data(), y.data());
+                const double t = time_linear(isa, w, n, x.data(), y.data(), thread_cpu);
                 (n == 1 ? t1 : t16)[si] = t;
                 const double gbs = double(w.bytes()) / t * 1e-9;
                 const double gflops = 2.0 * double(n) * double(s.rows * s.cols) / t * 1e-9;
@@ -174,7 +177,7 @@ int main() {
             paged_attention(isa, out.data(), q.data(), kc.data(), vc.data(), layout, table.data(), ctx - 1, 1,
                             32, q_to_kv.data(), 1.0f / std::sqrt(80.0f), 0);
         };
-        const double t = best_time([&](size_t) { call(); }, 1);
+        const double t = best_time([&](size_t) { call(); }, 1, thread_cpu);
         const double kv_bytes = 2.0 * double(ctx * 32 * 80) * 4.0;
         std::printf("paged_attention decode (ctx 2048, 32x80, fp32 KV %.0f MB): %.3f ms, %.1f GB/s\n",
                     kv_bytes * 1e-6, t * 1e3, kv_bytes / t * 1e-9);
