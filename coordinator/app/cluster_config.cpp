@@ -128,6 +128,11 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
              c.model = m.is_absolute() ? m : base_dir / m;
              have_model = true;
          }},
+        {"tokenizer",
+         [&](auto& n, auto& p) {
+             const std::filesystem::path t = scalar<std::string>(n, p, "a folder path");
+             c.tokenizer = t.is_absolute() ? t : base_dir / t;
+         }},
         {"model_name", [&](auto& n, auto& p) { c.model_name = scalar<std::string>(n, p, "a string"); }},
         {"tp", [&](auto& n, auto& p) { c.tp = int(integer(n, p, 1, 4096)); }},
         {"backend", [&](auto& n, auto& p) { c.backend = choice(n, p, {"cpu", "cuda"}); }},
@@ -151,6 +156,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         PHI_FAIL("{}: {}", origin, e.what());
     }
     PHI_CHECK(have_model, "{}: 'model' (the model folder) is required", origin);
+    if (c.tokenizer.empty()) c.tokenizer = c.model;
     if (c.model_name.empty()) c.model_name = std::filesystem::path(c.model).lexically_normal().filename().string();
     if (c.model_name.empty()) c.model_name = "phi";
     PHI_CHECK(c.tcp.enabled() || c.http.enabled(), "{}: listen: at least one of tcp and http must be on", origin);

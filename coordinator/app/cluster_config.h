@@ -18,6 +18,7 @@ struct ListenAddress {
 
 struct ClusterConfig {
     std::filesystem::path model;  // HF folder; relative paths are relative to the config file
+    std::filesystem::path tokenizer;  // folder with tokenizer.json; default: the model folder
     std::string model_name;       // served name (/v1/models); default: the folder's name
     int tp = 1;
     std::string backend = "cpu";  // cpu | cuda

@@ -77,7 +77,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         return 0;
     }
 
-    const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(cfg.model);
+    const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(cfg.tokenizer);
     engine::EngineConfig ec;
     ec.max_num_seqs = cfg.max_num_seqs;
     ec.max_batched_tokens = cfg.max_batched_tokens;
@@ -86,6 +86,8 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     ec.prefix_caching = cfg.prefix_caching;
     ec.vocab_limit = tok.vocab_size();
     ec.eos_ids = stop_ids_for(cfg.model, tok);
+    PHI_CHECK(tok.vocab_size() <= mc.vocab_size, "the tokenizer in {} has {} tokens but the model's vocabulary has only {} rows",
+              cfg.tokenizer.string(), tok.vocab_size(), mc.vocab_size);
     ec.heartbeat = cfg.heartbeat;
     engine::Engine engine(exec, ec);
     serving::Metrics metrics;

@@ -3,6 +3,11 @@
 // to first token and tokens/s to stderr. -n K fires K concurrent requests multiplexed on the
 // connection(s) for quick load checks; --wait-ready waits for a server to say hello (scripts).
 // Ctrl-C cancels the live requests (cancel frames) and waits for their final frames.
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
@@ -14,14 +19,10 @@
 #include <iostream>
 #include <iterator>
 #include <map>
-#include <netdb.h>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <poll.h>
 #include <string>
-#include <sys/socket.h>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "coordinator/native/native_server.h"
@@ -32,7 +33,9 @@ using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
 volatile std::sig_atomic_t g_interrupted = 0;
-void on_sigint(int) { g_interrupted = 1; }
+void on_sigint(int) {
+    g_interrupted = 1;
+}
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
@@ -40,7 +43,7 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 /// One TCP connection speaking newline-delimited JSON (blocking, with poll() timeouts).
 class LineConn {
-public:
+  public:
     LineConn() = default;
     LineConn(const LineConn&) = delete;
     LineConn& operator=(const LineConn&) = delete;
@@ -81,7 +84,8 @@ public:
         std::string line;
         const int rc = read_line(&line, timeout_ms);
         if (rc <= 0) {
-            *err = rc == 0 ? "the server sent no hello frame" : "the server closed the connection before its hello";
+            *err = rc == 0 ? "the server sent no hello frame"
+                           : "the server closed the connection before its hello";
             return false;
         }
         try {
@@ -94,9 +98,10 @@ public:
             *err = "the server refused the connection: " + (*hello)["error"].value("message", "");
             return false;
         }
-        if (hello->value("type", "") != "hello" || hello->value("protocol", 0) != phi::native::k_protocol_version) {
-            *err = "the server does not speak native protocol v" + std::to_string(phi::native::k_protocol_version) +
-                   ": " + line;
+        if (hello->value("type", "") != "hello" ||
+            hello->value("protocol", 0) != phi::native::k_protocol_version) {
+            *err = "the server does not speak native protocol v" +
+                   std::to_string(phi::native::k_protocol_version) + ": " + line;
             return false;
         }
         return true;
@@ -139,7 +144,7 @@ public:
         }
     }
 
-private:
+  private:
     int fd_ = -1;
     std::string buf_;
     size_t scanned_ = 0;
@@ -260,7 +265,8 @@ bool run_jobs(LineConn& conn, std::vector<Job*> jobs, const Options& o, bool str
                 continue;
             }
             it->second->error = msg;
-            if (f.contains("retry_after_ms")) it->second->error += " (retry after " + f["retry_after_ms"].dump() + " ms)";
+            if (f.contains("retry_after_ms"))
+                it->second->error += " (retry after " + f["retry_after_ms"].dump() + " ms)";
             it->second->finish_reason = "error";
             it->second->finished = true;
             it->second->done = Clock::now();
@@ -305,7 +311,8 @@ void print_job_stats(const Job& j, bool with_id) {
     const double ttft = j.got_first ? ms_between(j.sent, j.first) : 0;
     const double e2e = ms_between(j.sent, j.done);
     const double decode_s = j.got_first && j.tokens > 1 ? ms_between(j.first, j.done) / 1000.0 : 0;
-    std::fprintf(stderr, "%s%sttft %.1f ms, %lld tokens, %.1f tok/s (decode %.1f tok/s), e2e %.1f ms, finish %s\n",
+    std::fprintf(stderr,
+                 "%s%sttft %.1f ms, %lld tokens, %.1f tok/s (decode %.1f tok/s), e2e %.1f ms, finish %s\n",
                  with_id ? j.id.c_str() : "", with_id ? ": " : "", ttft, (long long)j.tokens,
                  e2e > 0 ? double(j.tokens) / (e2e / 1000.0) : 0.0,
                  decode_s > 0 ? double(j.tokens - 1) / decode_s : 0.0, e2e, j.finish_reason.c_str());
@@ -314,8 +321,10 @@ void print_job_stats(const Job& j, bool with_id) {
 int exit_code(const std::vector<Job>& jobs) {
     int rc = 0;
     for (const Job& j : jobs) {
-        if (j.finish_reason == "error" || !j.finished) rc = 1;
-        else if (j.finish_reason == "cancelled" && rc == 0) rc = 130;
+        if (j.finish_reason == "error" || !j.finished)
+            rc = 1;
+        else if (j.finish_reason == "cancelled" && rc == 0)
+            rc = 130;
     }
     return rc;
 }
@@ -373,9 +382,12 @@ int main(int argc, char** argv) {
     CLI::App app{"phi-client: a command-line client of phi-cluster's native protocol"};
     app.add_option("--host", o.host, "server address")->capture_default_str();
     app.add_option("--port", o.port, "native protocol port")->capture_default_str();
-    app.add_flag("--chat", o.chat, "send the prompt as a user chat message (the model's chat template applies)");
+    app.add_flag("--chat", o.chat,
+                 "send the prompt as a user chat message (the model's chat template applies)");
     app.add_option("--system", o.system, "system message (implies --chat)");
-    app.add_option("--max-tokens", o.max_tokens, "most tokens to generate")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--max-tokens", o.max_tokens, "most tokens to generate")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--temperature", o.temperature, "sampling temperature (0: greedy)");
     app.add_option("--top-p", o.top_p, "nucleus sampling mass");
     app.add_option("--top-k", o.top_k, "keep the k most likely tokens");
@@ -384,11 +396,14 @@ int main(int argc, char** argv) {
     app.add_option("--logprobs", o.logprobs, "request logprobs with k alternatives (visible with --raw)");
     app.add_flag("--ids", o.ids, "the prompt is comma-separated token ids");
     app.add_flag("--stats", o.stats, "print time to first token and tokens/s to stderr");
-    app.add_option("-n", o.n, "fire K concurrent requests with the same prompt")->check(CLI::Range(1, 100000));
+    app.add_option("-n", o.n, "fire K concurrent requests with the same prompt")
+        ->check(CLI::Range(1, 100000));
     app.add_option("--connections", o.connections, "spread the -n requests over C connections")
-        ->check(CLI::Range(1, 1024))->capture_default_str();
-    app.add_option("--wait-ready", o.wait_ready, "retry connecting for up to SECONDS until the server says hello; "
-                                                 "without a prompt, exit 0 once it does");
+        ->check(CLI::Range(1, 1024))
+        ->capture_default_str();
+    app.add_option("--wait-ready", o.wait_ready,
+                   "retry connecting for up to SECONDS until the server says hello; "
+                   "without a prompt, exit 0 once it does");
     app.add_flag("--raw", o.raw, "print every server frame (JSON lines) instead of the text");
     app.add_flag("-q,--quiet", o.quiet, "with -n: print only statistics, not the texts");
     app.add_option("prompt", o.prompt, "prompt text, or - to read it from stdin");
@@ -409,7 +424,8 @@ int main(int argc, char** argv) {
             LineConn conn;
             json hello;
             if (!connect_ready(conn, o, &hello)) return 2;
-            std::cerr << "ready: " << hello.value("server", "") << " serving " << hello.value("model", "") << "\n";
+            std::cerr << "ready: " << hello.value("server", "") << " serving " << hello.value("model", "")
+                      << "\n";
             return 0;
         }
         if (::isatty(STDIN_FILENO)) return interactive(o);
@@ -467,8 +483,9 @@ int main(int argc, char** argv) {
             std::fprintf(stderr,
                          "aggregate: %d requests on %d connection(s), %lld tokens in %.1f ms: %.1f tok/s; "
                          "ttft p50 %.1f ms, p99 %.1f ms\n",
-                         o.n, nconn, (long long)tokens, wall_ms, wall_ms > 0 ? double(tokens) / (wall_ms / 1000.0) : 0.0,
-                         percentile(ttfts, 0.50), percentile(ttfts, 0.99));
+                         o.n, nconn, (long long)tokens, wall_ms,
+                         wall_ms > 0 ? double(tokens) / (wall_ms / 1000.0) : 0.0, percentile(ttfts, 0.50),
+                         percentile(ttfts, 0.99));
         }
     }
     return exit_code(jobs);

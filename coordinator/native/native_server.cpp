@@ -4,13 +4,13 @@
 // strand, and leave as frames through a bounded write queue. See docs/PROTOCOL.md.
 #include "coordinator/native/native_server.h"
 
+#include <array>
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
-#include <array>
-#include <atomic>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -37,9 +37,9 @@ namespace {
 
 constexpr size_t k_max_id_bytes = 256;
 constexpr int k_max_json_depth = 64;
-constexpr size_t k_write_batch = 64;                           // frames per gathered write
-constexpr std::chrono::milliseconds k_close_grace{2000};       // close_all: wait for the peer to read
-constexpr int k_connection_retry_after_ms = 1000;              // hint when a per-connection limit is hit
+constexpr size_t k_write_batch = 64;                      // frames per gathered write
+constexpr std::chrono::milliseconds k_close_grace{2000};  // close_all: wait for the peer to read
+constexpr int k_connection_retry_after_ms = 1000;         // hint when a per-connection limit is hit
 
 struct TooDeep {};
 
@@ -61,12 +61,18 @@ std::string strip_json_prefix(const std::string& what) {
 
 const char* code_for(const serving::ApiError& e, bool draining) {
     switch (e.status) {
-        case 400: return "invalid_request";
-        case 404: return "model_not_found";
-        case 413: return "too_large";
-        case 429: return "overloaded";
-        case 503: return draining ? "draining" : "unavailable";
-        default: return "internal_error";
+        case 400:
+            return "invalid_request";
+        case 404:
+            return "model_not_found";
+        case 413:
+            return "too_large";
+        case 429:
+            return "overloaded";
+        case 503:
+            return draining ? "draining" : "unavailable";
+        default:
+            return "internal_error";
     }
 }
 
@@ -76,7 +82,11 @@ class Connection;
 
 struct ServerState : std::enable_shared_from_this<ServerState> {
     ServerState(asio::io_context& ioc, serving::Service& service, const NativeOptions& opts)
-        : ioc(ioc), service(service), opts(opts), accept_strand(asio::make_strand(ioc)), acceptor(accept_strand),
+        : ioc(ioc),
+          service(service),
+          opts(opts),
+          accept_strand(asio::make_strand(ioc)),
+          acceptor(accept_strand),
           retry_timer(accept_strand) {}
 
     void accept_next();
@@ -107,29 +117,34 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
     serving::Service& service;
     const NativeOptions opts;
     Strand accept_strand;
-    tcp::acceptor acceptor;      // accept strand only (after start)
+    tcp::acceptor acceptor;  // accept strand only (after start)
     asio::steady_timer retry_timer;
     std::atomic<uint16_t> port{0};
-    uint64_t next_conn_id = 1;   // accept strand only
+    uint64_t next_conn_id = 1;  // accept strand only
 
-    mutable std::mutex mu;       // guards conns
+    mutable std::mutex mu;  // guards conns
     std::vector<std::weak_ptr<Connection>> conns;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
-public:
+  public:
     Connection(std::shared_ptr<ServerState> st, Socket sock, uint64_t id)
-        : st_(std::move(st)), socket_(std::move(sock)), strand_(socket_.get_executor()), timer_(strand_), id_(id) {}
+        : st_(std::move(st)),
+          socket_(std::move(sock)),
+          strand_(socket_.get_executor()),
+          timer_(strand_),
+          id_(id) {}
 
     const Strand& strand() const { return strand_; }
 
     /// On the strand: hello (or, over max_connections, an error and close) and the read loop.
     void start(bool reject) {
         if (reject) {
-            ojson e = error_frame(nullptr, "rate_limit_error", "too_many_connections",
-                                  fmt::format("the server has reached its limit of {} connections; retry later",
-                                              st_->opts.max_connections),
-                                  "");
+            ojson e =
+                error_frame(nullptr, "rate_limit_error", "too_many_connections",
+                            fmt::format("the server has reached its limit of {} connections; retry later",
+                                        st_->opts.max_connections),
+                            "");
             e["retry_after_ms"] = k_connection_retry_after_ms;
             send(e);
             close_after_flush();
@@ -173,7 +188,7 @@ public:
         });
     }
 
-private:
+  private:
     struct Live {
         std::string id;
         std::shared_ptr<serving::Request> req;
@@ -188,9 +203,10 @@ private:
     // ---- reading ----
 
     void read() {
-        socket_.async_read_some(asio::buffer(rbuf_), [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
-            self->on_read(ec, n);
-        });
+        socket_.async_read_some(asio::buffer(rbuf_),
+                                [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                                    self->on_read(ec, n);
+                                });
     }
 
     void on_read(const boost::system::error_code& ec, size_t n) {
@@ -206,11 +222,12 @@ private:
                     line_.clear();
                     line_.shrink_to_fit();
                     discarding_ = true;
-                    send(error_frame(nullptr, "invalid_request_error", "line_too_long",
-                                     fmt::format("the frame is longer than {} bytes; it was discarded up to the next "
-                                                 "newline",
-                                                 st_->opts.max_line_bytes),
-                                     ""));
+                    send(error_frame(
+                        nullptr, "invalid_request_error", "line_too_long",
+                        fmt::format("the frame is longer than {} bytes; it was discarded up to the next "
+                                    "newline",
+                                    st_->opts.max_line_bytes),
+                        ""));
                 } else {
                     line_.append(data + pos, end - pos);
                 }
@@ -240,14 +257,15 @@ private:
             });
         } catch (const TooDeep&) {
             return send(error_frame(nullptr, "invalid_request_error", "invalid_json",
-                                    fmt::format("the frame nests deeper than {} levels", k_max_json_depth), ""));
+                                    fmt::format("the frame nests deeper than {} levels", k_max_json_depth),
+                                    ""));
         } catch (const json::exception& e) {
             return send(error_frame(nullptr, "invalid_request_error", "invalid_json",
                                     "the frame is not valid JSON: " + strip_json_prefix(e.what()), ""));
         }
         if (!f.is_object())
-            return send(error_frame(nullptr, "invalid_request_error", "invalid_frame", "a frame must be a JSON object",
-                                    ""));
+            return send(error_frame(nullptr, "invalid_request_error", "invalid_frame",
+                                    "a frame must be a JSON object", ""));
         json id = nullptr;
         if (auto it = f.find("id"); it != f.end() && it->is_string()) id = *it;
         auto t = f.find("type");
@@ -255,7 +273,8 @@ private:
             return send(error_frame(id, "invalid_request_error", "invalid_frame",
                                     "'type' is required: \"generate\", \"cancel\" or \"ping\"", "type"));
         if (!t->is_string())
-            return send(error_frame(id, "invalid_request_error", "invalid_frame", "'type' must be a string", "type"));
+            return send(
+                error_frame(id, "invalid_request_error", "invalid_frame", "'type' must be a string", "type"));
         const std::string& type = t->get_ref<const std::string&>();
         if (type == "generate") return on_generate(f);
         if (type == "cancel") return on_cancel(f);
@@ -264,9 +283,10 @@ private:
             if (auto d = f.find("data"); d != f.end()) pong["data"] = *d;
             return send(pong);
         }
-        send(error_frame(id, "invalid_request_error", "unknown_type",
-                         fmt::format("unknown frame type '{}'; expected \"generate\", \"cancel\" or \"ping\"", type),
-                         "type"));
+        send(error_frame(
+            id, "invalid_request_error", "unknown_type",
+            fmt::format("unknown frame type '{}'; expected \"generate\", \"cancel\" or \"ping\"", type),
+            "type"));
     }
 
     /// The frame's request id, or an error frame (and nullopt) when it is missing or malformed.
@@ -278,7 +298,8 @@ private:
             return std::nullopt;
         }
         if (!it->is_string()) {
-            send(error_frame(nullptr, "invalid_request_error", "invalid_request", "'id' must be a string", "id"));
+            send(error_frame(nullptr, "invalid_request_error", "invalid_request", "'id' must be a string",
+                             "id"));
             return std::nullopt;
         }
         const std::string& id = it->get_ref<const std::string&>();
@@ -298,15 +319,16 @@ private:
             send(error_frame(id, "invalid_request_error", "invalid_request", message, param));
         };
         if (ids_.count(id))
-            return send(error_frame(id, "invalid_request_error", "duplicate_id",
-                                    fmt::format("'id' \"{}\" is already used by a live request on this connection", id),
-                                    "id"));
+            return send(error_frame(
+                id, "invalid_request_error", "duplicate_id",
+                fmt::format("'id' \"{}\" is already used by a live request on this connection", id), "id"));
         if (int(live_.size()) >= st_->opts.max_requests_per_connection) {
-            ojson e = error_frame(id, "rate_limit_error", "too_many_requests",
-                                  fmt::format("this connection already has {} live requests (the limit); wait for one "
-                                              "to finish",
-                                              live_.size()),
-                                  "");
+            ojson e = error_frame(
+                id, "rate_limit_error", "too_many_requests",
+                fmt::format("this connection already has {} live requests (the limit); wait for one "
+                            "to finish",
+                            live_.size()),
+                "");
             e["retry_after_ms"] = k_connection_retry_after_ms;
             return send(e);
         }
@@ -314,10 +336,13 @@ private:
             auto it = f.find(k);
             return it != f.end() && !it->is_null();
         };
-        const bool has_prompt = present("prompt"), has_messages = present("messages"), has_ids = present("prompt_ids");
+        const bool has_prompt = present("prompt"), has_messages = present("messages"),
+                   has_ids = present("prompt_ids");
         const int kinds = int(has_prompt) + int(has_messages) + int(has_ids);
         if (kinds == 0) return bad("prompt", "one of 'prompt', 'messages' or 'prompt_ids' is required");
-        if (kinds > 1) return bad(has_ids ? "prompt_ids" : "messages", "give only one of 'prompt', 'messages' and 'prompt_ids'");
+        if (kinds > 1)
+            return bad(has_ids ? "prompt_ids" : "messages",
+                       "give only one of 'prompt', 'messages' and 'prompt_ids'");
         json body = f;
         body.erase("type");
         body.erase("id");
@@ -328,17 +353,21 @@ private:
             if (!ids.is_array()) return bad("prompt_ids", "'prompt_ids' must be an array of token ids");
             if (ids.empty()) return bad("prompt_ids", "'prompt_ids' must not be empty");
             for (size_t i = 0; i < ids.size(); ++i)
-                if (!ids[i].is_number_integer() || ids[i].get<int64_t>() < 0 || ids[i].get<int64_t>() > INT32_MAX)
-                    return bad("prompt_ids", fmt::format("'prompt_ids[{}]' must be a non-negative integer token id", i));
+                if (!ids[i].is_number_integer() || ids[i].get<int64_t>() < 0 ||
+                    ids[i].get<int64_t>() > INT32_MAX)
+                    return bad("prompt_ids",
+                               fmt::format("'prompt_ids[{}]' must be a non-negative integer token id", i));
             body["prompt"] = ids;
             body.erase("prompt_ids");
         }
         // The native protocol asks for logprobs the same way for every prompt kind: "logprobs": k.
         if (auto lp = f.find("logprobs"); lp != f.end() && !lp->is_null()) {
-            if (!lp->is_number_integer() || lp->get<int64_t>() < 0 || lp->get<int64_t>() > sampling::k_max_logprobs)
-                return bad("logprobs", fmt::format("'logprobs' must be an integer between 0 and {} (alternatives per "
-                                                   "token)",
-                                                   sampling::k_max_logprobs));
+            if (!lp->is_number_integer() || lp->get<int64_t>() < 0 ||
+                lp->get<int64_t>() > sampling::k_max_logprobs)
+                return bad("logprobs",
+                           fmt::format("'logprobs' must be an integer between 0 and {} (alternatives per "
+                                       "token)",
+                                       sampling::k_max_logprobs));
             if (has_messages) {
                 body["top_logprobs"] = *lp;
                 body["logprobs"] = true;
@@ -394,8 +423,9 @@ private:
         switch (ev.kind) {
             case serving::OutputEvent::Kind::Token: {
                 ++l.completion_tokens;
-                ojson tok = {{"type", "token"}, {"id", l.id},          {"choice", ev.choice},
-                             {"index", ev.index}, {"token_id", ev.token_id}, {"text", ev.text}};
+                ojson tok = {{"type", "token"},         {"id", l.id},
+                             {"choice", ev.choice},     {"index", ev.index},
+                             {"token_id", ev.token_id}, {"text", ev.text}};
                 if (l.logprobs >= 0) tok["logprob"] = ev.logprob;
                 if (l.logprobs > 0) {
                     ojson top = ojson::array();
@@ -407,7 +437,8 @@ private:
                 return;
             }
             case serving::OutputEvent::Kind::ChoiceDone: {
-                if (ev.choice >= 0 && size_t(ev.choice) < l.reasons.size()) l.reasons[size_t(ev.choice)] = ev.finish_reason;
+                if (ev.choice >= 0 && size_t(ev.choice) < l.reasons.size())
+                    l.reasons[size_t(ev.choice)] = ev.finish_reason;
                 if (!ev.error.empty() && l.error.empty()) l.error = ev.error;
                 if (l.n == 1) {
                     l.tail = ev.text;
@@ -419,7 +450,8 @@ private:
                             {"finish_reason", ev.finish_reason},
                             {"text", ev.text}};
                 if (!ev.error.empty())
-                    cd["error"] = {{"message", ev.error}, {"type", "server_error"}, {"code", "generation_failed"}};
+                    cd["error"] = {
+                        {"message", ev.error}, {"type", "server_error"}, {"code", "generation_failed"}};
                 send(cd);
                 return;
             }
@@ -434,7 +466,8 @@ private:
                 ojson done = {{"type", "done"}, {"id", l.id}, {"finish_reason", reason}};
                 if (l.n == 1) done["text"] = l.tail;
                 if (!l.error.empty())
-                    done["error"] = {{"message", l.error}, {"type", "server_error"}, {"code", "generation_failed"}};
+                    done["error"] = {
+                        {"message", l.error}, {"type", "server_error"}, {"code", "generation_failed"}};
                 done["usage"] = {{"prompt_tokens", ev.usage.prompt_tokens},
                                  {"completion_tokens", ev.usage.completion_tokens},
                                  {"total_tokens", ev.usage.prompt_tokens + ev.usage.completion_tokens},
@@ -449,8 +482,8 @@ private:
 
     // ---- server frames ----
 
-    ojson error_frame(const json& id, const std::string& type, const std::string& code, const std::string& message,
-                      const std::string& param) const {
+    ojson error_frame(const json& id, const std::string& type, const std::string& code,
+                      const std::string& message, const std::string& param) const {
         return ojson{{"type", "error"},
                      {"id", id},
                      {"error",
@@ -460,7 +493,8 @@ private:
                        {"code", code}}}};
     }
 
-    ojson api_error_frame(const std::string& id, const serving::ApiError& e, const json& frame, bool ids_prompt) const {
+    ojson api_error_frame(const std::string& id, const serving::ApiError& e, const json& frame,
+                          bool ids_prompt) const {
         std::string param = e.param;
         if (ids_prompt && param == "prompt") param = "prompt_ids";
         if (param.empty()) {
@@ -470,8 +504,10 @@ private:
             if (!word.empty() && frame.contains(word)) param = word;
         }
         ojson out = error_frame(id, e.type, code_for(e, st_->service.draining()), e.what(), param);
-        if (e.retry_after_s) out["retry_after_ms"] = int64_t(*e.retry_after_s) * 1000;
-        else if (e.status == 503 && !st_->service.draining()) out["retry_after_ms"] = k_connection_retry_after_ms;
+        if (e.retry_after_s)
+            out["retry_after_ms"] = int64_t(*e.retry_after_s) * 1000;
+        else if (e.status == 503 && !st_->service.draining())
+            out["retry_after_ms"] = k_connection_retry_after_ms;
         return out;
     }
 
@@ -482,8 +518,8 @@ private:
         pending_ += s.size();
         out_.push_back(std::move(s));
         if (pending_ > st_->opts.max_pending_bytes) {
-            log().warn("native: connection {} has {} bytes of unread output (limit {}); closing it", id_, pending_,
-                       st_->opts.max_pending_bytes);
+            log().warn("native: connection {} has {} bytes of unread output (limit {}); closing it", id_,
+                       pending_, st_->opts.max_pending_bytes);
             return close("slow reader");
         }
         if (!writing_) write_next();
@@ -496,9 +532,10 @@ private:
             if (wbufs_.size() == k_write_batch) break;
         }
         writing_ = true;
-        asio::async_write(socket_, wbufs_, [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
-            self->on_written(ec);
-        });
+        asio::async_write(socket_, wbufs_,
+                          [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+                              self->on_written(ec);
+                          });
     }
 
     void on_written(const boost::system::error_code& ec) {
@@ -525,8 +562,11 @@ private:
         if (closed_) return;
         closed_ = true;
         closed_flag_ = true;
-        if (!live_.empty()) log().debug("native: connection {} closed ({}); cancelling {} request(s)", id_, why, live_.size());
-        else log().debug("native: connection {} closed ({})", id_, why);
+        if (!live_.empty())
+            log().debug("native: connection {} closed ({}); cancelling {} request(s)", id_, why,
+                        live_.size());
+        else
+            log().debug("native: connection {} closed ({})", id_, why);
         cancel_all();
         boost::system::error_code ec;
         socket_.shutdown(tcp::socket::shutdown_both, ec);
@@ -549,9 +589,9 @@ private:
 
     std::deque<std::string> out_;  // frames not yet written (the front ones may be in flight)
     std::vector<asio::const_buffer> wbufs_;
-    size_t pending_ = 0;           // bytes in out_
+    size_t pending_ = 0;  // bytes in out_
     bool writing_ = false;
-    bool closing_ = false;         // close_after_flush: no new frames are read
+    bool closing_ = false;  // close_after_flush: no new frames are read
     bool closed_ = false;
     std::atomic<bool> closed_flag_{false};  // closed_, for the engine thread's sinks
 
@@ -584,11 +624,14 @@ void ServerState::accept_next() {
 
 NativeServer::NativeServer(asio::io_context& ioc, serving::Service& service, const NativeOptions& opts)
     : state_(std::make_shared<ServerState>(ioc, service, opts)) {
-    PHI_CHECK(opts.max_line_bytes >= 1024, "native max_line_bytes must be at least 1024, got {}", opts.max_line_bytes);
+    PHI_CHECK(opts.max_line_bytes >= 1024, "native max_line_bytes must be at least 1024, got {}",
+              opts.max_line_bytes);
     PHI_CHECK(opts.max_pending_bytes >= 4096, "native max_pending_bytes must be at least 4096, got {}",
               opts.max_pending_bytes);
-    PHI_CHECK(opts.max_connections >= 1, "native max_connections must be at least 1, got {}", opts.max_connections);
-    PHI_CHECK(opts.max_requests_per_connection >= 1, "native max_requests_per_connection must be at least 1, got {}",
+    PHI_CHECK(opts.max_connections >= 1, "native max_connections must be at least 1, got {}",
+              opts.max_connections);
+    PHI_CHECK(opts.max_requests_per_connection >= 1,
+              "native max_requests_per_connection must be at least 1, got {}",
               opts.max_requests_per_connection);
 }
 
@@ -602,22 +645,26 @@ void NativeServer::start() {
     boost::system::error_code ec;
     tcp::resolver resolver(st.ioc);
     auto results = resolver.resolve(st.opts.host, std::to_string(st.opts.port), tcp::resolver::passive, ec);
-    PHI_CHECK(!ec && !results.empty(), "native: cannot resolve listen address '{}': {}", st.opts.host, ec.message());
+    PHI_CHECK(!ec && !results.empty(), "native: cannot resolve listen address '{}': {}", st.opts.host,
+              ec.message());
     const tcp::endpoint ep = results.begin()->endpoint();
     auto fail = [&](const char* what) {
-        PHI_FAIL("native: cannot {} {}:{}: {} (is another server on that port? set a different native port)", what,
-                 st.opts.host, st.opts.port, ec.message());
+        PHI_FAIL("native: cannot {} {}:{}: {} (is another server on that port? set a different native port)",
+                 what, st.opts.host, st.opts.port, ec.message());
     };
     if (st.acceptor.open(ep.protocol(), ec)) fail("open a socket for");
     if (st.acceptor.set_option(tcp::acceptor::reuse_address(true), ec)) fail("set SO_REUSEADDR on");
     if (st.acceptor.bind(ep, ec)) fail("bind");
     if (st.acceptor.listen(asio::socket_base::max_listen_connections, ec)) fail("listen on");
     st.port = st.acceptor.local_endpoint().port();
-    log().info("native protocol v{} listening on {}:{}", k_protocol_version, ep.address().to_string(), st.port.load());
+    log().info("native protocol v{} listening on {}:{}", k_protocol_version, ep.address().to_string(),
+               st.port.load());
     asio::post(st.accept_strand, [s = state_] { s->accept_next(); });
 }
 
-uint16_t NativeServer::port() const { return state_->port.load(); }
+uint16_t NativeServer::port() const {
+    return state_->port.load();
+}
 
 void NativeServer::stop_accepting() {
     asio::post(state_->accept_strand, [s = state_] {
@@ -635,6 +682,8 @@ void NativeServer::close_all() {
     for (auto& c : state_->live()) asio::post(c->strand(), [c] { c->close_after_flush(); });
 }
 
-size_t NativeServer::connections() const { return state_->count(); }
+size_t NativeServer::connections() const {
+    return state_->count();
+}
 
 }  // namespace phi::native

@@ -38,7 +38,7 @@ struct NativeOptions {
 struct ServerState;
 
 class NativeServer {
-public:
+  public:
     NativeServer(boost::asio::io_context& ioc, serving::Service& service, const NativeOptions& opts);
     ~NativeServer();
     NativeServer(const NativeServer&) = delete;
@@ -62,7 +62,7 @@ public:
     /// Open connections. Thread-safe.
     size_t connections() const;
 
-private:
+  private:
     std::shared_ptr<ServerState> state_;
 };
 

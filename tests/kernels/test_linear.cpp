@@ -71,6 +71,7 @@ const int64_t k_rows[] = {1, 5, 18, 37};
 const int64_t k_cols[] = {1, 7, 8, 17, 33, 259};
 
 TEST(Linear, EveryLevelMatchesExactAndScalar) {
+    ThreadCount tc(1);  // ~100 tiny problems: fork/join would dominate on a busy machine
     uint32_t seed = 1;
     for (int64_t n : k_ns) {
         for (int64_t rows : k_rows) {

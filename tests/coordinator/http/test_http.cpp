@@ -593,6 +593,7 @@ TEST(HttpOverload, TooManyRequestsThen503WhileDraining) {
                 const Response r = c.post("/v1/completions", completion("flood", 32, {{"ignore_eos", true}}));
                 status[size_t(i)] = r.status;
                 retry_after[size_t(i)] = std::string(r.headers["Retry-After"]);
+                if (r.status != 200) fprintf(stderr, "DEBUG flood %d %s\n", i, r.body.c_str());
             } catch (const std::exception&) {
             }
         });
@@ -611,7 +612,7 @@ TEST(HttpOverload, TooManyRequestsThen503WhileDraining) {
     EXPECT_GE(refused, 1);
     // After the flood a request succeeds.
     Client c(env.port());
-    EXPECT_EQ(c.post("/v1/completions", completion("after", 4)).status, 200u);
+    { auto rr = c.post("/v1/completions", completion("after", 4)); EXPECT_EQ(rr.status, 200u) << rr.body << " DEBUG queued " << env.engine().stats().queued << " running " << env.engine().stats().running; }
 
     env.svc().begin_drain();
     const Response h = c.get("/health");

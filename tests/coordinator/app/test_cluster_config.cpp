@@ -1,0 +1,65 @@
+// Cluster YAML: every shipped config parses; unknown keys, wrong types and impossible values are
+// refused with the key's path.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+#include "coordinator/app/cluster_config.h"
+#include "tests/support/fixtures.h"
+
+namespace phi::app {
+namespace {
+
+std::string error_of(const std::string& yaml) {
+    try {
+        parse_cluster_config(yaml, "test.yaml", "/base");
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "<accepted>";
+}
+
+TEST(ClusterConfig, EveryShippedConfigParses) {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(test::source_dir() / "configs")) {
+        std::ifstream f(e.path());
+        std::stringstream ss;
+        ss << f.rdbuf();
+        const ClusterConfig c = parse_cluster_config(ss.str(), e.path().string(), e.path().parent_path());
+        EXPECT_GE(c.tp, 1) << e.path();
+        ++n;
+    }
+    EXPECT_GE(n, 5);
+}
+
+TEST(ClusterConfig, DefaultsAndRelativeModelPath) {
+    const ClusterConfig c = parse_cluster_config("model: ../m/phi\ntp: 2\n", "x.yaml", "/etc/phi");
+    EXPECT_EQ(c.model, std::filesystem::path("/etc/phi/../m/phi"));
+    EXPECT_EQ(c.model_name, "phi");
+    EXPECT_EQ(c.tp, 2);
+    EXPECT_TRUE(c.prefix_caching);
+    EXPECT_EQ(c.http.port, 8000);
+}
+
+TEST(ClusterConfig, ErrorsNameTheKeyPath) {
+    EXPECT_NE(error_of("model: m\nbatching:\n  max_num_seq: 3\n").find("batching.max_num_seq: unknown key"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\ntp: two\n").find("tp: 'two' is not an integer"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nadmission:\n  max_queued: 0\n").find("admission.max_queued: 0 is out of range"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\ndtype: fp8\n").find("dtype: 'fp8' is not one of"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nlisten:\n  http: localhost\n").find("listen.http"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nlisten:\n  http: localhost:99999\n").find("port"), std::string::npos);
+    EXPECT_NE(error_of("tp: 1\n").find("'model'"), std::string::npos);
+    EXPECT_NE(error_of("model: [1, 2\n").find("invalid YAML"), std::string::npos);
+    EXPECT_NE(error_of("- a\n- b\n").find("mapping"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nlisten:\n  http: \"off\"\n  tcp: \"off\"\n").find("at least one"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\nwatchdog:\n  heartbeat_ms: 5000\n  plan_wait_ms: 6000\n").find("plan_wait_ms"),
+              std::string::npos);
+}
+
+}  // namespace
+}  // namespace phi::app
