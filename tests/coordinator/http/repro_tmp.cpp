@@ -1,15 +1,22 @@
 #include <gtest/gtest.h>
 #include <chrono>
-#include "coordinator/tokenizer/tokenizer.h"
-#include "tests/support/fixtures.h"
-TEST(Repro, DecodeSpeed) {
-    auto tok = phi::tokenizer::Tokenizer::load(phi::test::fixture_dir("serving_tokenizer"));
-    auto t0 = std::chrono::steady_clock::now();
-    size_t total = 0;
-    for (int32_t id = 0; id < 269; ++id) { if (tok.id_to_token(id)) total += tok.decode(std::span<const int32_t>(&id, 1), false).size(); }
-    auto t1 = std::chrono::steady_clock::now();
-    auto d = tok.incremental_decoder(true);
-    for (int32_t id = 0; id < 269; ++id) total += d.step(id).size();
-    auto t2 = std::chrono::steady_clock::now();
-    printf("decode 269: %.3f ms, incremental 269: %.3f ms (%zu)\n", std::chrono::duration<double, std::milli>(t1 - t0).count(), std::chrono::duration<double, std::milli>(t2 - t1).count(), total);
+#include <thread>
+#include "tests/support/serving_harness.h"
+using namespace std::chrono;
+TEST(Repro, Speed) {
+    phi::test::ServingHarness h;
+    for (int lp : {-1, 0, 3, -1, 3}) {
+        phi::serving::GenerationRequest r; r.text = "Log"; r.params.max_tokens = 10; r.params.temperature = 0; r.params.ignore_eos = true;
+        r.logprobs = lp; if (lp >= 0) r.params.logprobs = lp;
+        std::atomic<bool> done{false};
+        auto s0 = h.engine().stats();
+        auto t0 = steady_clock::now();
+        std::vector<double> at;
+        auto req = h.service().submit(r, [&](const phi::serving::OutputEvent& e) { at.push_back(duration<double, std::milli>(steady_clock::now() - t0).count()); if (e.kind == phi::serving::OutputEvent::Kind::Done) done = true; });
+        while (!done) std::this_thread::sleep_for(microseconds(200));
+        auto s1 = h.engine().stats();
+        printf("lp %d: %.1f ms, steps %ld, step_s %.4f fwd %.4f sample %.4f; events:", lp, duration<double, std::milli>(steady_clock::now() - t0).count(), s1.steps - s0.steps, s1.step_seconds - s0.step_seconds, s1.forward_seconds - s0.forward_seconds, s1.sample_seconds - s0.sample_seconds);
+        for (double a : at) printf(" %.1f", a);
+        printf("\n");
+    }
 }
