@@ -32,7 +32,8 @@ Steps (deterministic: fixed seeds, fixed file split, fixed step count):
 Usage:
   /root/venv-goldens/bin/python scripts/train_default_model.py --out models/phi-tiny-code
   ... --bench                  measure training throughput and exit
-  ... --fixture-only           only (re)write the fixture (and re-evaluate) from an existing --out folder
+  ... --fixture-only           no training: rewrite the fixture and the model card (README.md) from an existing
+                               --out folder and its training_summary.json
 
 Pinned versions: scripts/requirements-train.txt.
 """
@@ -124,6 +125,8 @@ FIXTURE_NEW_TOKENS = 48
 N_ROUNDTRIP = 50
 CARD_SAMPLE_PROMPT = "def fibonacci(n):"
 CARD_SAMPLE_TOKENS = 128
+
+FIXTURE_SUMMARY_KEYS = ("heldout_loss", "unigram_loss", "reduction_pct", "params", "python_version")
 
 EXCLUDE_DIRS = {"test", "tests", "idle_test", "site-packages", "encodings", "pydoc_data", "__pycache__"}
 
@@ -504,8 +507,8 @@ def fixture_prompts(hf_tok):
     ]
 
 
-def roundtrip_texts(heldout):
-    """Deterministic snippets of held-out files (and a few hand-written ones with non-ASCII text)."""
+def roundtrip_texts(heldout, all_files):
+    """Deterministic snippets of held-out files, hand-written edge cases, and non-ASCII lines of the stdlib."""
     rng = random.Random(SEED + 7)
     out = [
         "",
@@ -530,15 +533,16 @@ def roundtrip_texts(heldout):
         snip = "".join(lines[a : a + n])
         if snip and snip not in out:
             out.append(snip)
-    # make sure some held-out snippets with non-ASCII characters are included
-    non_ascii = [ln for t in files for ln in t.splitlines(keepends=True) if any(ord(c) > 127 for c in ln)]
-    for ln in non_ascii[:: max(1, len(non_ascii) // 8)][:8]:
+    # non-ASCII source lines (the held-out files have few or none, so all files are used: a tokenizer round trip
+    # does not depend on what the model was trained on)
+    non_ascii = [ln for _, t in all_files for ln in t.splitlines(keepends=True) if any(ord(c) > 127 for c in ln)]
+    for ln in non_ascii[:: max(1, len(non_ascii) // 10)][:10]:
         if ln not in out:
             out.append(ln)
     return out
 
 
-def write_fixture(out, heldout, fixture_path, summary):
+def write_fixture(out, heldout, all_files, fixture_path, summary):
     hf_tok = AutoTokenizer.from_pretrained(out)
     assert len(hf_tok) == TOKENIZER_SIZE, len(hf_tok)
     model = load_for_eval(out)
@@ -563,7 +567,7 @@ def write_fixture(out, heldout, fixture_path, summary):
         )
         log(f"fixture {name}: {len(ids)} prompt ids, {len(new)} new, min margin {min(margins):.4f}")
     rts = []
-    for text in roundtrip_texts(heldout):
+    for text in roundtrip_texts(heldout, all_files):
         ids = hf_tok(text)["input_ids"]
         dec = hf_tok.decode(ids)
         rts.append({"text": text, "ids": ids, "decoded": dec, "roundtrips": dec == text})
@@ -640,11 +644,15 @@ Built by `scripts/train_default_model.py` (rerun: see *Rebuilding* below).
 Byte-level BPE (GPT-2 style: `ByteLevel` pre-tokenizer with the GPT-2 regex, no prefix space, `ByteLevel`
 decoder, no normalizer), {TOKENIZER_SIZE} ids, trained with HF `tokenizers` on the training files only.
 Special tokens: `<|endoftext|>` = 0 (bos = eos = pad), `<|user|>` = 1, `<|assistant|>` = 2, `<|end|>` = 3.
-No BOS is added. Chat template (Phi-3 style, no system special token):
+No BOS is added. Chat template (Phi-3 style; any role name is rendered as `<|role|>`, only `user` and
+`assistant` are tokens), as stored in `tokenizer_config.json`:
 
+```json
+{json.dumps(CHAT_TEMPLATE)}
 ```
-{CHAT_TEMPLATE}
-```
+
+which renders `[{{"role": "user", "content": "Hi"}}]` with the generation prompt as
+`<|user|>\\nHi<|end|>\\n<|assistant|>\\n`.
 
 The model never saw chat-formatted text; the template exists so the chat endpoint has something to render.
 Generation stops on `<|endoftext|>` or `<|end|>` (`generation_config.json`).
@@ -673,7 +681,7 @@ distribution).
 AdamW (betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices), peak LR {LR}, {WARMUP} warmup steps, cosine decay to
 {MIN_LR_FRAC} × peak, gradient clipping {GRAD_CLIP}, batch {BATCH} × {CTX} tokens, {s['steps']} steps
 ({s['steps']*BATCH*CTX/1e6:.2f} M tokens ≈ {s['steps']*BATCH*CTX/s['train_tokens']:.2f} epochs), fp32 on the CPU with
-`torch.set_num_threads(2)`, seed {SEED}. No dropout. Training took {s['train_seconds']/60:.1f} min
+`torch.set_num_threads(2)` (and `OMP_WAIT_POLICY=PASSIVE`), seed {SEED}. No dropout. Training took {s['train_seconds']/60:.1f} min
 (whole script {s['total_seconds']/60:.1f} min) on 2 cores of {s['cpu']} shared with other work.
 The checkpoint with the lowest held-out loss on a fixed {EVAL_WINDOWS}-window subset is kept (step {s['best_step']}).
 
@@ -727,6 +735,19 @@ safetensors {s['safetensors_version']}. It also rewrites `tests/fixtures/default
 """
 
 
+def card_sample(model, hf_tok):
+    ids = hf_tok(CARD_SAMPLE_PROMPT)["input_ids"]
+    new, _ = greedy(model, ids, CARD_SAMPLE_TOKENS, [SPECIALS.index(EOT), SPECIALS.index("<|end|>")])
+    sample = CARD_SAMPLE_PROMPT + hf_tok.decode(new, skip_special_tokens=True)
+    log("sample:\n" + sample)
+    return sample
+
+
+def write_card(out, summary):
+    (out / "README.md").write_text(card_text(summary))
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+
+
 def cpu_name():
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
@@ -746,7 +767,7 @@ def main():
     ap.add_argument("--fixture", type=Path, default=DEFAULT_FIXTURE)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--bench", action="store_true", help="measure training tokens/s and exit")
-    ap.add_argument("--fixture-only", action="store_true", help="only rewrite the fixture from --out")
+    ap.add_argument("--fixture-only", action="store_true", help="no training: rewrite the fixture and model card from --out")
     args = ap.parse_args()
     out = args.out.resolve()
     t_start = time.time()
@@ -761,7 +782,12 @@ def main():
     )
 
     if args.fixture_only:
-        write_fixture(out, heldout_files, args.fixture.resolve(), None)
+        # fixture and model card from the folder and its training_summary.json (no training)
+        summary = json.loads((out / "training_summary.json").read_text())
+        fx_summary = {k: summary[k] for k in FIXTURE_SUMMARY_KEYS}
+        model_eval, hf_tok = write_fixture(out, heldout_files, files, args.fixture.resolve(), fx_summary)
+        summary["sample"] = card_sample(model_eval, hf_tok)
+        write_card(out, summary)
         return
 
     tok = train_tokenizer([t for _, t in train_files])
@@ -821,10 +847,7 @@ def main():
     heldout_bytes = sum(len(t.encode()) for _, t in heldout_files)
     log(f"held-out CE {ce:.4f} nats/token vs unigram {uni:.4f}: {reduction:.1f} % lower ({n_targets} tokens)")
 
-    sample_ids = hf_tok(CARD_SAMPLE_PROMPT)["input_ids"]
-    new, _ = greedy(model_eval, sample_ids, CARD_SAMPLE_TOKENS, [0, 3])
-    sample = CARD_SAMPLE_PROMPT + hf_tok.decode(new, skip_special_tokens=True)
-    log("sample:\n" + sample)
+    sample = card_sample(model_eval, hf_tok)
 
     summary = {
         "python_version": platform.python_version(),
@@ -856,13 +879,10 @@ def main():
         "tokenizers_version": tokenizers.__version__,
         "safetensors_version": safetensors.__version__,
     }
-    fx_summary = {k: summary[k] for k in ("heldout_loss", "unigram_loss", "reduction_pct", "params", "python_version")}
-    write_fixture(out, heldout_files, args.fixture.resolve(), fx_summary)
+    fx_summary = {k: summary[k] for k in FIXTURE_SUMMARY_KEYS}
+    write_fixture(out, heldout_files, files, args.fixture.resolve(), fx_summary)
     summary["total_seconds"] = time.time() - t_start
-    (out / "README.md").write_text(card_text(summary))
-    (out / "training_summary.json").write_text(
-        json.dumps({k: v for k, v in summary.items() if k != "sample"}, indent=1) + "\n"
-    )
+    write_card(out, summary)
     size = sum(p.stat().st_size for p in out.iterdir())
     log(f"wrote {out}: {sorted(p.name for p in out.iterdir())}, {size/1e6:.2f} MB")
     if reduction < 40.0:

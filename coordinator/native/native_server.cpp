@@ -233,7 +233,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
                 }
             }
             if (!nl) break;
-            if (!discarding_ && !closing_) handle_line(line_);
+            if (!discarding_ && !closing_) {
+                try {
+                    handle_line(line_);
+                } catch (const std::exception& e) {  // a bug must not take the io thread down
+                    log().error("native: connection {}: frame failed: {}", id_, e.what());
+                    send(error_frame(nullptr, "server_error", "internal_error", e.what(), ""));
+                }
+            }
             line_.clear();
             discarding_ = false;
             pos = end + 1;
