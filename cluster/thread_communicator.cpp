@@ -99,7 +99,7 @@ void ThreadCommunicator::all_reduce_sum(float* data, int64_t count) {
     post(k_op_all_reduce, data, data, count, "all-reduce");
     ThreadGroup& g = *group_;
     const int64_t b = rank_ * count / n, e = (rank_ + 1) * count / n;
-    std::vector<float*> bufs(size_t(n));
+    std::vector<float*> bufs(static_cast<size_t>(n));
     for (int r = 0; r < n; ++r) bufs[size_t(r)] = static_cast<float*>(g.slots_[size_t(r)].recv);
     for (int64_t i = b; i < e; ++i) {
         float acc = bufs[0][i];

@@ -107,7 +107,6 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         no.port = cfg.tcp.port;
         tcp = std::make_unique<native::NativeServer>(io, svc, no);
         tcp->start();
-        log().info("native protocol listening on {}:{}", cfg.tcp.host, tcp->port());
     }
     if (cfg.http.enabled()) {
         http::HttpOptions ho;
@@ -167,8 +166,11 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         std::_Exit(2);
     }
     // Graceful: let the last frames go out, close the listeners and connections, release the ranks.
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (tcp) tcp->close_all();
+    if (tcp) tcp->close_all();  // closes each connection once its queued frames are written (<= ~2 s)
+    for (int i = 0; i < 250 && ((tcp && tcp->connections() > 0) || (web && web->connections() > 0)); ++i) {
+        if (i == 25 && web) web->close_connections();  // responses done by now; idle keep-alives go
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     if (web) web->close_connections();
     work.reset();
     io.stop();

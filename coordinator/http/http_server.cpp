@@ -7,12 +7,16 @@
 // error cancels the request, so its KV blocks are freed at the next engine step).
 #include "coordinator/http/http_server.h"
 
+#include <fmt/format.h>
+
 #include <array>
-#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange without it
+// clang-format off
+// First: Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility> (GCC 12).
+#include <utility>
+// clang-format on
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -50,9 +54,12 @@ json parse_body(const std::string& body) {
     return json::parse(body, cb, /*allow_exceptions=*/true);
 }
 
-json error_body(unsigned status, const std::string& type, const std::string& message, const std::string& param = "") {
+json error_body(unsigned status, const std::string& type, const std::string& message,
+                const std::string& param = "") {
     return json{{"error",
-                 {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
+                 {{"message", message},
+                  {"type", type},
+                  {"param", param.empty() ? json(nullptr) : json(param)},
                   {"code", status}}}};
 }
 
@@ -65,7 +72,8 @@ std::string serialize(bhttp::response<Body>& res, bool header_only) {
     beast::error_code ec;
     do {
         sr.next(ec, [&](beast::error_code&, const auto& buffers) {
-            for (const auto b : beast::buffers_range_ref(buffers)) out.append(static_cast<const char*>(b.data()), b.size());
+            for (const auto b : beast::buffers_range_ref(buffers))
+                out.append(static_cast<const char*>(b.data()), b.size());
             sr.consume(net::buffer_size(buffers));
         });
     } while (!ec && !(header_only ? sr.is_header_done() : sr.is_done()));
@@ -74,7 +82,9 @@ std::string serialize(bhttp::response<Body>& res, bool header_only) {
 }
 
 int64_t unix_now() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
 }
 
 // Sinks run on the engine thread; they post to connections only while the server exists.
@@ -128,22 +138,25 @@ namespace {
 
 std::string server_metrics(const HttpServer::Impl& s) {
     std::string o;
-    o += fmt::format("# HELP phi_http_connections Open HTTP connections.\n# TYPE phi_http_connections gauge\n"
-                     "phi_http_connections {}\n",
-                     s.open.load());
-    o += fmt::format("# HELP phi_http_connections_total HTTP connections by outcome.\n"
-                     "# TYPE phi_http_connections_total counter\n"
-                     "phi_http_connections_total{{outcome=\"accepted\"}} {}\n"
-                     "phi_http_connections_total{{outcome=\"refused\"}} {}\n",
-                     s.accepted.load(), s.refused.load());
-    o += "# HELP phi_http_responses_total HTTP responses by status class.\n# TYPE phi_http_responses_total counter\n";
+    o += fmt::format(
+        "# HELP phi_http_connections Open HTTP connections.\n# TYPE phi_http_connections gauge\n"
+        "phi_http_connections {}\n",
+        s.open.load());
+    o += fmt::format(
+        "# HELP phi_http_connections_total HTTP connections by outcome.\n"
+        "# TYPE phi_http_connections_total counter\n"
+        "phi_http_connections_total{{outcome=\"accepted\"}} {}\n"
+        "phi_http_connections_total{{outcome=\"refused\"}} {}\n",
+        s.accepted.load(), s.refused.load());
+    o += "# HELP phi_http_responses_total HTTP responses by status class.\n# TYPE phi_http_responses_total "
+         "counter\n";
     for (size_t k = 1; k < s.by_class.size(); ++k)
         o += fmt::format("phi_http_responses_total{{code=\"{}xx\"}} {}\n", k, s.by_class[k].load());
     return o;
 }
 
 class Connection : public std::enable_shared_from_this<Connection> {
-public:
+  public:
     Connection(std::shared_ptr<HttpServer::Impl> srv, tcp::socket socket)
         : srv_(std::move(srv)),
           socket_(std::move(socket)),
@@ -182,7 +195,7 @@ public:
         net::post(exec_, [self = shared_from_this()] { self->close_now("server closing connections"); });
     }
 
-private:
+  private:
     struct Exchange {
         uint64_t seq = 0;
         std::shared_ptr<serving::Request> request;
@@ -213,21 +226,24 @@ private:
         parser_->body_limit(srv_->opts.max_body_bytes);
         parser_->header_limit(uint32_t(std::min<size_t>(srv_->opts.max_header_bytes, UINT32_MAX)));
         arm(read_timer_, read_seq_, srv_->opts.read_timeout);
-        bhttp::async_read_header(socket_, buffer_, *parser_,
-                                 [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+        bhttp::async_read_header(
+            socket_, buffer_, *parser_,
+            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
     }
 
     void on_header(beast::error_code ec) {
         if (closed_) return;
         if (ec) return on_read_error(ec);
         const auto& req = parser_->get();
-        if (req.version() >= 11 && beast::iequals(req[bhttp::field::expect], "100-continue") && !parser_->is_done()) {
+        if (req.version() >= 11 && beast::iequals(req[bhttp::field::expect], "100-continue") &&
+            !parser_->is_done()) {
             static const std::string k_continue = "HTTP/1.1 100 Continue\r\n\r\n";
-            net::async_write(socket_, net::buffer(k_continue), [self = shared_from_this()](beast::error_code ec, size_t) {
-                if (self->closed_) return;
-                if (ec) return self->close_now("cannot write 100 Continue");
-                self->read_body();
-            });
+            net::async_write(socket_, net::buffer(k_continue),
+                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                                 if (self->closed_) return;
+                                 if (ec) return self->close_now("cannot write 100 Continue");
+                                 self->read_body();
+                             });
             return;
         }
         read_body();
@@ -252,18 +268,21 @@ private:
         disarm(read_timer_, read_seq_);
         if (ec == bhttp::error::body_limit) {
             keep_alive_ = false;
-            return respond_error(413, "invalid_request_error",
-                                 fmt::format("the request body exceeds the limit of {} bytes", srv_->opts.max_body_bytes));
+            return respond_error(
+                413, "invalid_request_error",
+                fmt::format("the request body exceeds the limit of {} bytes", srv_->opts.max_body_bytes));
         }
         if (ec == bhttp::error::header_limit) {
             keep_alive_ = false;
-            return respond_error(431, "invalid_request_error",
-                                 fmt::format("the request header exceeds the limit of {} bytes", srv_->opts.max_header_bytes));
+            return respond_error(
+                431, "invalid_request_error",
+                fmt::format("the request header exceeds the limit of {} bytes", srv_->opts.max_header_bytes));
         }
         if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
             ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
             keep_alive_ = false;
-            return respond_error(400, "invalid_request_error", fmt::format("malformed HTTP request: {}", ec.message()));
+            return respond_error(400, "invalid_request_error",
+                                 fmt::format("malformed HTTP request: {}", ec.message()));
         }
         close_now("read ended");  // EOF, reset, timeout
     }
@@ -279,7 +298,8 @@ private:
         auto allow = [&](bhttp::verb want, const char* allowed) {
             if (m == want) return true;
             respond_error(405, "invalid_request_error",
-                          fmt::format("method {} is not allowed on {}; use {}", std::string(req.method_string().data(), req.method_string().size()),
+                          fmt::format("method {} is not allowed on {}; use {}",
+                                      std::string(req.method_string().data(), req.method_string().size()),
                                       path, allowed),
                           "", {{"Allow", allowed}});
             return false;
@@ -304,9 +324,12 @@ private:
 
     void handle_models() {
         auto& svc = srv_->svc;
-        json model = {{"id", svc.model_name()},   {"object", "model"},
-                      {"created", srv_->created}, {"owned_by", "phi-cluster"},
-                      {"root", svc.model_name()}, {"parent", nullptr},
+        json model = {{"id", svc.model_name()},
+                      {"object", "model"},
+                      {"created", srv_->created},
+                      {"owned_by", "phi-cluster"},
+                      {"root", svc.model_name()},
+                      {"parent", nullptr},
                       {"max_model_len", svc.engine().max_context()}};
         respond(200, dump(json{{"object", "list"}, {"data", json::array({model})}}), "application/json");
     }
@@ -323,10 +346,12 @@ private:
         try {
             body = parse_body(req.body());
         } catch (const TooDeep&) {
-            return reject(serving::ApiError(400, "invalid_request_error",
-                                            fmt::format("invalid JSON: nested deeper than {} levels", k_max_json_depth)));
+            return reject(serving::ApiError(
+                400, "invalid_request_error",
+                fmt::format("invalid JSON: nested deeper than {} levels", k_max_json_depth)));
         } catch (const json::exception& e) {
-            return reject(serving::ApiError(400, "invalid_request_error", fmt::format("invalid JSON: {}", e.what())));
+            return reject(
+                serving::ApiError(400, "invalid_request_error", fmt::format("invalid JSON: {}", e.what())));
         }
         auto ex = std::make_shared<Exchange>();
         ex->seq = ++exchange_seq_;
@@ -335,12 +360,15 @@ private:
             serving::GenerationRequest gr = serving::parse_generation_request(body, chat);
             ex->stream = body.contains("stream") && body["stream"].is_boolean() && body["stream"].get<bool>();
             if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
-                if (!it->is_object()) serving::bad_request("stream_options", "'stream_options' must be an object");
+                if (!it->is_object())
+                    serving::bad_request("stream_options", "'stream_options' must be an object");
                 if (!ex->stream)
-                    serving::bad_request("stream_options", "'stream_options' is only allowed with 'stream': true");
+                    serving::bad_request("stream_options",
+                                         "'stream_options' is only allowed with 'stream': true");
                 if (auto u = it->find("include_usage"); u != it->end() && !u->is_null()) {
                     if (!u->is_boolean())
-                        serving::bad_request("stream_options.include_usage", "'include_usage' must be a boolean");
+                        serving::bad_request("stream_options.include_usage",
+                                             "'include_usage' must be a boolean");
                     ex->include_usage = u->get<bool>();
                 }
             }
@@ -378,9 +406,11 @@ private:
     }
 
     void reject(const serving::ApiError& e) {
-        if (e.status != 429) srv_->svc.metrics().count_request(e.status >= 500 ? "rejected_5xx" : "rejected_4xx");
+        if (e.status != 429)
+            srv_->svc.metrics().count_request(e.status >= 500 ? "rejected_5xx" : "rejected_4xx");
         std::vector<std::pair<std::string, std::string>> extra;
-        if (e.status == 429 && e.retry_after_s) extra.emplace_back("Retry-After", std::to_string(*e.retry_after_s));
+        if (e.status == 429 && e.retry_after_s)
+            extra.emplace_back("Retry-After", std::to_string(*e.retry_after_s));
         respond(unsigned(e.status), dump(e.to_json()), "application/json", extra);
     }
 
@@ -538,8 +568,9 @@ private:
         if (closed_ || watching_) return;
         if (buffer_.size() >= srv_->opts.max_header_bytes + srv_->opts.max_body_bytes) return;
         watching_ = true;
-        socket_.async_read_some(buffer_.prepare(k_watch_read_bytes),
-                                [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_watch(ec, n); });
+        socket_.async_read_some(
+            buffer_.prepare(k_watch_read_bytes),
+            [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_watch(ec, n); });
     }
 
     void on_watch(beast::error_code ec, size_t n) {
@@ -591,12 +622,14 @@ private:
     }
 
     void linger() {
-        socket_.async_read_some(net::buffer(linger_buf_), [self = shared_from_this()](beast::error_code ec, size_t n) {
-            if (self->closed_) return;
-            self->lingered_ += n;
-            if (ec || self->lingered_ > k_linger_bytes) return self->close_now("closed after response");
-            self->linger();
-        });
+        socket_.async_read_some(net::buffer(linger_buf_),
+                                [self = shared_from_this()](beast::error_code ec, size_t n) {
+                                    if (self->closed_) return;
+                                    self->lingered_ += n;
+                                    if (ec || self->lingered_ > k_linger_bytes)
+                                        return self->close_now("closed after response");
+                                    self->linger();
+                                });
     }
 
     // ---- timers: a timer closes the connection when it fires; seq tells stale waits apart ----
@@ -647,9 +680,10 @@ private:
 void HttpServer::Impl::do_accept() {
     std::lock_guard lock(acceptor_mu);
     if (!accepting) return;
-    acceptor.async_accept(net::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
-        self->on_accept(ec, std::move(s));
-    });
+    acceptor.async_accept(net::make_strand(io),
+                          [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
+                              self->on_accept(ec, std::move(s));
+                          });
 }
 
 void HttpServer::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
@@ -687,15 +721,16 @@ void HttpServer::start() {
     if (ec) {
         tcp::resolver resolver(s.io);
         auto results = resolver.resolve(s.opts.host, std::to_string(s.opts.port), ec);
-        PHI_CHECK(!ec && !results.empty(), "cannot resolve the HTTP listen host '{}': {}", s.opts.host, ec.message());
+        PHI_CHECK(!ec && !results.empty(), "cannot resolve the HTTP listen host '{}': {}", s.opts.host,
+                  ec.message());
         addr = results.begin()->endpoint().address();
     }
     const tcp::endpoint ep(addr, s.opts.port);
     std::lock_guard lock(s.acceptor_mu);
     PHI_CHECK(!s.accepting, "the HTTP server is already started");
     auto fail = [&](const char* what) {
-        PHI_FAIL("cannot {} the HTTP server on {}:{}: {} (pick another host/port)", what, s.opts.host, s.opts.port,
-                 ec.message());
+        PHI_FAIL("cannot {} the HTTP server on {}:{}: {} (pick another host/port)", what, s.opts.host,
+                 s.opts.port, ec.message());
     };
     s.acceptor.open(ep.protocol(), ec);
     if (ec) fail("open");
@@ -706,11 +741,14 @@ void HttpServer::start() {
     if (ec) fail("listen");
     s.port = s.acceptor.local_endpoint().port();
     s.accepting = true;
-    log().debug("HTTP server listening on http://{}:{} (model '{}')", s.opts.host, s.port.load(), s.svc.model_name());
+    log().debug("HTTP server listening on http://{}:{} (model '{}')", s.opts.host, s.port.load(),
+                s.svc.model_name());
     net::post(s.io, [self = impl_] { self->do_accept(); });
 }
 
-uint16_t HttpServer::port() const { return impl_->port.load(); }
+uint16_t HttpServer::port() const {
+    return impl_->port.load();
+}
 
 void HttpServer::stop_accepting() {
     std::lock_guard lock(impl_->acceptor_mu);
@@ -732,8 +770,12 @@ void HttpServer::close_connections() {
     for (auto& c : live) c->close_from_server();
 }
 
-size_t HttpServer::connections() const { return impl_->open.load(); }
+size_t HttpServer::connections() const {
+    return impl_->open.load();
+}
 
-std::string HttpServer::metrics_text() const { return server_metrics(*impl_); }
+std::string HttpServer::metrics_text() const {
+    return server_metrics(*impl_);
+}
 
 }  // namespace phi::http

@@ -16,7 +16,10 @@
 // close_connections(); stop the engine loop; io.stop(); join the io threads.
 #pragma once
 
-#include <utility>  // before Asio (Boost 1.74 + GCC 12 needs it)
+// clang-format off
+// First: Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility> (GCC 12).
+#include <utility>
+// clang-format on
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstddef>
@@ -49,7 +52,7 @@ struct HttpOptions {
 };
 
 class HttpServer {
-public:
+  public:
     HttpServer(boost::asio::io_context& io, serving::Service& svc, const HttpOptions& opts);
     /// Stops accepting, closes every connection and detaches the sinks from the io_context.
     ~HttpServer();
@@ -72,7 +75,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     std::shared_ptr<Impl> impl_;
 };
 

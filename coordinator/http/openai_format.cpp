@@ -26,8 +26,12 @@ ojson bytes_of(const std::string& s) {
 
 }  // namespace
 
-std::string dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
-std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+std::string dump(const ojson& j) {
+    return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
+}
+std::string dump(const nlohmann::json& j) {
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 int64_t utf8_chars(const std::string& s) {
     int64_t n = 0;
@@ -82,7 +86,8 @@ void OpenAiResponse::append_logprobs(ojson& into, const serving::OutputEvent& ev
         ojson top = ojson::array();
         for (const auto& t : ev.top_logprobs) {
             if (int(top.size()) >= opts_.logprobs) break;
-            top.push_back(ojson{{"token", t.token}, {"logprob", finite_logprob(t.logprob)}, {"bytes", bytes_of(t.token)}});
+            top.push_back(ojson{
+                {"token", t.token}, {"logprob", finite_logprob(t.logprob)}, {"bytes", bytes_of(t.token)}});
         }
         into["content"].push_back(ojson{{"token", token},
                                         {"logprob", finite_logprob(ev.logprob)},

@@ -25,16 +25,16 @@ std::string dump(const nlohmann::json& j);
 
 struct FormatOptions {
     bool chat = false;
-    std::string id;        // "cmpl-..." / "chatcmpl-..."
-    int64_t created = 0;   // unix seconds
+    std::string id;       // "cmpl-..." / "chatcmpl-..."
+    int64_t created = 0;  // unix seconds
     std::string model;
     int n = 1;
-    int logprobs = -1;     // GenerationRequest::logprobs: -1 none, else top-k count
+    int logprobs = -1;           // GenerationRequest::logprobs: -1 none, else top-k count
     bool include_usage = false;  // stream_options.include_usage
 };
 
 class OpenAiResponse {
-public:
+  public:
     OpenAiResponse(const FormatOptions& opts, const tokenizer::Tokenizer& tok);
 
     // Streaming: each returns the JSON of one SSE event, or "" when there is nothing to send.
@@ -54,12 +54,12 @@ public:
 
     static ojson usage_json(const serving::Usage& u);
 
-private:
+  private:
     struct Choice {
         std::string text;
         int64_t text_chars = 0;  // code points of text, for text_offset
         std::string finish_reason;
-        ojson logprobs;          // non-streaming: the growing logprobs object
+        ojson logprobs;  // non-streaming: the growing logprobs object
     };
     ojson chunk_base() const;
     /// The logprobs of one token, in the endpoint's shape; appends to `into` when it is an object.

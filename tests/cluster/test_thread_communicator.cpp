@@ -25,7 +25,7 @@ namespace {
 /// aborts the group (so the others stop instead of waiting out their deadline) and is rethrown.
 void run_ranks(int n, const std::function<void(ThreadCommunicator&)>& body) {
     auto group = std::make_shared<ThreadGroup>(n);
-    std::vector<std::exception_ptr> errors(size_t(n));
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
     std::vector<std::thread> threads;
     for (int r = 0; r < n; ++r) {
         threads.emplace_back([&, r] {
@@ -52,9 +52,9 @@ TEST(ThreadCommunicator, AllReduceIsBitIdenticalToSerialFixedOrderSum) {
             std::vector<float> expect(size_t(count), 0.0f);
             for (int r = 0; r < n; ++r)
                 for (int64_t i = 0; i < count; ++i) expect[size_t(i)] = r == 0 ? value(i, r) : expect[size_t(i)] + value(i, r);
-            std::vector<std::vector<float>> got(size_t(n));
+            std::vector<std::vector<float>> got(static_cast<size_t>(n));
             run_ranks(n, [&](ThreadCommunicator& comm) {
-                std::vector<float> x(size_t(count));
+                std::vector<float> x(static_cast<size_t>(count));
                 for (int64_t i = 0; i < count; ++i) x[size_t(i)] = value(i, comm.rank());
                 comm.all_reduce_sum(x.data(), count);
                 got[size_t(comm.rank())] = std::move(x);
@@ -88,7 +88,7 @@ TEST(ThreadCommunicator, BroadcastGatherAllGather) {
         for (int q = 0; q < n; ++q) EXPECT_EQ(every[size_t(2 * q + 1)], float(10 * q));
 
         const uint64_t h = 1000 + uint64_t(r);
-        std::vector<uint64_t> hs(size_t(n));
+        std::vector<uint64_t> hs(static_cast<size_t>(n));
         comm.all_gather_u64(&h, 1, hs.data());
         for (int q = 0; q < n; ++q) EXPECT_EQ(hs[size_t(q)], 1000 + uint64_t(q));
         comm.barrier();
@@ -134,6 +134,7 @@ struct TpCase {
     std::string fixture;
     int n;
 };
+void PrintTo(const TpCase& c, std::ostream* os) { *os << c.fixture << " n=" << c.n; }
 
 class ThreadTensorParallel : public ::testing::TestWithParam<TpCase> {};
 
@@ -162,7 +163,7 @@ TEST_P(ThreadTensorParallel, MatchesSingleRankAndHf) {
     std::vector<float> tp_logits;
     int64_t vp_tp = 0, per_step = 0, reduces_in_prompt = 0;
     GreedyResult greedy;
-    std::vector<uint64_t> hashes(size_t(tc.n));
+    std::vector<uint64_t> hashes(static_cast<size_t>(tc.n));
     run_ranks(tc.n, [&](ThreadCommunicator& comm) {
         omp_set_num_threads(1);  // N ranks already share the cores
         auto model = load_model(dir, comm, opts);

@@ -2,7 +2,12 @@
 // streams read incrementally with the arrival time and read number of every event.
 #pragma once
 
-#include <utility>  // before Asio (Boost 1.74 + GCC 12)
+#include <sys/socket.h>
+
+// clang-format off
+// First: Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility> (GCC 12).
+#include <utility>
+// clang-format on
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -11,7 +16,6 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <sys/socket.h>
 #include <vector>
 
 namespace phi::http::test {
@@ -45,7 +49,7 @@ struct Stream {
 };
 
 class Client {
-public:
+  public:
     explicit Client(uint16_t port, std::chrono::seconds timeout = std::chrono::seconds(30)) : sock_(io_) {
         sock_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
         // A server bug makes a read fail instead of hanging the suite.
@@ -145,7 +149,7 @@ public:
     }
     tcp::socket& socket() { return sock_; }
 
-private:
+  private:
     net::io_context io_;
     tcp::socket sock_;
     beast::flat_buffer buf_;

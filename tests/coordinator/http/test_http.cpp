@@ -20,7 +20,7 @@ namespace {
 
 // A serving stack plus the HTTP server, run on two io threads.
 class Env {
-public:
+  public:
     explicit Env(phi::test::ServingHarnessOptions ho = {}, HttpOptions opts = {})
         : harness_(std::move(ho)), server_(io_, harness_.service(), with_local(opts)) {
         server_.start();
@@ -39,7 +39,7 @@ public:
     const tokenizer::Tokenizer& tok() const { return harness_.tokenizer(); }
     HttpServer& server() { return server_; }
 
-private:
+  private:
     static HttpOptions with_local(HttpOptions o) {
         o.host = "127.0.0.1";
         o.port = 0;
@@ -53,7 +53,7 @@ private:
 };
 
 class Http : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         phi::test::ServingHarnessOptions ho;
         ho.kv_blocks = 2560;  // 20480 tokens: 32 concurrent streams and 4 x 4000-token choices fit
@@ -144,7 +144,8 @@ json chat(const std::string& content, int max_tokens, json extra = json::object(
     return b;
 }
 
-void expect_error(const Response& r, unsigned status, const std::string& param = "", const std::string& mentions = "") {
+void expect_error(const Response& r, unsigned status, const std::string& param = "",
+                  const std::string& mentions = "") {
     EXPECT_EQ(r.status, status) << r.body;
     json j;
     ASSERT_NO_THROW(j = r.parsed()) << r.body;
@@ -258,7 +259,8 @@ TEST_F(Http, PromptAsTokenIdsAndSingleStringArray) {
 
 TEST_F(Http, NEqualsTwoStreamsInterleavedChoices) {
     Client c(env().port());
-    const json req = completion("Seeded", 16, {{"n", 2}, {"temperature", 1.0}, {"seed", 7}, {"ignore_eos", true}});
+    const json req =
+        completion("Seeded", 16, {{"n", 2}, {"temperature", 1.0}, {"seed", 7}, {"ignore_eos", true}});
     const Response r = c.post("/v1/completions", req);
     ASSERT_EQ(r.status, 200u) << r.body;
     const json j = r.parsed();
@@ -301,7 +303,8 @@ TEST_F(Http, CompletionLogprobs) {
         EXPECT_LE(chosen, 0.0);
         EXPECT_GE(lp["top_logprobs"][i].size(), 1u);
         EXPECT_LE(lp["top_logprobs"][i].size(), 4u);
-        for (const auto& [tok, v] : lp["top_logprobs"][i].items()) EXPECT_LE(v.get<double>(), chosen + 1e-5) << "greedy";
+        for (const auto& [tok, v] : lp["top_logprobs"][i].items())
+            EXPECT_LE(v.get<double>(), chosen + 1e-5) << "greedy";
         if (i > 0) {
             EXPECT_GE(lp["text_offset"][i], lp["text_offset"][i - 1]);
         }
@@ -318,8 +321,9 @@ TEST_F(Http, CompletionLogprobs) {
 
 TEST_F(Http, ChatLogprobs) {
     Client c(env().port());
-    const Response r = c.post("/v1/chat/completions",
-                              chat("Log", 8, {{"logprobs", true}, {"top_logprobs", 2}, {"ignore_eos", true}}));
+    const Response r =
+        c.post("/v1/chat/completions",
+               chat("Log", 8, {{"logprobs", true}, {"top_logprobs", 2}, {"ignore_eos", true}}));
     ASSERT_EQ(r.status, 200u) << r.body;
     const json lp = r.parsed()["choices"][0]["logprobs"];
     ASSERT_TRUE(lp.is_object()) << r.body;
@@ -356,10 +360,10 @@ TEST_F(Http, ModelsHealthMetrics) {
     const Response x = c.get("/metrics?format=text");
     ASSERT_EQ(x.status, 200u);
     EXPECT_NE(x.headers[bhttp::field::content_type].find("text/plain; version=0.0.4"), std::string::npos);
-    for (const char* name : {"phi_requests_total", "phi_time_to_first_token_seconds_bucket",
-                             "phi_inter_token_latency_seconds", "phi_request_duration_seconds", "phi_kv_blocks_used",
-                             "phi_queue_depth", "phi_generation_tokens_total", "phi_http_connections",
-                             "phi_http_responses_total"})
+    for (const char* name :
+         {"phi_requests_total", "phi_time_to_first_token_seconds_bucket", "phi_inter_token_latency_seconds",
+          "phi_request_duration_seconds", "phi_kv_blocks_used", "phi_queue_depth",
+          "phi_generation_tokens_total", "phi_http_connections", "phi_http_responses_total"})
         EXPECT_NE(x.body.find(name), std::string::npos) << name;
 }
 
@@ -380,9 +384,11 @@ TEST_F(Http, MalformedRequests) {
         {"empty body", "/v1/completions", "", 400, "", "invalid JSON"},
         {"json array", "/v1/completions", "[1, 2]", 400, "", "JSON object"},
         {"json string", "/v1/chat/completions", R"("hello")", 400, "", "JSON object"},
-        {"max_tokens string", "/v1/completions", R"({"prompt": "a", "max_tokens": "x"})", 400, "max_tokens", ""},
+        {"max_tokens string", "/v1/completions", R"({"prompt": "a", "max_tokens": "x"})", 400, "max_tokens",
+         ""},
         {"max_tokens zero", "/v1/completions", R"({"prompt": "a", "max_tokens": 0})", 400, "max_tokens", ""},
-        {"temperature -1", "/v1/completions", R"({"prompt": "a", "temperature": -1})", 400, "", "temperature"},
+        {"temperature -1", "/v1/completions", R"({"prompt": "a", "temperature": -1})", 400, "",
+         "temperature"},
         {"top_p 2", "/v1/completions", R"({"prompt": "a", "top_p": 2})", 400, "", "top_p"},
         {"n 0", "/v1/completions", R"({"prompt": "a", "n": 0})", 400, "n", ""},
         {"n above max_n", "/v1/completions", R"({"prompt": "a", "n": 9})", 400, "n", ""},
@@ -395,8 +401,10 @@ TEST_F(Http, MalformedRequests) {
         {"prompt wrong type", "/v1/completions", R"({"prompt": {"a": 1}})", 400, "prompt", ""},
         {"invalid utf-8", "/v1/completions", "{\"prompt\": \"a\xff\xfe b\"}", 400, "", "invalid JSON"},
         {"lone surrogate", "/v1/completions", R"({"prompt": "\ud800"})", 400, "", "invalid JSON"},
-        {"context overflow", "/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "prompt", "tokens"},
-        {"max_tokens past context", "/v1/completions", R"({"prompt": "a", "max_tokens": 4096})", 400, "max_tokens", ""},
+        {"context overflow", "/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "prompt",
+         "tokens"},
+        {"max_tokens past context", "/v1/completions", R"({"prompt": "a", "max_tokens": 4096})", 400,
+         "max_tokens", ""},
         {"token id out of vocab", "/v1/completions", R"({"prompt": [1, 99999]})", 400, "prompt", ""},
         {"unknown model", "/v1/completions", R"({"prompt": "a", "model": "gpt-9"})", 404, "model", "gpt-9"},
         {"stream not bool", "/v1/completions", R"({"prompt": "a", "stream": "yes"})", 400, "stream", ""},
@@ -565,7 +573,8 @@ TEST_F(Http, DisconnectCancelsRequest) {
     EXPECT_EQ(env().engine().stats().finished_cancelled, cancelled0 + 4);
     {
         Client c(env().port());
-        c.send(bhttp::verb::post, "/v1/chat/completions", chat("leaving", 4000, {{"ignore_eos", true}, {"n", 4}}).dump());
+        c.send(bhttp::verb::post, "/v1/chat/completions",
+               chat("leaving", 4000, {{"ignore_eos", true}, {"n", 4}}).dump());
         EXPECT_TRUE(eventually([&] { return env().engine().stats().kv_blocks_used > 0; }));
         c.close();
     }
