@@ -48,8 +48,8 @@ on_signal() {
 trap on_signal TERM INT
 # `wait` returns early when a trapped signal arrives; keep waiting until mpirun itself is gone.
 while :; do
-  wait "$pid"
-  rc=$?
+  rc=0
+  wait "$pid" || rc=$?
   kill -0 "$pid" 2>/dev/null || break
 done
 exit "$rc"

@@ -22,3 +22,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "setup: all system packages present"
 fi
+
+# The official openai client for the end-to-end test, in a virtual environment (system Python may
+# refuse global installs). Pinned for reproducibility.
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+  echo "setup: installing the openai client into $venv"
+  python3 -m venv "$venv"
+  for attempt in 1 2 3; do
+    "$venv/bin/pip" install -q -r "$(dirname "$0")/requirements-e2e.txt" && break
+    sleep 5
+  done
+  "$venv/bin/python" -c "import openai" || { echo "setup: could not install the openai package" >&2; exit 1; }
+fi

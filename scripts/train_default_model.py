@@ -110,14 +110,14 @@ CTX = 512  # training window == max_position_embeddings
 
 # training (sized from --bench on the 2 shared cores: see the model card for the measured time)
 BATCH = 4
-STEPS = 900
+STEPS = 2400
 LR = 2e-3
 MIN_LR_FRAC = 0.1
-WARMUP = 50
+WARMUP = 100
 WEIGHT_DECAY = 0.1
 BETAS = (0.9, 0.95)
 GRAD_CLIP = 1.0
-EVAL_EVERY = 100
+EVAL_EVERY = 200
 EVAL_WINDOWS = 16  # held-out windows used for the periodic (model-selection) evaluation
 
 # fixture

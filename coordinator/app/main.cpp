@@ -8,6 +8,8 @@
 #include <CLI/CLI.hpp>
 #include <omp.h>
 
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -239,6 +241,13 @@ int main(int argc, char** argv) {
     cli.add_option("--log-level", log_level, "trace, debug, info, warn, error (server mode: the config's)");
     CLI11_PARSE(cli, argc, argv);
 
+    // Block the shutdown signals before MPI starts its own threads, so every thread inherits the
+    // mask: in server mode one thread takes them with sigwait (app/server.cpp); a thread of MPI's
+    // with the default action would otherwise be killed by the drain signal.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&sigs, s);
+    if (!config.empty()) pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
     MpiSession mpi(&argc, &argv);
     int rank = 0;
     try {

@@ -261,7 +261,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
         disarm(read_timer_, read_seq_);
         bhttp::request<bhttp::string_body> req = parser_->release();
         parser_.reset();
-        handle(req);
+        // An exception must not escape into io_context::run (it would end an io thread).
+        try {
+            handle(req);
+        } catch (const std::exception& e) {
+            log().error("http: {} {} failed: {}",
+                        std::string(req.method_string().data(), req.method_string().size()),
+                        std::string(req.target().data(), req.target().size()), e.what());
+            if (ex_ || response_queued_) return close_now("internal error");
+            respond_error(500, "server_error", e.what());
+        }
     }
 
     void on_read_error(beast::error_code ec) {
@@ -389,7 +398,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                 std::lock_guard lock(gate->mu);
                 if (!gate->open) return;
                 net::post(exec, [weak, seq, ev] {
-                    if (auto c = weak.lock()) c->on_event(seq, ev);
+                    if (auto c = weak.lock()) c->on_event_safe(seq, ev);
                 });
             };
             ex->request = svc.submit(std::move(gr), std::move(sink));
@@ -415,6 +424,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
 
     // ---- engine events (on the strand) ----
+
+    void on_event_safe(uint64_t seq, const serving::OutputEvent& ev) {
+        try {
+            on_event(seq, ev);
+        } catch (const std::exception& e) {
+            log().error("http: formatting a response failed: {}", e.what());
+            close_now("internal error");
+        }
+    }
 
     void on_event(uint64_t seq, const serving::OutputEvent& ev) {
         if (closed_ || !ex_ || ex_->seq != seq || ex_->done) return;

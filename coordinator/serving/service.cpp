@@ -35,6 +35,7 @@ public:
     clock_type::time_point start = clock_type::now();
     Usage usage;
     std::atomic<bool> muted{false};
+    std::atomic<bool> counted_out{false};  // in_flight_ decremented (exactly once)
 
     void on_event(int c, const engine::Event& e);
 
@@ -64,7 +65,7 @@ void Request::choice_done(int c, const std::string& reason, const std::string& e
         if (x.outcome == "error" || (x.outcome == "cancelled" && outcome != "error")) outcome = x.outcome;
     svc->metrics_.count_request(outcome);
     svc->metrics_.e2e.observe(std::chrono::duration<double>(clock_type::now() - start).count());
-    svc->in_flight_.fetch_sub(1);
+    if (!counted_out.exchange(true)) svc->in_flight_.fetch_sub(1);
     OutputEvent done;
     done.kind = OutputEvent::Kind::Done;
     done.usage = usage;
@@ -193,9 +194,11 @@ std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink)
         try {
             r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });
         } catch (const engine::SubmitError& e) {
+            // Choices already submitted are cancelled silently; the request no longer counts as
+            // in flight (its remaining choices will never report).
             r->muted = true;
             for (int k = 0; k < c; ++k) engine_.cancel(r->choices[size_t(k)].engine_id);
-            if (c == 0) in_flight_.fetch_sub(1);
+            if (!r->counted_out.exchange(true)) in_flight_.fetch_sub(1);
             if (e.kind == engine::SubmitError::Kind::Overloaded) {
                 metrics_.count_request("rejected_overloaded");
                 throw ApiError(429, "rate_limit_error", e.what(), "", limits_.retry_after_s);

@@ -50,7 +50,11 @@ struct Stream {
 
 class Client {
   public:
-    explicit Client(uint16_t port, std::chrono::seconds timeout = std::chrono::seconds(30)) : sock_(io_) {
+    /// `rcvbuf` > 0 shrinks the receive buffer (a slow reader's window fills sooner).
+    explicit Client(uint16_t port, std::chrono::seconds timeout = std::chrono::seconds(30), int rcvbuf = 0)
+        : sock_(io_) {
+        sock_.open(tcp::v4());
+        if (rcvbuf > 0) sock_.set_option(net::socket_base::receive_buffer_size(rcvbuf));
         sock_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
         // A server bug makes a read fail instead of hanging the suite.
         timeval tv{};

@@ -467,6 +467,45 @@ TEST_F(Http, PipelinedRequests) {
     EXPECT_EQ(c.read_response().status, 400u);
 }
 
+// Expect: 100-continue gets an interim 100 before the body is sent; an oversized declared body
+// gets 413 without it.
+TEST_F(Http, ExpectContinue) {
+    const std::string body = completion("continue", 3).dump();
+    {
+        Client c(env().port());
+        c.write_raw(
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Expect: 100-continue\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n");
+        char buf[64];
+        const size_t n = c.socket().read_some(net::buffer(buf));
+        EXPECT_EQ(std::string(buf, n), "HTTP/1.1 100 Continue\r\n\r\n");
+        c.write_raw(body);
+        EXPECT_EQ(c.read_response().status, 200u);
+    }
+    {
+        Client c(env().port());
+        c.write_raw(
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: "
+            "99999999\r\n\r\n");
+        const Response r = c.read_response();
+        expect_error(r, 413);
+    }
+}
+
+// HTTP/1.0 has no chunked encoding: the stream is raw SSE ended by closing the connection.
+TEST_F(Http, Http10Stream) {
+    const std::string body = completion("old client", 5, {{"stream", true}, {"ignore_eos", true}}).dump();
+    Client c(env().port());
+    c.write_raw("POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\n\r\n" + body);
+    const std::string out = c.read_all_raw();
+    EXPECT_EQ(out.rfind("HTTP/1.0 200", 0), 0u) << out;
+    EXPECT_EQ(out.find("chunked"), std::string::npos) << out;
+    EXPECT_NE(out.find("\r\n\r\ndata: {"), std::string::npos) << out;
+    EXPECT_EQ(out.substr(out.size() - 14), "data: [DONE]\n\n");
+}
+
 // The first token reaches the client while its request is still generating.
 TEST_F(Http, TokensAreFlushedAsTheyArrive) {
     Client c(env().port());
@@ -591,10 +630,10 @@ TEST(HttpOverload, TooManyRequestsThen503WhileDraining) {
     ho.engine.max_queued = 1;
     ho.limits.retry_after_s = 2;
     Env env(ho);
-    // n = 4 choices cannot all queue behind one running sequence.
+    // n = 4 long choices cannot all queue behind one running sequence.
     {
         Client c(env.port());
-        const Response r = c.post("/v1/completions", completion("many", 8, {{"n", 4}}));
+        const Response r = c.post("/v1/completions", completion("many", 4000, {{"n", 4}, {"ignore_eos", true}}));
         expect_error(r, 429);
         EXPECT_EQ(r.parsed()["error"]["type"], "rate_limit_error");
         EXPECT_EQ(r.headers["Retry-After"], "2");
@@ -613,7 +652,7 @@ TEST(HttpOverload, TooManyRequestsThen503WhileDraining) {
         threads.emplace_back([&, i] {
             try {
                 Client c(env.port());
-                const Response r = c.post("/v1/completions", completion("flood", 32, {{"ignore_eos", true}}));
+                const Response r = c.post("/v1/completions", completion("flood", 1000, {{"ignore_eos", true}}));
                 status[size_t(i)] = r.status;
                 retry_after[size_t(i)] = std::string(r.headers["Retry-After"]);
             } catch (const std::exception&) {
@@ -646,6 +685,28 @@ TEST(HttpOverload, TooManyRequestsThen503WhileDraining) {
     EXPECT_EQ(r.headers[bhttp::field::connection], "close");
     env.server().stop_accepting();
     EXPECT_THROW(Client late(env.port()), std::exception);
+}
+
+// A client that stops reading: once its pending bytes pass the bound, its request is cancelled
+// and the connection closed; the engine never waits for it.
+TEST(HttpLimits, SlowReaderIsCancelled) {
+    HttpOptions opts;
+    opts.max_pending_bytes = 64 << 10;
+    phi::test::ServingHarnessOptions ho;
+    ho.kv_blocks = 2560;
+    Env env(ho, opts);
+    Client c(env.port(), std::chrono::seconds(30), 4096);
+    c.send(bhttp::verb::post, "/v1/completions",
+           completion("never read", 4000, {{"stream", true}, {"ignore_eos", true}, {"n", 4}, {"logprobs", 5}})
+               .dump());
+    EXPECT_TRUE(
+        eventually([&] { return env.engine().stats().finished_cancelled == 4; }, std::chrono::seconds(20)));
+    EXPECT_TRUE(eventually([&] { return env.engine().stats().kv_blocks_used == 0; }));
+    EXPECT_EQ(env.engine().stats().finished_length, 0);
+    EXPECT_TRUE(eventually([&] { return env.server().connections() == 0; }));
+    // Others are served meanwhile and after.
+    Client d(env.port());
+    EXPECT_EQ(d.post("/v1/completions", completion("fine", 4)).status, 200u);
 }
 
 // Connections past max_connections are answered 503 and closed.

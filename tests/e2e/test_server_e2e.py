@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""End-to-end test of a real 2-rank cluster (scripts/mpirun.sh -np 2 phi-worker --config ...) on the
+random-weight fixture tests/fixtures/phi3_mini_4k_swa with the byte-level test tokenizer, over
+both protocols. Standard library only (the openai package check runs when it is installed).
+
+Usage: test_server_e2e.py PHI_WORKER SOURCE_DIR [PYTHON_WITH_OPENAI]
+Checks: 32 concurrent streaming clients (16 native TCP, 16 SSE) get exactly their solo outputs with
+real streaming; cancel frame and disconnect free KV blocks; a malformed-input matrix over both
+protocols; 429 with Retry-After on over-admission; SIGTERM drains and every rank exits 0; the
+official openai client streams a chat completion and a completion."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+WORKER, SRC = sys.argv[1], sys.argv[2]
+OPENAI_PY = sys.argv[3] if len(sys.argv) > 3 else ""
+MODEL = os.path.join(SRC, "tests/fixtures/phi3_mini_4k_swa")
+TOKENIZER = os.path.join(SRC, "tests/fixtures/serving_tokenizer")
+failures = []
+checks = [0]
+
+
+def check(cond, what):
+    checks[0] += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Cluster:
+    def __init__(self, max_queued=256, max_num_seqs=64, shutdown_timeout=30, ranks=2):
+        self.http_port, self.tcp_port = free_port(), free_port()
+        self.dir = tempfile.mkdtemp()
+        cfg = os.path.join(self.dir, "cluster.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""model: {MODEL}
+tokenizer: {TOKENIZER}
+model_name: phi-test
+tp: {ranks}
+dtype: f32
+threads_per_rank: 1
+kv_cache: {{blocks: 1024, block_size: 8}}
+batching: {{max_num_seqs: {max_num_seqs}, max_batched_tokens: 256, max_context: 512}}
+listen: {{tcp: 127.0.0.1:{self.tcp_port}, http: 127.0.0.1:{self.http_port}}}
+admission: {{max_queued: {max_queued}, request_deadline_s: 120}}
+shutdown_timeout_s: {shutdown_timeout}
+log_level: info
+watchdog: {{step_base_ms: 10000, heartbeat_ms: 500, plan_wait_ms: 5000}}
+""")
+        self.log = open(os.path.join(self.dir, "log.txt"), "w+")
+        env = dict(os.environ, PHI_THREADS_PER_RANK="1")
+        self.proc = subprocess.Popen([os.path.join(SRC, "scripts/mpirun.sh"), "-np", str(ranks), WORKER, "--config", cfg],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if http_get(self.http_port, "/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.dump()
+        raise RuntimeError("cluster did not become healthy")
+
+    def dump(self):
+        self.log.seek(0)
+        print(self.log.read()[-4000:])
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return None
+
+
+def http_get(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
+
+
+def http_post(port, path, body, raw=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    data = raw if raw is not None else json.dumps(body).encode()
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    c.request("POST", path, body=data, headers=h)
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    try:
+        parsed = json.loads(out)
+    except ValueError:
+        parsed = None
+    return r.status, parsed, dict(r.getheaders())
+
+
+def sse_completion(port, body, stop_after=None):
+    """Streams; returns (text, finish_reason, usage, t_first, t_done, chunks)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True,
+              stream_options={"include_usage": True})).encode(), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    t0 = time.time()
+    text, reason, usage, t_first, n = "", None, None, None, 0
+    buf = b""
+    while True:
+        line = r.fp.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line.startswith(b"data: "):
+            continue
+        payload = line[6:]
+        if payload == b"[DONE]":
+            break
+        ev = json.loads(payload)
+        if ev.get("usage"):
+            usage = ev["usage"]
+        for ch in ev.get("choices", []):
+            if ch.get("text"):
+                if t_first is None:
+                    t_first = time.time() - t0
+                text += ch["text"]
+                n += 1
+            if ch.get("finish_reason"):
+                reason = ch["finish_reason"]
+        if stop_after is not None and n >= stop_after:
+            c.sock.shutdown(socket.SHUT_RDWR)
+            c.close()
+            return text, "disconnected", None, t_first, time.time() - t0, n
+    c.close()
+    return text, reason, usage, t_first, time.time() - t0, n
+
+
+class Tcp:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.f = self.s.makefile("rb")
+        self.hello = self.recv()
+
+    def send(self, frame):
+        self.s.sendall((frame if isinstance(frame, bytes) else json.dumps(frame).encode()) + b"\n")
+
+    def recv(self):
+        line = self.f.readline()
+        return json.loads(line) if line else None
+
+    def generate(self, rid, **kw):
+        self.send(dict(type="generate", id=rid, **kw))
+        t0 = time.time()
+        text, ids, t_first = "", [], None
+        while True:
+            fr = self.recv()
+            if fr is None:
+                return None
+            if fr.get("type") == "token":
+                if t_first is None:
+                    t_first = time.time() - t0
+                text += fr.get("text", "")
+                ids.append(fr["token_id"])
+            elif fr.get("type") == "done":
+                return dict(text=text + fr.get("text", ""), ids=ids, reason=fr["finish_reason"], usage=fr.get("usage"),
+                            t_first=t_first, t_done=time.time() - t0)
+            elif fr.get("type") == "error":
+                return dict(error=fr)
+
+    def close(self):
+        self.s.close()
+
+
+def metric(port, name):
+    _, body = http_get(port, "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return None
+
+
+def wait_blocks_free(port, what):
+    for _ in range(100):
+        if metric(port, "phi_kv_blocks_used") == 0:
+            return
+        time.sleep(0.05)
+    check(False, f"{what}: KV blocks not freed (phi_kv_blocks_used={metric(port, 'phi_kv_blocks_used')})")
+
+
+def main():
+    c = Cluster()
+    try:
+        run_streaming_parity(c)
+        run_cancel_and_disconnect(c)
+        run_malformed(c)
+        run_openai(c)
+    except Exception as e:  # noqa: BLE001 - report and dump the cluster log
+        check(False, f"exception {e!r}")
+        c.dump()
+    rc = c.stop()
+    check(rc == 0, f"graceful stop exit code {rc}")
+    run_admission_and_drain()
+    print(f"e2e: {checks[0] - len(failures)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+def prompts():
+    words = ["alpha", "beta gamma", "the quick brown fox", "def f(x):", "hello world", "lorem ipsum dolor", "x", "1 2 3 4"]
+    return [f"{words[i % len(words)]} {i}" for i in range(32)]
+
+
+def run_streaming_parity(c):
+    ps = prompts()
+    solo = []
+    for p in ps:
+        st, body, _ = http_post(c.http_port, "/v1/completions", {"prompt": p, "max_tokens": 40, "temperature": 0,
+                                                               "ignore_eos": True})
+        check(st == 200, f"solo completion status {st} {body}")
+        solo.append(body["choices"][0]["text"] if st == 200 else None)
+    results = [None] * 32
+
+    def sse_client(i):
+        results[i] = sse_completion(c.http_port, {"prompt": ps[i], "max_tokens": 40, "temperature": 0,
+                                                  "ignore_eos": True})
+
+    def tcp_client(i):
+        t = Tcp(c.tcp_port)
+        results[i] = t.generate(f"r{i}", prompt=ps[i], max_tokens=40, temperature=0, ignore_eos=True)
+        t.close()
+
+    threads = [threading.Thread(target=sse_client if i % 2 else tcp_client, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, r in enumerate(results):
+        if i % 2:
+            text, reason, usage, t_first, t_done, _ = r
+            check(text == solo[i], f"SSE client {i} text differs from solo")
+            check(reason == "length", f"SSE client {i} finish {reason}")
+            check(usage and usage["completion_tokens"] == 40, f"SSE client {i} usage {usage}")
+            check(t_first is not None and t_first < t_done, f"SSE client {i} not streamed ({t_first}, {t_done})")
+        else:
+            check(r and "error" not in r, f"TCP client {i}: {r}")
+            if r and "error" not in r:
+                check(r["text"] == solo[i], f"TCP client {i} text differs from solo")
+                check(r["reason"] == "length" and len(r["ids"]) == 40, f"TCP client {i} finish {r['reason']}")
+                check(r["usage"]["completion_tokens"] == 40, f"TCP client {i} usage {r['usage']}")
+                check(r["t_first"] < r["t_done"], f"TCP client {i} not streamed")
+    print("streaming parity: 32 concurrent clients checked", flush=True)
+
+
+def run_cancel_and_disconnect(c):
+    t = Tcp(c.tcp_port)
+    t.send(dict(type="generate", id="long", prompt="cancel me", max_tokens=400))
+    first = t.recv()
+    check(first and first.get("type") == "token", f"cancel: first frame {first}")
+    t.send(dict(type="cancel", id="long"))
+    while True:
+        fr = t.recv()
+        if fr is None or fr.get("type") == "done":
+            break
+    check(fr and fr.get("finish_reason") == "cancelled", f"cancel: final frame {fr}")
+    t.close()
+    wait_blocks_free(c.http_port, "cancel frame")
+    sse_completion(c.http_port, {"prompt": "disconnect me", "max_tokens": 400}, stop_after=3)
+    wait_blocks_free(c.http_port, "SSE disconnect")
+    t = Tcp(c.tcp_port)
+    t.send(dict(type="generate", id="gone", prompt="drop the connection", max_tokens=400))
+    t.recv()
+    t.close()
+    wait_blocks_free(c.http_port, "TCP disconnect")
+    st, body, _ = http_post(c.http_port, "/v1/completions", {"prompt": "still alive", "max_tokens": 5})
+    check(st == 200, f"after cancels: status {st}")
+    print("cancel/disconnect: checked", flush=True)
+
+
+def run_malformed(c):
+    p = c.http_port
+    cases = [
+        ("/v1/completions", None, b"{not json", 400),
+        ("/v1/completions", None, b"[1, 2]", 400),
+        ("/v1/completions", {"max_tokens": 5}, None, 400),
+        ("/v1/completions", {"prompt": "a", "max_tokens": "x"}, None, 400),
+        ("/v1/completions", {"prompt": "a", "temperature": -1}, None, 400),
+        ("/v1/completions", {"prompt": "a", "top_p": 2}, None, 400),
+        ("/v1/completions", {"prompt": "a", "n": 0}, None, 400),
+        ("/v1/completions", {"prompt": "a", "stream": "yes"}, None, 400),
+        ("/v1/completions", {"prompt": "a", "model": "gpt-4"}, None, 404),
+        ("/v1/completions", {"prompt": "x" * 2000, "max_tokens": 5}, None, 400),
+        ("/v1/completions", {"prompt": [99999]}, None, 400),
+        ("/v1/completions", None, b'{"prompt": "\xff\xfe"}', 400),
+        ("/v1/chat/completions", {"messages": "hi"}, None, 400),
+        ("/v1/chat/completions", {"messages": []}, None, 400),
+        ("/v1/chat/completions", {"messages": [{"content": "x"}]}, None, 400),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": 5}]}, None, 400),
+        ("/v1/completions", None, b'{"prompt": "' + b"a" * (2 << 20) + b'"}', 413),
+        ("/v1/nothing", {"prompt": "a"}, None, 404),
+    ]
+    for path, body, raw, want in cases:
+        st, parsed, _ = http_post(p, path, body, raw=raw)
+        check(st == want, f"HTTP {path} {str(body or raw)[:60]}: status {st}, want {want}")
+        if want in (400, 404, 413) and parsed is not None and path != "/v1/nothing":
+            check("error" in parsed and "message" in parsed["error"], f"HTTP error body {parsed}")
+    t = Tcp(c.tcp_port)
+    tcp_cases = [b"{bad json", b"[]", json.dumps({"type": "generate", "prompt": "a"}).encode(),
+                 json.dumps({"type": "generate", "id": 5, "prompt": "a"}).encode(),
+                 json.dumps({"type": "generate", "id": "a", "prompt": "a", "max_tokens": -3}).encode(),
+                 json.dumps({"type": "generate", "id": "a", "prompt": "a", "top_p": 7}).encode(),
+                 json.dumps({"type": "generate", "id": "a", "messages": []}).encode(),
+                 json.dumps({"type": "teleport", "id": "a"}).encode(),
+                 json.dumps({"type": "generate", "id": "a", "prompt": "x" * 2000, "max_tokens": 4}).encode(),
+                 b'{"type": "generate", "id": "a", "prompt": "\xff"}',
+                 json.dumps({"type": "generate", "id": "a", "prompt": "a", "model": "other"}).encode(),
+                 json.dumps({"type": "generate", "id": "a", "prompt_ids": [1, -1]}).encode()]
+    for frame in tcp_cases:
+        t.send(frame)
+        fr = t.recv()
+        check(fr and fr.get("type") == "error", f"TCP {frame[:60]!r}: got {fr}")
+    r = t.generate("ok", prompt="valid after errors", max_tokens=5)
+    check(r and r.get("reason") == "length", f"TCP valid request after errors: {r}")
+    t.close()
+    st, _, _ = http_post(p, "/v1/completions", {"prompt": "valid after errors", "max_tokens": 5})
+    check(st == 200, "HTTP valid request after errors")
+    print(f"malformed: {len(cases)} HTTP + {len(tcp_cases)} TCP cases checked", flush=True)
+
+
+def run_openai(c):
+    if not OPENAI_PY or not os.path.exists(OPENAI_PY):
+        print("openai: skipped (no python with the openai package given)")
+        return
+    code = f"""
+import openai
+cl = openai.OpenAI(base_url="http://127.0.0.1:{c.http_port}/v1", api_key="none")
+chunks = list(cl.chat.completions.create(model="phi-test", messages=[{{"role": "user", "content": "hi"}}],
+                                          max_tokens=8, stream=True))
+text = "".join((ch.choices[0].delta.content or "") for ch in chunks if ch.choices)
+assert len(chunks) >= 3, chunks
+comp = list(cl.completions.create(model="phi-test", prompt="def f(", max_tokens=8, stream=True))
+assert len(comp) >= 3
+plain = cl.completions.create(model="phi-test", prompt="def f(", max_tokens=8)
+assert plain.usage.completion_tokens == 8, plain.usage
+assert [m.id for m in cl.models.list()] == ["phi-test"]
+print("openai client ok:", repr(text))
+"""
+    r = subprocess.run([OPENAI_PY, "-c", code], capture_output=True, text=True, timeout=120)
+    print(r.stdout.strip(), r.stderr.strip()[-2000:])
+    check(r.returncode == 0, "openai package streaming chat completion and completion")
+
+
+def run_admission_and_drain():
+    c = Cluster(max_queued=1, max_num_seqs=1, shutdown_timeout=60)
+    try:
+        statuses, retry = [], []
+
+        def flood():
+            st, _, h = http_post(c.http_port, "/v1/completions", {"prompt": "busy", "max_tokens": 60})
+            statuses.append(st)
+            if st == 429:
+                retry.append(h.get("Retry-After"))
+
+        ts = [threading.Thread(target=flood) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        check(429 in statuses, f"over-admission: statuses {statuses}")
+        check(retry and all(r is not None for r in retry), f"429 without Retry-After: {retry}")
+        # Drain: a long request in flight, then SIGTERM to the launcher.
+        keep = http.client.HTTPConnection("127.0.0.1", c.http_port, timeout=60)
+        result = {}
+
+        def long_request():
+            result["r"] = sse_completion(c.http_port, {"prompt": "drain", "max_tokens": 150, "temperature": 0,
+                                                             "ignore_eos": True})
+
+        th = threading.Thread(target=long_request)
+        th.start()
+        time.sleep(0.5)
+        c.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        try:
+            keep.request("GET", "/health")
+            hs = keep.getresponse().status
+        except OSError:
+            hs = "closed"
+        check(hs in (503, "closed"), f"/health while draining: {hs}")
+        th.join(60)
+        r = result.get("r")
+        check(r is not None and r[1] == "length", f"in-flight request during drain: {r and r[1]}")
+        rc = c.proc.wait(60)
+        check(rc == 0, f"drain exit code {rc}")
+        c.log.seek(0)
+        log = c.log.read()
+        check("shut down cleanly" in log, "drain: rank 0 did not report a clean shutdown")
+    except Exception as e:  # noqa: BLE001
+        check(False, f"admission/drain exception {e!r}")
+        c.dump()
+        c.stop(signal.SIGKILL)
+    print("admission and drain: checked", flush=True)
+
+
+if __name__ == "__main__":
+    main()
