@@ -17,6 +17,8 @@ struct CommStats {
     int64_t broadcasts = 0;
     int64_t gathers = 0;
     double all_reduce_seconds = 0.0;
+    double gather_seconds = 0.0;
+    int64_t gather_bytes = 0;
 };
 
 class Communicator {

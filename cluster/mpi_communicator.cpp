@@ -124,13 +124,16 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
 
 void MpiCommunicator::gather(const float* send, int64_t count, float* recv, int root) {
     ++stats_.gathers;
+    stats_.gather_bytes += count * 4;
     if (size_ == 1) {
         std::memcpy(recv, send, size_t(count) * 4);
         return;
     }
+    const auto t0 = std::chrono::steady_clock::now();
     MPI_Request req;
     MPI_CHECK(MPI_Igather(send, int(count), MPI_FLOAT, recv, int(count), MPI_FLOAT, root, comm_, &req));
     wait(req, "gather", timeout_);
+    stats_.gather_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void MpiCommunicator::all_gather(const float* send, int64_t count, float* recv) {

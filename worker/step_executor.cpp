@@ -59,21 +59,29 @@ int64_t StepExecutor::execute(const StepPlan& plan, std::vector<float>* logits) 
         st.all_logits = s.all_logits;
         seqs.push_back(st);
     }
+    const auto t0 = std::chrono::steady_clock::now();
     const int64_t rows = model_.forward(seqs, logits);
+    forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     last_activation_hash_ = model_.activation_hash();
 
-    // Every rank must have applied the same state; the comparison is one small collective.
+    // Every rank must have applied the same state; the comparison is one small collective, which
+    // also carries each rank's cumulative forward and all-reduce time (microseconds) to rank 0.
     if (comm_.size() > 1) {
-        const uint64_t mine[2] = {step_state_hash(plan), last_activation_hash_};
-        std::vector<uint64_t> all(size_t(2 * comm_.size()));
-        comm_.all_gather_u64(mine, 2, all.data());
-        for (int r = 1; r < comm_.size(); ++r) {
-            PHI_CHECK(all[size_t(2 * r)] == all[0],
+        const uint64_t mine[4] = {step_state_hash(plan), last_activation_hash_, uint64_t(forward_seconds_ * 1e6),
+                                  uint64_t(comm_.stats().all_reduce_seconds * 1e6)};
+        std::vector<uint64_t> all(size_t(4 * comm_.size()));
+        comm_.all_gather_u64(mine, 4, all.data());
+        rank_times_.resize(size_t(comm_.size()));
+        for (int r = 0; r < comm_.size(); ++r) {
+            PHI_CHECK(all[size_t(4 * r)] == all[0],
                       "rank {} applied a different state than rank 0 in step {}: stopping the cluster", r, plan.step);
-            PHI_CHECK(all[size_t(2 * r + 1)] == all[1],
+            PHI_CHECK(all[size_t(4 * r + 1)] == all[1],
                       "rank {} computed different activations than rank 0 in step {}: stopping the cluster", r,
                       plan.step);
+            rank_times_[size_t(r)] = {double(all[size_t(4 * r + 2)]) / 1e6, double(all[size_t(4 * r + 3)]) / 1e6};
         }
+    } else {
+        rank_times_ = {{forward_seconds_, comm_.stats().all_reduce_seconds}};
     }
     return rows;
 }

@@ -37,6 +37,13 @@ public:
     void follow();
 
     uint64_t steps() const { return next_step_; }
+    /// Per rank (rank 0 only; as of the last step): cumulative forward seconds and the part of
+    /// them spent in all-reduces.
+    struct RankTimes {
+        double forward_seconds = 0;
+        double all_reduce_seconds = 0;
+    };
+    const std::vector<RankTimes>& rank_times() const { return rank_times_; }
     PhiModel& model() { return model_; }
     const Communicator& comm() const { return comm_; }
     /// Hash of the residual stream after the last step (bit-identical on every rank).
@@ -53,6 +60,8 @@ private:
     WatchdogOptions wd_;
     uint64_t next_step_ = 0;
     uint64_t last_activation_hash_ = 0;
+    double forward_seconds_ = 0;
+    std::vector<RankTimes> rank_times_;
 };
 
 }  // namespace phi

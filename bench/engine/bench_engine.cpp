@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
         }
         engine.step();  // prefill (not timed)
         const auto s0 = engine.stats();
+        const double g0 = exec.comm().stats().gather_seconds;
         const auto t0 = clock_type::now();
         while (done < batch) engine.step();
         const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -98,10 +99,11 @@ int main(int argc, char** argv) {
         const double toks = double(s1.generated_tokens - s0.generated_tokens);
         const double steps = double(s1.steps - s0.steps);
         if (batch == 1) tps1 = toks / s;
+        const double gather_ms = (exec.comm().stats().gather_seconds - g0) / steps * 1e3;
         std::printf("batch %2d: %7.2f generated tok/s (%.2fx batch 1), %6.1f ms/step, sampling %.2f ms/step, "
-                    "%.1f GFLOP/s = %.2f of the measured matmul rate\n",
+                    "logits gather %.2f ms/step, %.1f GFLOP/s = %.2f of the measured matmul rate\n",
                     batch, toks / s, toks / s / tps1, s / steps * 1e3,
-                    (s1.sample_seconds - s0.sample_seconds) / steps * 1e3, toks / s * flops_per_token / 1e9,
+                    (s1.sample_seconds - s0.sample_seconds) / steps * 1e3, gather_ms, toks / s * flops_per_token / 1e9,
                     toks / s * flops_per_token / 1e9 / gemm);
     }
     {

@@ -371,6 +371,7 @@ bool Engine::step() {
     stats_.step_seconds += stats_.last_step_seconds;
     stats_.last_step_end = t_end;
     stats_.comm_all_reduce_seconds = exec_.comm().stats().all_reduce_seconds;
+    stats_.rank_times = exec_.rank_times();
     update_stats_locked();
     return true;
 }

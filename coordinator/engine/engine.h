@@ -82,6 +82,7 @@ struct EngineStats {
     double step_seconds = 0, sample_seconds = 0, forward_seconds = 0;
     double last_step_seconds = 0;
     double comm_all_reduce_seconds = 0;
+    std::vector<StepExecutor::RankTimes> rank_times;  // per rank: forward and all-reduce seconds
     std::chrono::steady_clock::time_point last_step_end{};
 };
 

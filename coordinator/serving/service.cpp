@@ -254,12 +254,15 @@ std::string Service::metrics_text() const {
     counter("phi_step_seconds_total", "Time in engine steps.", s.step_seconds);
     counter("phi_forward_seconds_total", "Time in the model forward (all ranks, incl. collectives).", s.forward_seconds);
     counter("phi_sample_seconds_total", "Time sampling on rank 0.", s.sample_seconds);
-    o += "# HELP phi_all_reduce_seconds_total Time rank 0 spent in all-reduces.\n"
+    o += "# HELP phi_all_reduce_seconds_total Forward time each rank spent in all-reduces.\n"
          "# TYPE phi_all_reduce_seconds_total counter\n";
-    o += fmt::format("phi_all_reduce_seconds_total{{rank=\"0\"}} {}\n", s.comm_all_reduce_seconds);
-    o += "# HELP phi_compute_seconds_total Forward time of rank 0 outside all-reduces.\n"
+    for (size_t r = 0; r < s.rank_times.size(); ++r)
+        o += fmt::format("phi_all_reduce_seconds_total{{rank=\"{}\"}} {}\n", r, s.rank_times[r].all_reduce_seconds);
+    o += "# HELP phi_compute_seconds_total Forward time each rank spent outside all-reduces.\n"
          "# TYPE phi_compute_seconds_total counter\n";
-    o += fmt::format("phi_compute_seconds_total{{rank=\"0\"}} {}\n", s.forward_seconds - s.comm_all_reduce_seconds);
+    for (size_t r = 0; r < s.rank_times.size(); ++r)
+        o += fmt::format("phi_compute_seconds_total{{rank=\"{}\"}} {}\n", r,
+                         s.rank_times[r].forward_seconds - s.rank_times[r].all_reduce_seconds);
     gauge("phi_last_step_seconds", "Duration of the last engine step.", s.last_step_seconds);
     o += metrics_.ttft.render("phi_time_to_first_token_seconds", "Time from submission to the first token.");
     o += metrics_.inter_token.render("phi_inter_token_latency_seconds", "Time between consecutive tokens of a choice.");

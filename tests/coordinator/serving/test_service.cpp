@@ -86,7 +86,7 @@ TEST(ParseRequest, ErrorsNameTheField) {
 
 TEST(Service, StreamedTextEqualsDecodeOfTokens) {
     test::ServingHarness h;
-    GenerationRequest r = parse_generation_request({{"prompt", "Hello there, the model"}, {"max_tokens", 24},
+    GenerationRequest r = parse_generation_request({{"prompt", "Hello there, the model"}, {"max_tokens", 24}, {"ignore_eos", true},
                                                     {"temperature", 0}}, false);
     Collected c;
     h.service().submit(r, c.sink(1));
@@ -101,7 +101,7 @@ TEST(Service, StreamedTextEqualsDecodeOfTokens) {
 TEST(Service, ChatUsesTheTemplateAndNChoicesDiffer) {
     test::ServingHarness h;
     GenerationRequest r = parse_generation_request(
-        {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 12}, {"n", 3}, {"seed", 5}}, true);
+        {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 12}, {"n", 3}, {"seed", 5}, {"ignore_eos", true}}, true);
     const auto ids = h.service().prompt_ids(r);
     EXPECT_EQ(ids, h.tokenizer().encode_chat("<|user|>\nhi<|end|>\n<|assistant|>\n"));
     Collected c;
@@ -114,7 +114,7 @@ TEST(Service, ChatUsesTheTemplateAndNChoicesDiffer) {
 TEST(Service, StopStringCutsTheText) {
     test::ServingHarness h;
     GenerationRequest greedy =
-        parse_generation_request({{"prompt", "abc"}, {"max_tokens", 30}, {"temperature", 0}}, false);
+        parse_generation_request({{"prompt", "abc"}, {"max_tokens", 30}, {"temperature", 0}, {"ignore_eos", true}}, false);
     Collected full;
     h.service().submit(greedy, full.sink(1));
     full.wait();
@@ -155,7 +155,8 @@ TEST(Service, ErrorsForContextOverflowUnknownModelAndDraining) {
 TEST(Service, CancelFreesBlocksAndMetricsRender) {
     test::ServingHarness h;
     Collected c;
-    auto r = h.service().submit(parse_generation_request({{"prompt", "long"}, {"max_tokens", 2000}}, false), c.sink(1));
+    auto r = h.service().submit(
+        parse_generation_request({{"prompt", "long"}, {"max_tokens", 2000}, {"ignore_eos", true}}, false), c.sink(1));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     h.service().cancel(r);
     c.wait();
