@@ -10,7 +10,7 @@ namespace phi {
 namespace {
 
 constexpr uint32_t k_magic = 0x50534850;  // "PHSP"
-constexpr uint16_t k_version = 1;
+constexpr uint16_t k_version = 2;
 
 class Writer {
 public:
@@ -69,6 +69,7 @@ std::vector<uint8_t> encode_step_plan(const StepPlan& p) {
         w.put<int64_t>(s.seq_id);
         w.put<int64_t>(s.start_pos);
         w.put<uint8_t>(uint8_t((s.long_rope ? 1 : 0) | (s.all_logits ? 2 : 0)));
+        w.put<int32_t>(s.argmax_limit);
         w.put_i32s(s.tokens);
         w.put_i32s(s.block_table);
     }
@@ -97,6 +98,8 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
         const uint8_t flags = r.get<uint8_t>("flags");
         s.long_rope = flags & 1;
         s.all_logits = flags & 2;
+        s.argmax_limit = r.get<int32_t>("argmax limit");
+        PHI_CHECK(s.argmax_limit >= 0, "step plan: sequence {} has a negative argmax limit", s.seq_id);
         s.tokens = r.get_i32s("tokens");
         s.block_table = r.get_i32s("block table");
         PHI_CHECK(s.start_pos >= 0, "step plan: sequence {} has negative start position", s.seq_id);

@@ -218,6 +218,78 @@ void PhiModel::moe_mlp(const LayerWeights& lw, const float* h, float* out, int64
     }
 }
 
+void PhiModel::gather_logits(std::span<const SeqStep> seqs, const std::vector<float>& local, int64_t R,
+                             std::vector<float>* logits) {
+    const int64_t vl = plan_.vocab_local, vp = plan_.vocab_padded, N = plan_.world;
+    // Rows that need only an argmax travel as (max, id) pairs; the others as whole shards.
+    std::vector<int64_t> full_rows, arg_rows;
+    std::vector<int32_t> arg_limit;
+    {
+        int64_t r = 0;
+        for (const SeqStep& s : seqs) {
+            const int64_t rows = s.all_logits ? int64_t(s.tokens.size()) : 1;
+            for (int64_t i = 0; i < rows; ++i, ++r) {
+                if (!s.all_logits && s.argmax_limit > 0) {
+                    arg_rows.push_back(r);
+                    arg_limit.push_back(s.argmax_limit);
+                } else {
+                    full_rows.push_back(r);
+                }
+            }
+        }
+    }
+    const int64_t F = int64_t(full_rows.size()), A = int64_t(arg_rows.size());
+    if (plan_.rank == 0 && logits) logits->assign(size_t(R * vp), -std::numeric_limits<float>::infinity());
+    if (F > 0) {
+        std::vector<float> send(size_t(F * vl));
+        for (int64_t i = 0; i < F; ++i)
+            std::memcpy(&send[size_t(i * vl)], &local[size_t(full_rows[size_t(i)] * vl)], size_t(vl) * 4);
+        std::vector<float> all(plan_.rank == 0 ? size_t(N * F * vl) : 0);
+        comm_.gather(send.data(), F * vl, all.data(), 0);
+        if (plan_.rank == 0 && logits)
+            for (int64_t r = 0; r < N; ++r)
+                for (int64_t i = 0; i < F; ++i)
+                    std::memcpy(logits->data() + full_rows[size_t(i)] * vp + r * vl, &all[size_t((r * F + i) * vl)],
+                                size_t(vl) * 4);
+    }
+    if (A > 0) {
+        // [value, id] per row; the id travels bit-cast in a float slot.
+        std::vector<float> send(size_t(2 * A));
+        for (int64_t i = 0; i < A; ++i) {
+            const float* row = &local[size_t(arg_rows[size_t(i)] * vl)];
+            const int64_t end = std::min<int64_t>(vl, std::max<int64_t>(0, arg_limit[size_t(i)] - plan_.vocab.begin));
+            float best = -std::numeric_limits<float>::infinity();
+            int32_t best_id = -1;
+            for (int64_t j = 0; j < end; ++j)
+                if (row[j] > best || best_id < 0) {
+                    best = row[j];
+                    best_id = int32_t(plan_.vocab.begin + j);
+                }
+            send[size_t(2 * i)] = best;
+            std::memcpy(&send[size_t(2 * i + 1)], &best_id, 4);
+        }
+        std::vector<float> all(plan_.rank == 0 ? size_t(N * 2 * A) : 0);
+        comm_.gather(send.data(), 2 * A, all.data(), 0);
+        if (plan_.rank == 0 && logits) {
+            for (int64_t i = 0; i < A; ++i) {
+                // Ranks hold increasing ids, so a strict > keeps the lowest id on ties (torch.argmax).
+                float best = 0.0f;
+                int32_t best_id = -1;
+                for (int64_t r = 0; r < N; ++r) {
+                    int32_t id;
+                    std::memcpy(&id, &all[size_t(r * 2 * A + 2 * i + 1)], 4);
+                    const float v = all[size_t(r * 2 * A + 2 * i)];
+                    if (id >= 0 && (best_id < 0 || v > best)) {
+                        best = v;
+                        best_id = id;
+                    }
+                }
+                if (best_id >= 0) (*logits)[size_t(arg_rows[size_t(i)] * vp + best_id)] = 0.0f;
+            }
+        }
+    }
+}
+
 int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* logits) {
     const int64_t d = cfg_.d_model;
     int64_t T = 0, R = 0;
@@ -323,14 +395,7 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
     if (plan_.world == 1) {
         if (logits) *logits = std::move(local);
     } else {
-        std::vector<float> all(plan_.rank == 0 ? size_t(plan_.world * R * vl) : 0);
-        comm_.gather(local.data(), R * vl, all.data(), 0);
-        if (plan_.rank == 0 && logits) {
-            logits->resize(size_t(R * vp));
-            for (int r = 0; r < plan_.world; ++r)
-                for (int64_t i = 0; i < R; ++i)
-                    std::memcpy(logits->data() + i * vp + r * vl, &all[size_t((r * R + i) * vl)], size_t(vl) * 4);
-        }
+        gather_logits(seqs, local, R, logits);
     }
     if (logits && plan_.rank == 0) {
         for (int64_t i = 0; i < R; ++i)

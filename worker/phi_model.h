@@ -27,6 +27,10 @@ struct SeqStep {
     std::span<const int32_t> block_table;  // blocks covering positions [0, start_pos + tokens.size())
     bool long_rope = false;                // LongRoPE: long factors (and long mscale) for this sequence
     bool all_logits = false;               // logits for every new token, else for the last one only
+    /// > 0 (with all_logits false): only the argmax over ids below this is needed. With more than
+    /// one rank the logits row is then not gathered: each rank sends its shard's (max, id) and
+    /// rank 0's row holds 0 at the winning id and -inf elsewhere.
+    int32_t argmax_limit = 0;
 };
 
 struct ModelOptions {
@@ -61,6 +65,8 @@ private:
     void dense_mlp(const LayerWeights& lw, const float* h, float* out, int64_t T);
     void moe_mlp(const LayerWeights& lw, const float* h, float* out, int64_t T);
     void debug_dump(const float* x, int64_t count, const char* name, int64_t layer) const;
+    void gather_logits(std::span<const SeqStep> seqs, const std::vector<float>& local, int64_t rows,
+                       std::vector<float>* logits);
 
     ModelConfig cfg_;
     ShardPlan plan_;

@@ -315,6 +315,10 @@ bool Engine::step() {
         p.tokens.assign(x.seq->tokens.begin() + x.seq->computed, x.seq->tokens.begin() + x.seq->computed + x.chunk);
         p.block_table = x.seq->blocks;
         p.long_rope = x.seq->long_rope;
+        const sampling::SamplingParams& sp = x.seq->req.params;
+        if (sp.greedy() && !x.seq->req.want_logprobs && sp.repetition_penalty == 1.0f && sp.presence_penalty == 0.0f &&
+            sp.frequency_penalty == 0.0f)
+            p.argmax_limit = int32_t(vocab_limit_);
         plan.seqs.push_back(std::move(p));
     }
     const auto t_fwd = std::chrono::steady_clock::now();

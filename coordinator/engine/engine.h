@@ -54,6 +54,9 @@ struct EngineRequest {
     std::vector<int32_t> prompt;
     sampling::SamplingParams params;
     uint64_t stream = 0;  // choice index (RNG stream) for requests with n > 1
+    /// Event logprobs are wanted. When false, a greedy request without penalties lets the ranks
+    /// send only their (max, id) pairs instead of whole vocabulary shards (Event::logprob is then 0).
+    bool want_logprobs = false;
     std::optional<std::chrono::steady_clock::time_point> deadline;
 };
 

@@ -190,6 +190,7 @@ std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink)
         er.prompt = ids;
         er.params = req.params;
         er.stream = uint64_t(c);
+        er.want_logprobs = req.logprobs >= 0;
         er.deadline = deadline;
         try {
             r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });

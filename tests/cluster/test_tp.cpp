@@ -29,7 +29,7 @@ TEST_P(TensorParallel, MatchesSingleRankAndHf) {
 
     ModelOptions opts;
     opts.isa = kernels::cpu::choose_isa();
-    opts.kv = KvCacheConfig{64, 4};
+    opts.kv = KvCacheConfig{96, 4};
     auto model = load_model(dir, comm, opts);
     WatchdogOptions wd;
     wd.plan_wait = std::chrono::milliseconds(60000);
@@ -70,8 +70,32 @@ TEST_P(TensorParallel, MatchesSingleRankAndHf) {
         std::printf("[%s] tp %d vs tp 1: max abs logit difference %.3g\n", GetParam().c_str(), comm.size(), worst);
         EXPECT_LE(worst, k_tp_tolerance);
 
+        // Distributed argmax: only (max, id) pairs travel, and the winner is the full-row argmax.
+        if (comm.size() > 1) {
+            std::vector<int32_t> table2(16);
+            for (int i = 0; i < 16; ++i) table2[size_t(i)] = 16 + i;
+            StepPlan ap;
+            SeqPlan as;
+            as.tokens = g.prompt;
+            as.block_table = table2;
+            as.argmax_limit = int32_t(g.tokenizer_size);
+            ap.seqs.push_back(as);
+            std::vector<float> arg_logits;
+            const int64_t bytes0 = comm.stats().gather_bytes;
+            exec.run(ap, &arg_logits);
+            EXPECT_EQ(comm.stats().gather_bytes - bytes0, 2 * 4);
+            const size_t last = (g.prompt.size() - 1) * size_t(vp_tp);
+            int64_t want = 0;
+            for (int64_t j = 1; j < g.tokenizer_size; ++j)
+                if (tp_logits[last + size_t(j)] > tp_logits[last + size_t(want)]) want = j;
+            int64_t got = -1;
+            for (int64_t j = 0; j < vp_tp; ++j)
+                if (arg_logits[size_t(j)] == 0.0f) got = j;
+            EXPECT_EQ(got, want);
+        }
+
         // Greedy generation through the step protocol equals HF's tokens.
-        const GreedyResult res = generate_greedy(exec, g.prompt, int64_t(g.greedy.size()), g.tokenizer_size, 16);
+        const GreedyResult res = generate_greedy(exec, g.prompt, int64_t(g.greedy.size()), g.tokenizer_size, 32);
         EXPECT_EQ(res.tokens, g.greedy);
         exec.shutdown();
     }

@@ -37,11 +37,11 @@ namespace phi {
 /// The all-reduce of ranks that share a GPU or have no NCCL: device -> host, the host
 /// communicator's fixed-order all-reduce, host -> device (synchronises the stream; not capturable).
 class StagedDeviceCommunicator final : public DeviceCommunicator {
-public:
+  public:
     explicit StagedDeviceCommunicator(Communicator& comm) : comm_(comm) {}
     void all_reduce_sum_device(float* data, int64_t count, cudaStream_t stream) override;
 
-private:
+  private:
     Communicator& comm_;
     std::vector<float> host_;
 };
@@ -53,11 +53,11 @@ struct CudaModelOptions {
     int64_t max_tokens = 2048;  // per step: scratch is sized once, so graphs stay valid
     int64_t max_seqs = 64;      // per step
     int64_t max_blocks_per_seq = 256;
-    bool use_graphs = true;     // decode steps replay captured graphs where possible
+    bool use_graphs = true;  // decode steps replay captured graphs where possible
 };
 
 class CudaModel {
-public:
+  public:
     /// Uploads `weights` (any dtype; linear weights and embeddings become bf16). `comm` carries the
     /// host-side collectives (logits gather); `dcomm` the device all-reduce (NCCL), or null for
     /// host staging through `comm`.
@@ -79,7 +79,7 @@ public:
     int64_t graph_replays() const { return graph_replays_; }
     int64_t graphs_captured() const { return int64_t(graphs_.size()); }
 
-private:
+  private:
     struct Layer;
     struct Scratch;
     void upload_step(std::span<const SeqStep> seqs, int64_t T, int64_t R);
