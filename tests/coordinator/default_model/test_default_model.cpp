@@ -1,0 +1,77 @@
+// The bundled default model (models/phi-tiny-code), under mpirun -np 1 and 2: phi-cluster's own
+// tokenizer gives HF's ids and round-trips like HF's, and greedy continuations through the engine
+// equal HF transformers' (tests/fixtures/default_model_expect.json, made by
+// scripts/train_default_model.py).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cluster/mpi_communicator.h"
+#include "coordinator/engine/engine.h"
+#include "coordinator/tokenizer/tokenizer.h"
+#include "kernels/cpu/isa.h"
+#include "tests/support/fixtures.h"
+#include "worker/load_model.h"
+
+namespace phi {
+namespace {
+
+nlohmann::json expectations() {
+    std::ifstream f(test::source_dir() / "tests" / "fixtures" / "default_model_expect.json");
+    return nlohmann::json::parse(f);
+}
+
+std::filesystem::path model_dir() { return test::source_dir() / "models" / "phi-tiny-code"; }
+
+TEST(DefaultModel, TokenizerMatchesHf) {
+    const nlohmann::json ex = expectations();
+    const auto tok = tokenizer::Tokenizer::load(model_dir());
+    EXPECT_EQ(tok.vocab_size(), ex["tokenizer_size"].get<int>());
+    for (const auto& p : ex["prompts"]) EXPECT_EQ(tok.encode(p["text"].get<std::string>()), p["ids"].get<std::vector<int32_t>>());
+    int n = 0;
+    for (const auto& rt : ex["roundtrip"]) {
+        const auto ids = tok.encode(rt["text"].get<std::string>());
+        EXPECT_EQ(ids, rt["ids"].get<std::vector<int32_t>>()) << rt["text"];
+        EXPECT_EQ(tok.decode(ids), rt["decoded"].get<std::string>());
+        ++n;
+    }
+    EXPECT_GE(n, 40);
+}
+
+TEST(DefaultModel, GreedyContinuationsMatchHfAtThisTpSize) {
+    MpiCommunicator comm;
+    comm.set_timeout(std::chrono::milliseconds(120000));
+    const nlohmann::json ex = expectations();
+    ModelOptions opts;
+    opts.isa = kernels::cpu::choose_isa();
+    opts.weight_dtype = DType::BF16;
+    opts.kv = KvCacheConfig{256, 16};
+    auto model = load_model(model_dir(), comm, opts);
+    WatchdogOptions wd;
+    wd.plan_wait = std::chrono::milliseconds(120000);
+    StepExecutor exec(*model, comm, wd);
+    if (comm.rank() != 0) return exec.follow();
+    engine::EngineConfig ec;
+    ec.vocab_limit = ex["tokenizer_size"].get<int64_t>();
+    ec.eos_ids = ex["eos_token_ids"].get<std::vector<int32_t>>();
+    engine::Engine engine(exec, ec);
+    for (const auto& p : ex["prompts"]) {
+        engine::EngineRequest r;
+        r.prompt = p["ids"].get<std::vector<int32_t>>();
+        r.params.temperature = 0;
+        r.params.max_tokens = ex["max_new_tokens"].get<int32_t>();
+        std::vector<int32_t> got;
+        bool done = false;
+        engine.submit(r, [&](const engine::Event& e) {
+            if (e.kind == engine::Event::Kind::Token) got.push_back(e.token);
+            if (e.kind == engine::Event::Kind::Finished) done = true;
+        });
+        while (!done) engine.step();
+        EXPECT_EQ(got, p["greedy"].get<std::vector<int32_t>>()) << p["name"] << " at tp " << comm.size();
+    }
+    exec.shutdown();
+}
+
+}  // namespace
+}  // namespace phi
