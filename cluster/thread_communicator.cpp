@@ -6,8 +6,9 @@
 // to MpiCommunicator's result.
 #include "cluster/thread_communicator.h"
 
-#include <cstring>
 #include <fmt/format.h>
+
+#include <cstring>
 
 #include "common/error.h"
 
@@ -39,7 +40,8 @@ bool ThreadGroup::aborted() const {
 
 void ThreadGroup::arrive_and_wait(int rank, const char* what, std::chrono::milliseconds timeout) {
     std::unique_lock lk(mu_);
-    if (aborted_) throw Error(fmt::format("rank {}: {} refused: the group has failed: {}", rank, what, abort_reason_));
+    if (aborted_)
+        throw Error(fmt::format("rank {}: {} refused: the group has failed: {}", rank, what, abort_reason_));
     const uint64_t gen = generation_;
     ++arrivals_[size_t(rank)];
     if (++arrived_ == size_) {
@@ -54,12 +56,14 @@ void ThreadGroup::arrive_and_wait(int rank, const char* what, std::chrono::milli
             // Ranks that have entered fewer barriers than this one are the stalled ones.
             std::string missing;
             for (int r = 0; r < size_; ++r) {
-                if (arrivals_[size_t(r)] < arrivals_[size_t(rank)]) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+                if (arrivals_[size_t(r)] < arrivals_[size_t(rank)])
+                    missing += (missing.empty() ? "" : ", ") + std::to_string(r);
             }
             aborted_ = true;
-            abort_reason_ = fmt::format("rank {}: {} did not complete within {} ms: rank(s) {} stalled or were lost; "
-                                        "stopping the group",
-                                        rank, what, timeout.count(), missing);
+            abort_reason_ = fmt::format(
+                "rank {}: {} did not complete within {} ms: rank(s) {} stalled or were lost; "
+                "stopping the group",
+                rank, what, timeout.count(), missing);
             cv_.notify_all();
             throw Error(abort_reason_);
         }
@@ -81,9 +85,10 @@ void ThreadCommunicator::post(int op, const void* send, void* recv, int64_t coun
     for (int r = 1; r < g.size(); ++r) {
         const ThreadGroup::Slot& s = g.slots_[size_t(r)];
         if (s.op != first.op || s.count != first.count) {
-            const std::string why = fmt::format("rank {}: collective mismatch in {}: rank 0 posted op {} count {}, "
-                                                "rank {} op {} count {}",
-                                                rank_, what, first.op, first.count, r, s.op, s.count);
+            const std::string why = fmt::format(
+                "rank {}: collective mismatch in {}: rank 0 posted op {} count {}, "
+                "rank {} op {} count {}",
+                rank_, what, first.op, first.count, r, s.op, s.count);
             g.abort(why);
             throw Error(why);
         }

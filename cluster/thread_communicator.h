@@ -22,7 +22,7 @@ namespace phi {
 /// rank, the buffers it posted for the collective in progress. Create once, hand one shared_ptr
 /// to each rank's ThreadCommunicator.
 class ThreadGroup {
-public:
+  public:
     explicit ThreadGroup(int size);
     ThreadGroup(const ThreadGroup&) = delete;
     ThreadGroup& operator=(const ThreadGroup&) = delete;
@@ -33,7 +33,7 @@ public:
     void abort(const std::string& why);
     bool aborted() const;
 
-private:
+  private:
     friend class ThreadCommunicator;
 
     /// What one rank posts for the collective in progress.
@@ -60,7 +60,7 @@ private:
 };
 
 class ThreadCommunicator final : public Communicator {
-public:
+  public:
     ThreadCommunicator(std::shared_ptr<ThreadGroup> group, int rank);
 
     int rank() const override { return rank_; }
@@ -76,7 +76,7 @@ public:
 
     ThreadGroup& group() { return *group_; }
 
-private:
+  private:
     /// Posts this rank's buffers, waits for every rank's, checks they agree on op and count.
     void post(int op, const void* send, void* recv, int64_t count, const char* what);
     void all_gather_bytes(const void* send, size_t bytes, void* recv, const char* what);

@@ -62,15 +62,17 @@ int main(int argc, char** argv) {
         const size_t bw_bytes = size_t(quick ? 1 : 4) << 30;
         DeviceBuffer big(bw_bytes), sink(4);
         CUDA_CHECK(cudaMemset(big.data(), 1, bw_bytes));
-        const double bw_ms = best_ms(s, reps, [&] { stream_read(big.data(), bw_bytes, sink.as<uint32_t>(), s); });
+        const double bw_ms =
+            best_ms(s, reps, [&] { stream_read(big.data(), bw_bytes, sink.as<uint32_t>(), s); });
         const double bw = double(bw_bytes) / (bw_ms * 1e-3) / 1e9;
         DeviceBuffer copy_dst(bw_bytes / 2);
         const double cp_ms = best_ms(s, reps, [&] {
-            CUDA_CHECK(cudaMemcpyAsync(copy_dst.data(), big.data(), bw_bytes / 2, cudaMemcpyDeviceToDevice, s));
+            CUDA_CHECK(
+                cudaMemcpyAsync(copy_dst.data(), big.data(), bw_bytes / 2, cudaMemcpyDeviceToDevice, s));
         });
         const double cp = double(bw_bytes) / (cp_ms * 1e-3) / 1e9;  // read + write bytes
-        std::printf("streaming read: %.0f GB/s (peer: cudaMemcpy D2D read+write %.0f GB/s, ratio %.2f)\n", bw, cp,
-                    bw / cp);
+        std::printf("streaming read: %.0f GB/s (peer: cudaMemcpy D2D read+write %.0f GB/s, ratio %.2f)\n", bw,
+                    cp, bw / cp);
         copy_dst = DeviceBuffer();
         big = DeviceBuffer();
 
@@ -91,9 +93,10 @@ int main(int argc, char** argv) {
             const char* name;
             int64_t m, k;
         };
-        const std::vector<Shape> shapes = {{"phi3-mini qkv", 9216, 3072},    {"phi3-mini gate_up", 16384, 3072},
-                                           {"phi3-mini down", 3072, 8192},   {"phi3-medium qkv", 7680, 5120},
-                                           {"phi3-medium gate_up", 35840, 5120}, {"phi3-medium down", 5120, 17920}};
+        const std::vector<Shape> shapes = {
+            {"phi3-mini qkv", 9216, 3072},        {"phi3-mini gate_up", 16384, 3072},
+            {"phi3-mini down", 3072, 8192},       {"phi3-medium qkv", 7680, 5120},
+            {"phi3-medium gate_up", 35840, 5120}, {"phi3-medium down", 5120, 17920}};
         std::printf("%-22s %6s %10s %10s %9s %9s\n", "linear", "n", "us", "GB/s", "TFLOP/s", "fraction");
         for (const Shape& sh : shapes) {
             DeviceBuffer w(size_t(sh.m * sh.k) * 2), x(size_t(512 * sh.k) * 2), y(size_t(512 * sh.m) * 4);
@@ -101,15 +104,16 @@ int main(int argc, char** argv) {
             fill_random_bf16(x, size_t(512 * sh.k), 4);
             for (int64_t n : {int64_t(1), int64_t(16), int64_t(512)}) {
                 const double ms = best_ms(s, reps, [&] {
-                    linear(blas, y.data(), phi::DType::F32, x.as<bf16>(), w.as<bf16>(), nullptr, n, sh.m, sh.k);
+                    linear(blas, y.data(), phi::DType::F32, x.as<bf16>(), w.as<bf16>(), nullptr, n, sh.m,
+                           sh.k);
                 });
                 const double bytes = double(sh.m * sh.k) * 2 + double(n * sh.k) * 2 + double(n * sh.m) * 4;
                 const double gbs = bytes / (ms * 1e-3) / 1e9;
                 const double tf = 2.0 * double(n) * double(sh.m) * double(sh.k) / (ms * 1e-3) / 1e12;
                 // Decode shapes are bandwidth-bound, prefill shapes compute-bound.
                 const double frac = n <= 16 ? gbs / bw : tf / peak;
-                std::printf("%-22s %6lld %10.1f %10.0f %9.1f %8.2f%s\n", sh.name, (long long)n, ms * 1e3, gbs, tf, frac,
-                            n <= 16 ? " of bw" : " of peak");
+                std::printf("%-22s %6lld %10.1f %10.0f %9.1f %8.2f%s\n", sh.name, (long long)n, ms * 1e3, gbs,
+                            tf, frac, n <= 16 ? " of bw" : " of peak");
             }
         }
 
@@ -122,13 +126,15 @@ int main(int argc, char** argv) {
         for (const Attn a : {Attn{"phi3-mini b1 ctx4096", 1, 4096, 32, 32, 96},
                              Attn{"phi3-mini b16 ctx2048", 16, 2048, 32, 32, 96},
                              Attn{"phi3-medium b8 ctx4096 (GQA)", 8, 4096, 40, 10, 128}}) {
-            const int64_t bs = 16, blocks_per_seq = (a.ctx + bs - 1) / bs, num_blocks = blocks_per_seq * a.seqs;
+            const int64_t bs = 16, blocks_per_seq = (a.ctx + bs - 1) / bs,
+                          num_blocks = blocks_per_seq * a.seqs;
             const CacheLayout lay{num_blocks, bs, a.n_kv, a.hd};
-            DeviceBuffer kc(size_t(num_blocks * bs * lay.row()) * 2), vc(size_t(num_blocks * bs * lay.row()) * 2);
+            DeviceBuffer kc(size_t(num_blocks * bs * lay.row()) * 2),
+                vc(size_t(num_blocks * bs * lay.row()) * 2);
             fill_random_bf16(kc, size_t(num_blocks * bs * lay.row()), 5);
             fill_random_bf16(vc, size_t(num_blocks * bs * lay.row()), 6);
-            std::vector<int32_t> tables(static_cast<size_t>(num_blocks)), tok_seq(size_t(a.seqs)), tok_pos(size_t(a.seqs)),
-                q_to_kv(size_t(a.n_heads));
+            std::vector<int32_t> tables(static_cast<size_t>(num_blocks)), tok_seq(size_t(a.seqs)),
+                tok_pos(size_t(a.seqs)), q_to_kv(size_t(a.n_heads));
             for (int64_t i = 0; i < num_blocks; ++i) tables[size_t(i)] = int32_t(i);
             for (int64_t i = 0; i < a.seqs; ++i) {
                 tok_seq[size_t(i)] = int32_t(i);
@@ -139,7 +145,8 @@ int main(int argc, char** argv) {
                          dmap = to_device(q_to_kv), q(size_t(a.seqs * a.n_heads * a.hd) * 4),
                          out(size_t(a.seqs * a.n_heads * a.hd) * 2);
             CUDA_CHECK(cudaMemset(q.data(), 0, q.bytes()));
-            const AttentionBatch batch{dseq.as<int32_t>(), dpos.as<int32_t>(), dt.as<int32_t>(), blocks_per_seq, a.seqs};
+            const AttentionBatch batch{dseq.as<int32_t>(), dpos.as<int32_t>(), dt.as<int32_t>(),
+                                       blocks_per_seq, a.seqs};
             const double ms = best_ms(s, reps, [&] {
                 paged_attention(out.data(), phi::DType::BF16, q.as<float>(), a.n_heads * a.hd, kc.as<bf16>(),
                                 vc.as<bf16>(), lay, batch, a.n_heads, dmap.as<int32_t>(), 0.1f, 0, s);

@@ -18,14 +18,14 @@ namespace {
 
 constexpr int k_threads = 128;  // 4 warps; thread i owns dims i and i + 128
 constexpr int k_max_head_dim = 2 * k_threads;
-constexpr int k_chunk = 128;    // keys per chunk
+constexpr int k_chunk = 128;  // keys per chunk
 
 template <class OutT>
 __global__ void __launch_bounds__(k_threads)
-    paged_attention_kernel(OutT* out, const float* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
-                           int64_t bs, int64_t nkv, int64_t hd, const int32_t* tok_seq, const int32_t* tok_pos,
-                           const int32_t* block_tables, int64_t table_stride, int64_t n_heads,
-                           const int32_t* q_to_kv, float scale, int64_t window) {
+    paged_attention_kernel(OutT* out, const float* q, int64_t q_stride, const bf16* k_cache,
+                           const bf16* v_cache, int64_t bs, int64_t nkv, int64_t hd, const int32_t* tok_seq,
+                           const int32_t* tok_pos, const int32_t* block_tables, int64_t table_stride,
+                           int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t window) {
     __shared__ float qs[k_max_head_dim];
     __shared__ float sc[k_chunk];
     __shared__ float red[32];
@@ -88,23 +88,28 @@ __global__ void __launch_bounds__(k_threads)
 }  // namespace
 
 void paged_attention(void* out, DType out_dtype, const float* q, int64_t q_stride, const bf16* k_cache,
-                     const bf16* v_cache, const CacheLayout& layout, const AttentionBatch& batch, int64_t n_heads,
-                     const int32_t* q_to_kv, float scale, int64_t sliding_window, cudaStream_t s) {
-    PHI_CUDA_REQUIRE(layout.num_blocks > 0 && layout.block_size > 0 && layout.n_kv_heads > 0 && layout.head_dim > 0,
-                     "paged_attention: bad cache layout");
-    PHI_CUDA_REQUIRE(layout.head_dim <= k_max_head_dim, "paged_attention: head_dim %lld exceeds the supported %d",
-                     (long long)layout.head_dim, k_max_head_dim);
-    PHI_CUDA_REQUIRE(n_heads > 0 && n_heads <= 65535, "paged_attention: bad n_heads %lld", (long long)n_heads);
+                     const bf16* v_cache, const CacheLayout& layout, const AttentionBatch& batch,
+                     int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window,
+                     cudaStream_t s) {
+    PHI_CUDA_REQUIRE(
+        layout.num_blocks > 0 && layout.block_size > 0 && layout.n_kv_heads > 0 && layout.head_dim > 0,
+        "paged_attention: bad cache layout");
+    PHI_CUDA_REQUIRE(layout.head_dim <= k_max_head_dim,
+                     "paged_attention: head_dim %lld exceeds the supported %d", (long long)layout.head_dim,
+                     k_max_head_dim);
+    PHI_CUDA_REQUIRE(n_heads > 0 && n_heads <= 65535, "paged_attention: bad n_heads %lld",
+                     (long long)n_heads);
     PHI_CUDA_REQUIRE(batch.n >= 0 && q_stride >= n_heads * layout.head_dim && q_to_kv != nullptr,
                      "paged_attention: bad n %lld, q stride %lld or missing q_to_kv", (long long)batch.n,
                      (long long)q_stride);
     if (batch.n == 0) return;
     const dim3 grid(unsigned(batch.n), unsigned(n_heads));
-    PHI_CUDA_DISPATCH_OUT(out_dtype, "paged_attention",
-                          paged_attention_kernel<OutT><<<grid, k_threads, 0, s>>>(
-                              static_cast<OutT*>(out), q, q_stride, k_cache, v_cache, layout.block_size,
-                              layout.n_kv_heads, layout.head_dim, batch.tok_seq, batch.tok_pos, batch.block_tables,
-                              batch.block_table_stride, n_heads, q_to_kv, scale, sliding_window));
+    PHI_CUDA_DISPATCH_OUT(
+        out_dtype, "paged_attention",
+        paged_attention_kernel<OutT><<<grid, k_threads, 0, s>>>(
+            static_cast<OutT*>(out), q, q_stride, k_cache, v_cache, layout.block_size, layout.n_kv_heads,
+            layout.head_dim, batch.tok_seq, batch.tok_pos, batch.block_tables, batch.block_table_stride,
+            n_heads, q_to_kv, scale, sliding_window));
     CUDA_CHECK_LAUNCH();
 }
 

@@ -10,7 +10,8 @@ namespace {
 
 __global__ void stream_read_kernel(const uint4* __restrict__ data, size_t n, uint32_t* sink) {
     uint32_t acc = 0;
-    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+         i += size_t(gridDim.x) * blockDim.x) {
         const uint4 v = __ldcs(data + i);  // streaming: do not keep in L2
         acc ^= v.x ^ v.y ^ v.z ^ v.w;
     }

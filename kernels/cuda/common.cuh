@@ -65,15 +65,15 @@ inline unsigned grid_for(int64_t count, int threads, int64_t max_blocks = 65536)
 }  // namespace phi::kernels::cuda::detail
 
 /// Calls f.template operator()<T>() with T = float or __nv_bfloat16 for an F32 or BF16 dtype.
-#define PHI_CUDA_DISPATCH_OUT(dtype, what, ...)                                                    \
-    do {                                                                                           \
-        if ((dtype) == ::phi::DType::F32) {                                                        \
-            using OutT = float;                                                                    \
-            __VA_ARGS__;                                                                           \
-        } else if ((dtype) == ::phi::DType::BF16) {                                                \
-            using OutT = __nv_bfloat16;                                                            \
-            __VA_ARGS__;                                                                           \
-        } else {                                                                                   \
-            PHI_CUDA_REQUIRE(false, "%s: output dtype must be F32 or BF16", what);                 \
-        }                                                                                          \
+#define PHI_CUDA_DISPATCH_OUT(dtype, what, ...)                                    \
+    do {                                                                           \
+        if ((dtype) == ::phi::DType::F32) {                                        \
+            using OutT = float;                                                    \
+            __VA_ARGS__;                                                           \
+        } else if ((dtype) == ::phi::DType::BF16) {                                \
+            using OutT = __nv_bfloat16;                                            \
+            __VA_ARGS__;                                                           \
+        } else {                                                                   \
+            PHI_CUDA_REQUIRE(false, "%s: output dtype must be F32 or BF16", what); \
+        }                                                                          \
     } while (0)

@@ -8,7 +8,9 @@
 
 namespace phi::kernels::cuda {
 
-void fail(const char* file, int line, const std::string& msg) { ::phi::throw_error(file, line, msg); }
+void fail(const char* file, int line, const std::string& msg) {
+    ::phi::throw_error(file, line, msg);
+}
 
 void check(cudaError_t rc, const char* call, const char* file, int line) {
     if (rc == cudaSuccess) return;

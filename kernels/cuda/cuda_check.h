@@ -22,9 +22,11 @@ std::string printf_string(const char* format, ...) __attribute__((format(printf,
 #define CUDA_CHECK(call) ::phi::kernels::cuda::check((call), #call, __FILE__, __LINE__)
 #define CUBLAS_CHECK(call) ::phi::kernels::cuda::check((call), #call, __FILE__, __LINE__)
 /// Argument check in launchers: PHI_CUDA_REQUIRE(n > 0, "bad n %lld", (long long)n).
-#define PHI_CUDA_REQUIRE(cond, ...)                                                                        \
-    do {                                                                                                   \
-        if (!(cond)) ::phi::kernels::cuda::fail(__FILE__, __LINE__, ::phi::kernels::cuda::printf_string(__VA_ARGS__)); \
+#define PHI_CUDA_REQUIRE(cond, ...)                                                       \
+    do {                                                                                  \
+        if (!(cond))                                                                      \
+            ::phi::kernels::cuda::fail(__FILE__, __LINE__,                                \
+                                       ::phi::kernels::cuda::printf_string(__VA_ARGS__)); \
     } while (0)
 /// After a kernel launch: a bad configuration is reported here, an asynchronous fault later.
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())

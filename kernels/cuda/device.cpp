@@ -24,7 +24,8 @@ std::string cuda_unavailable_reason() {
     const cudaError_t rc = cudaGetDeviceCount(&n);
     if (rc != cudaSuccess) {
         cudaGetLastError();
-        return fmt::format("no usable GPU: cudaGetDeviceCount failed: {} ({})", cudaGetErrorString(rc), int(rc));
+        return fmt::format("no usable GPU: cudaGetDeviceCount failed: {} ({})", cudaGetErrorString(rc),
+                           int(rc));
     }
     if (n == 0) return "no usable GPU: the CUDA driver reports 0 devices";
     return "";
@@ -63,29 +64,39 @@ void DeviceBuffer::reserve(size_t bytes) {
 }
 
 void DeviceBuffer::upload(const void* src, size_t bytes, size_t offset) {
-    PHI_CUDA_REQUIRE(offset + bytes <= bytes_, "upload of %zu bytes at %zu overflows a buffer of %zu", bytes, offset,
-                     bytes_);
+    PHI_CUDA_REQUIRE(offset + bytes <= bytes_, "upload of %zu bytes at %zu overflows a buffer of %zu", bytes,
+                     offset, bytes_);
     CUDA_CHECK(cudaMemcpy(static_cast<char*>(ptr_) + offset, src, bytes, cudaMemcpyHostToDevice));
 }
 
 void DeviceBuffer::download(void* dst, size_t bytes, size_t offset) const {
-    PHI_CUDA_REQUIRE(offset + bytes <= bytes_, "download of %zu bytes at %zu overflows a buffer of %zu", bytes,
-                     offset, bytes_);
+    PHI_CUDA_REQUIRE(offset + bytes <= bytes_, "download of %zu bytes at %zu overflows a buffer of %zu",
+                     bytes, offset, bytes_);
     CUDA_CHECK(cudaMemcpy(dst, static_cast<const char*>(ptr_) + offset, bytes, cudaMemcpyDeviceToHost));
 }
 
-Stream::Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+Stream::Stream() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+}
 Stream::~Stream() {
     if (s_) cudaStreamDestroy(s_);
 }
-void Stream::synchronize() const { CUDA_CHECK(cudaStreamSynchronize(s_)); }
+void Stream::synchronize() const {
+    CUDA_CHECK(cudaStreamSynchronize(s_));
+}
 
-Event::Event() { CUDA_CHECK(cudaEventCreate(&e_)); }
+Event::Event() {
+    CUDA_CHECK(cudaEventCreate(&e_));
+}
 Event::~Event() {
     if (e_) cudaEventDestroy(e_);
 }
-void Event::record(cudaStream_t s) { CUDA_CHECK(cudaEventRecord(e_, s)); }
-void Event::synchronize() const { CUDA_CHECK(cudaEventSynchronize(e_)); }
+void Event::record(cudaStream_t s) {
+    CUDA_CHECK(cudaEventRecord(e_, s));
+}
+void Event::synchronize() const {
+    CUDA_CHECK(cudaEventSynchronize(e_));
+}
 float Event::elapsed_ms_since(const Event& start) const {
     float ms = 0.0f;
     CUDA_CHECK(cudaEventElapsedTime(&ms, start.e_, e_));

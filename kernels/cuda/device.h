@@ -22,7 +22,7 @@ std::string cuda_device_description(int device = 0);
 
 /// cudaMalloc'd bytes, freed on destruction; move-only.
 class DeviceBuffer {
-public:
+  public:
     DeviceBuffer() = default;
     explicit DeviceBuffer(size_t bytes);
     ~DeviceBuffer();
@@ -34,9 +34,13 @@ public:
     void* data() { return ptr_; }
     const void* data() const { return ptr_; }
     template <class T>
-    T* as() { return static_cast<T*>(ptr_); }
+    T* as() {
+        return static_cast<T*>(ptr_);
+    }
     template <class T>
-    const T* as() const { return static_cast<const T*>(ptr_); }
+    const T* as() const {
+        return static_cast<const T*>(ptr_);
+    }
     size_t bytes() const { return bytes_; }
     bool empty() const { return bytes_ == 0; }
     /// Grows (discarding the contents) when smaller than `bytes`.
@@ -46,7 +50,7 @@ public:
     void upload(const void* src, size_t bytes, size_t offset = 0);
     void download(void* dst, size_t bytes, size_t offset = 0) const;
 
-private:
+  private:
     void* ptr_ = nullptr;
     size_t bytes_ = 0;
 };
@@ -68,7 +72,7 @@ std::vector<T> to_host(const DeviceBuffer& b, size_t count) {
 
 /// A non-blocking stream (does not synchronise with the legacy default stream).
 class Stream {
-public:
+  public:
     Stream();
     ~Stream();
     Stream(const Stream&) = delete;
@@ -77,12 +81,12 @@ public:
     operator cudaStream_t() const { return s_; }
     void synchronize() const;
 
-private:
+  private:
     cudaStream_t s_ = nullptr;
 };
 
 class Event {
-public:
+  public:
     Event();
     ~Event();
     Event(const Event&) = delete;
@@ -93,14 +97,14 @@ public:
     /// Milliseconds from `start` to this event (both recorded and complete).
     float elapsed_ms_since(const Event& start) const;
 
-private:
+  private:
     cudaEvent_t e_ = nullptr;
 };
 
 /// A cuBLAS handle bound to one stream, with its own workspace (so a CUDA graph can capture its
 /// GEMMs) and default math (no TF32 for fp32 GEMMs: fp32 stays fp32).
 class CublasHandle {
-public:
+  public:
     explicit CublasHandle(cudaStream_t stream, size_t workspace_bytes = size_t(32) << 20);
     ~CublasHandle();
     CublasHandle(const CublasHandle&) = delete;
@@ -108,7 +112,7 @@ public:
     cublasHandle_t get() const { return h_; }
     cudaStream_t stream() const { return stream_; }
 
-private:
+  private:
     cublasHandle_t h_ = nullptr;
     cudaStream_t stream_ = nullptr;
     DeviceBuffer workspace_;

@@ -25,7 +25,8 @@ __global__ void embedding_kernel(float* out, const bf16* emb, int64_t rows, int6
 }
 
 template <class OutT>
-__global__ void layer_norm_kernel(OutT* y, const float* x, const float* w, const float* b, int64_t d, float eps) {
+__global__ void layer_norm_kernel(OutT* y, const float* x, const float* w, const float* b, int64_t d,
+                                  float eps) {
     __shared__ float red[32];
     const int64_t t = blockIdx.x;
     const float* xt = x + t * d;
@@ -82,7 +83,8 @@ __global__ void rope_kernel(float* x, int64_t x_stride, const int32_t* pos, cons
 
 template <class OutT>
 __global__ void gelu_new_kernel(OutT* y, const float* x, int64_t count) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+         i += int64_t(gridDim.x) * blockDim.x) {
         const float v = x[i];
         float t = v * v * v;
         t = 0.044715f * t;
@@ -97,7 +99,8 @@ __global__ void gelu_new_kernel(OutT* y, const float* x, int64_t count) {
 template <class OutT>
 __global__ void silu_mul_kernel(OutT* y, const float* in, int64_t n, int64_t d) {
     const int64_t count = n * d;
-    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count; k += int64_t(gridDim.x) * blockDim.x) {
+    for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count;
+         k += int64_t(gridDim.x) * blockDim.x) {
         const int64_t t = k / d, j = k % d;
         const float g = in[t * 2 * d + j];
         const float up = in[t * 2 * d + d + j];
@@ -106,25 +109,29 @@ __global__ void silu_mul_kernel(OutT* y, const float* in, int64_t n, int64_t d) 
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t count) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+         i += int64_t(gridDim.x) * blockDim.x)
         y[i] += x[i];
 }
 
 __global__ void add_bias_rows_kernel(float* y, const float* b, int64_t n, int64_t d) {
     const int64_t count = n * d;
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+         i += int64_t(gridDim.x) * blockDim.x)
         y[i] += b[i % d];
 }
 
 template <class OutT>
 __global__ void broadcast_rows_kernel(OutT* y, const float* b, int64_t n, int64_t d) {
     const int64_t count = n * d;
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+         i += int64_t(gridDim.x) * blockDim.x)
         store(y + i, b[i % d]);
 }
 
 __global__ void convert_kernel(bf16* y, const float* x, int64_t count) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+         i += int64_t(gridDim.x) * blockDim.x)
         y[i] = __float2bfloat16_rn(x[i]);
 }
 
@@ -136,8 +143,8 @@ __global__ void gather_rows_kernel(T* out, const T* x, const int32_t* rows, int6
     for (int64_t j = threadIdx.x; j < d; j += blockDim.x) dst[j] = src[j];
 }
 
-__global__ void kv_write_kernel(bf16* k_cache, bf16* v_cache, int64_t row, const int32_t* slots, const float* k,
-                                const float* v, int64_t src_stride) {
+__global__ void kv_write_kernel(bf16* k_cache, bf16* v_cache, int64_t row, const int32_t* slots,
+                                const float* k, const float* v, int64_t src_stride) {
     const int64_t t = blockIdx.x;
     const int64_t off = int64_t(slots[t]) * row;
     for (int64_t j = threadIdx.x; j < row; j += blockDim.x) {
@@ -150,8 +157,8 @@ __global__ void kv_write_kernel(bf16* k_cache, bf16* v_cache, int64_t row, const
 
 void embedding(float* out, const bf16* emb, int64_t rows, int64_t d, const int32_t* ids, int64_t n,
                int64_t row_offset, cudaStream_t s) {
-    PHI_CUDA_REQUIRE(n >= 0 && d > 0 && rows >= 0, "embedding: bad shape n %lld, rows %lld, d %lld", (long long)n,
-                     (long long)rows, (long long)d);
+    PHI_CUDA_REQUIRE(n >= 0 && d > 0 && rows >= 0, "embedding: bad shape n %lld, rows %lld, d %lld",
+                     (long long)n, (long long)rows, (long long)d);
     if (n == 0) return;
     embedding_kernel<<<unsigned(n), k_threads, 0, s>>>(out, emb, rows, d, ids, row_offset);
     CUDA_CHECK_LAUNCH();
@@ -162,7 +169,8 @@ void layer_norm(void* y, DType y_dtype, const float* x, const float* w, const fl
     PHI_CUDA_REQUIRE(n >= 0 && d > 0, "layer_norm: bad shape [%lld, %lld]", (long long)n, (long long)d);
     if (n == 0) return;
     PHI_CUDA_DISPATCH_OUT(y_dtype, "layer_norm",
-                          layer_norm_kernel<OutT><<<unsigned(n), k_threads, 0, s>>>(static_cast<OutT*>(y), x, w, b, d, eps));
+                          layer_norm_kernel<OutT>
+                          <<<unsigned(n), k_threads, 0, s>>>(static_cast<OutT*>(y), x, w, b, d, eps));
     CUDA_CHECK_LAUNCH();
 }
 
@@ -171,14 +179,16 @@ void rms_norm(void* y, DType y_dtype, const float* x, const float* w, int64_t n,
     PHI_CUDA_REQUIRE(n >= 0 && d > 0, "rms_norm: bad shape [%lld, %lld]", (long long)n, (long long)d);
     if (n == 0) return;
     PHI_CUDA_DISPATCH_OUT(y_dtype, "rms_norm",
-                          rms_norm_kernel<OutT><<<unsigned(n), k_threads, 0, s>>>(static_cast<OutT*>(y), x, w, d, eps));
+                          rms_norm_kernel<OutT>
+                          <<<unsigned(n), k_threads, 0, s>>>(static_cast<OutT*>(y), x, w, d, eps));
     CUDA_CHECK_LAUNCH();
 }
 
 void rope(float* x, int64_t x_stride, const int32_t* pos, const int32_t* table, const float* inv_freq,
-          const float* scale, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim, cudaStream_t s) {
-    PHI_CUDA_REQUIRE(n >= 0 && n_heads >= 0 && head_dim > 0, "rope: bad shape [%lld, %lld, %lld]", (long long)n,
-                     (long long)n_heads, (long long)head_dim);
+          const float* scale, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim,
+          cudaStream_t s) {
+    PHI_CUDA_REQUIRE(n >= 0 && n_heads >= 0 && head_dim > 0, "rope: bad shape [%lld, %lld, %lld]",
+                     (long long)n, (long long)n_heads, (long long)head_dim);
     PHI_CUDA_REQUIRE(rotary_dim >= 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim,
                      "rope: rotary_dim %lld must be even and at most head_dim %lld", (long long)rotary_dim,
                      (long long)head_dim);
@@ -194,7 +204,8 @@ void gelu_new(void* y, DType y_dtype, const float* x, int64_t count, cudaStream_
     PHI_CUDA_REQUIRE(count >= 0, "gelu_new: count %lld is negative", (long long)count);
     if (count == 0) return;
     PHI_CUDA_DISPATCH_OUT(y_dtype, "gelu_new",
-                          gelu_new_kernel<OutT><<<grid_for(count, k_threads), k_threads, 0, s>>>(static_cast<OutT*>(y), x, count));
+                          gelu_new_kernel<OutT>
+                          <<<grid_for(count, k_threads), k_threads, 0, s>>>(static_cast<OutT*>(y), x, count));
     CUDA_CHECK_LAUNCH();
 }
 
@@ -202,7 +213,8 @@ void silu_mul(void* y, DType y_dtype, const float* in, int64_t n, int64_t d, cud
     PHI_CUDA_REQUIRE(n >= 0 && d >= 0, "silu_mul: bad shape [%lld, %lld]", (long long)n, (long long)d);
     if (n * d == 0) return;
     PHI_CUDA_DISPATCH_OUT(y_dtype, "silu_mul",
-                          silu_mul_kernel<OutT><<<grid_for(n * d, k_threads), k_threads, 0, s>>>(static_cast<OutT*>(y), in, n, d));
+                          silu_mul_kernel<OutT>
+                          <<<grid_for(n * d, k_threads), k_threads, 0, s>>>(static_cast<OutT*>(y), in, n, d));
     CUDA_CHECK_LAUNCH();
 }
 
@@ -224,7 +236,8 @@ void broadcast_rows(void* y, DType y_dtype, const float* b, int64_t n, int64_t d
     PHI_CUDA_REQUIRE(n >= 0 && d > 0, "broadcast_rows: bad shape [%lld, %lld]", (long long)n, (long long)d);
     if (n == 0) return;
     PHI_CUDA_DISPATCH_OUT(y_dtype, "broadcast_rows",
-                          broadcast_rows_kernel<OutT><<<grid_for(n * d, k_threads), k_threads, 0, s>>>(static_cast<OutT*>(y), b, n, d));
+                          broadcast_rows_kernel<OutT>
+                          <<<grid_for(n * d, k_threads), k_threads, 0, s>>>(static_cast<OutT*>(y), b, n, d));
     CUDA_CHECK_LAUNCH();
 }
 
@@ -251,12 +264,14 @@ void gather_rows(float* out, const float* x, const int32_t* rows, int64_t n, int
 
 void kv_write(bf16* k_cache, bf16* v_cache, const CacheLayout& layout, const int32_t* slots, const float* k,
               const float* v, int64_t src_stride, int64_t n, cudaStream_t s) {
-    PHI_CUDA_REQUIRE(layout.num_blocks > 0 && layout.block_size > 0 && layout.n_kv_heads > 0 && layout.head_dim > 0,
-                     "kv_write: bad cache layout");
-    PHI_CUDA_REQUIRE(n >= 0 && src_stride >= layout.row(), "kv_write: bad n %lld or stride %lld", (long long)n,
-                     (long long)src_stride);
+    PHI_CUDA_REQUIRE(
+        layout.num_blocks > 0 && layout.block_size > 0 && layout.n_kv_heads > 0 && layout.head_dim > 0,
+        "kv_write: bad cache layout");
+    PHI_CUDA_REQUIRE(n >= 0 && src_stride >= layout.row(), "kv_write: bad n %lld or stride %lld",
+                     (long long)n, (long long)src_stride);
     if (n == 0) return;
-    kv_write_kernel<<<unsigned(n), k_threads, 0, s>>>(k_cache, v_cache, layout.row(), slots, k, v, src_stride);
+    kv_write_kernel<<<unsigned(n), k_threads, 0, s>>>(k_cache, v_cache, layout.row(), slots, k, v,
+                                                      src_stride);
     CUDA_CHECK_LAUNCH();
 }
 

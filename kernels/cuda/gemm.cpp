@@ -24,19 +24,20 @@ void linear(const CublasHandle& h, void* y, DType y_dtype, const bf16* x, const 
     if (bias != nullptr) broadcast_rows(y, y_dtype, bias, n, m, h.stream());
     const float alpha = 1.0f, beta = bias != nullptr ? 1.0f : 0.0f;
     const cudaDataType_t yt = y_dtype == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
-    CUBLAS_CHECK(cublasGemmEx(h.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, w, CUDA_R_16BF,
-                              int(k), x, CUDA_R_16BF, int(k), &beta, y, yt, int(m), CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(h.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, w,
+                              CUDA_R_16BF, int(k), x, CUDA_R_16BF, int(k), &beta, y, yt, int(m),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void linear_f32(const CublasHandle& h, float* y, const float* x, const float* w, int64_t n, int64_t m, int64_t k) {
+void linear_f32(const CublasHandle& h, float* y, const float* x, const float* w, int64_t n, int64_t m,
+                int64_t k) {
     check_dims(n, m, k, "linear_f32");
     if (n == 0 || m == 0) return;
     const float alpha = 1.0f, beta = 0.0f;
     // CUBLAS_COMPUTE_32F (not _FAST_TF32) with default math: true fp32 products.
-    CUBLAS_CHECK(cublasGemmEx(h.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, w, CUDA_R_32F,
-                              int(k), x, CUDA_R_32F, int(k), &beta, y, CUDA_R_32F, int(m), CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    CUBLAS_CHECK(cublasGemmEx(h.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n), int(k), &alpha, w,
+                              CUDA_R_32F, int(k), x, CUDA_R_32F, int(k), &beta, y, CUDA_R_32F, int(m),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace phi::kernels::cuda

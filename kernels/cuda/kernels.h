@@ -32,7 +32,8 @@ void linear(const CublasHandle& h, void* y, DType y_dtype, const bf16* x, const 
             int64_t n, int64_t m, int64_t k);
 
 /// fp32 GEMM without TF32 (the MoE router, whose choices must not move): y[n, m] = x[n, k] w[m, k]^T.
-void linear_f32(const CublasHandle& h, float* y, const float* x, const float* w, int64_t n, int64_t m, int64_t k);
+void linear_f32(const CublasHandle& h, float* y, const float* x, const float* w, int64_t n, int64_t m,
+                int64_t k);
 
 // ---- element-wise and row-wise ---------------------------------------------------------------
 
@@ -56,7 +57,8 @@ void rms_norm(void* y, DType y_dtype, const float* x, const float* w, int64_t n,
 /// multiplying cos and sin (LongRoPE: short and long tables per sequence). Angles in fp32:
 /// float(pos[t]) * inv_freq[i], accurate cosf/sinf.
 void rope(float* x, int64_t x_stride, const int32_t* pos, const int32_t* table, const float* inv_freq,
-          const float* scale, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim, cudaStream_t s);
+          const float* scale, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim,
+          cudaStream_t s);
 
 /// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (HF gelu_new). x fp32, y in y_dtype; may alias
 /// when y_dtype is F32.
@@ -113,8 +115,9 @@ struct AttentionBatch {
 /// q_to_kv[h] (GQA). Scores, online softmax and the weighted sum in fp32. out: [n, n_heads, head_dim]
 /// in out_dtype. head_dim <= 256.
 void paged_attention(void* out, DType out_dtype, const float* q, int64_t q_stride, const bf16* k_cache,
-                     const bf16* v_cache, const CacheLayout& layout, const AttentionBatch& batch, int64_t n_heads,
-                     const int32_t* q_to_kv, float scale, int64_t sliding_window, cudaStream_t s);
+                     const bf16* v_cache, const CacheLayout& layout, const AttentionBatch& batch,
+                     int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window,
+                     cudaStream_t s);
 
 // ---- sampling --------------------------------------------------------------------------------
 
@@ -126,8 +129,8 @@ void argmax(int32_t* out, const float* logits, int64_t rows, int64_t stride, int
 /// the tokens strictly more likely is below top_p of the total; ties are kept together), then an
 /// inverse-CDF draw in index order at uniform[r] in [0, 1) (the coordinator's sampler's rule).
 void sample_top_k_top_p(int32_t* out, const float* logits, int64_t rows, int64_t stride, int64_t limit,
-                        const float* temperature, const int32_t* top_k, const float* top_p, const float* uniform,
-                        cudaStream_t s);
+                        const float* temperature, const int32_t* top_k, const float* top_p,
+                        const float* uniform, cudaStream_t s);
 
 // ---- mixture of experts ----------------------------------------------------------------------
 
@@ -142,8 +145,8 @@ void moe_build_lists(int32_t* offsets, int32_t* rows, int32_t* inv, const int32_
                      cudaStream_t s);
 
 /// out[t] = (0 + y[lo] w_lo) + y[hi] w_hi with lo the smaller expert id (the CPU's expert order).
-void moe_combine(float* out, const float* y, const int32_t* inv, const int32_t* idx, const float* w, int64_t n,
-                 int64_t d, cudaStream_t s);
+void moe_combine(float* out, const float* y, const int32_t* inv, const int32_t* idx, const float* w,
+                 int64_t n, int64_t d, cudaStream_t s);
 
 /// Scratch of moe_mlp, grown on demand.
 struct MoeWorkspace {
@@ -156,8 +159,8 @@ struct MoeWorkspace {
 /// the caller all-reduces). expert_up[e]: [2f, d] (local w1 | w3), expert_down[e]: [d, f] device
 /// pointers. Copies the expert counts to the host once (a stream synchronisation).
 void moe_mlp(const CublasHandle& h, float* out, const float* h32, const bf16* h16, const float* router,
-             const std::vector<const bf16*>& expert_up, const std::vector<const bf16*>& expert_down, int64_t n,
-             int64_t d, int64_t f, int64_t E, float jitter_eps, MoeWorkspace& ws);
+             const std::vector<const bf16*>& expert_up, const std::vector<const bf16*>& expert_down,
+             int64_t n, int64_t d, int64_t f, int64_t E, float jitter_eps, MoeWorkspace& ws);
 
 // ---- benchmarks ------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@
 namespace phi::kernels::cuda {
 
 void moe_mlp(const CublasHandle& h, float* out, const float* h32, const bf16* h16, const float* router,
-             const std::vector<const bf16*>& expert_up, const std::vector<const bf16*>& expert_down, int64_t n,
-             int64_t d, int64_t f, int64_t E, float jitter_eps, MoeWorkspace& ws) {
+             const std::vector<const bf16*>& expert_up, const std::vector<const bf16*>& expert_down,
+             int64_t n, int64_t d, int64_t f, int64_t E, float jitter_eps, MoeWorkspace& ws) {
     PHI_CUDA_REQUIRE(int64_t(expert_up.size()) == E && int64_t(expert_down.size()) == E,
                      "moe_mlp: %zu up and %zu down expert weights for %lld experts", expert_up.size(),
                      expert_down.size(), (long long)E);
@@ -27,24 +27,25 @@ void moe_mlp(const CublasHandle& h, float* out, const float* h32, const bf16* h1
 
     linear_f32(h, ws.scores.as<float>(), h32, router, n, E, d);
     moe_route(ws.idx.as<int32_t>(), ws.w.as<float>(), ws.scores.as<float>(), n, E, jitter_eps, s);
-    moe_build_lists(ws.offsets.as<int32_t>(), ws.rows.as<int32_t>(), ws.inv.as<int32_t>(), ws.idx.as<int32_t>(), n, E,
-                    s);
+    moe_build_lists(ws.offsets.as<int32_t>(), ws.rows.as<int32_t>(), ws.inv.as<int32_t>(),
+                    ws.idx.as<int32_t>(), n, E, s);
     ws.host_offsets.resize(size_t(E + 1));
-    CUDA_CHECK(cudaMemcpyAsync(ws.host_offsets.data(), ws.offsets.data(), size_t(E + 1) * 4, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaMemcpyAsync(ws.host_offsets.data(), ws.offsets.data(), size_t(E + 1) * 4,
+                               cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     gather_rows(ws.xs.as<bf16>(), h16, ws.rows.as<int32_t>(), 2 * n, d, s);
     for (int64_t e = 0; e < E; ++e) {
         const int64_t b = ws.host_offsets[size_t(e)], ne = ws.host_offsets[size_t(e + 1)] - b;
         if (ne == 0) continue;
-        linear(h, ws.gu.as<float>() + b * 2 * f, DType::F32, ws.xs.as<bf16>() + b * d, expert_up[size_t(e)], nullptr,
-               ne, 2 * f, d);
+        linear(h, ws.gu.as<float>() + b * 2 * f, DType::F32, ws.xs.as<bf16>() + b * d, expert_up[size_t(e)],
+               nullptr, ne, 2 * f, d);
     }
     silu_mul(ws.act.as<bf16>(), DType::BF16, ws.gu.as<float>(), 2 * n, f, s);
     for (int64_t e = 0; e < E; ++e) {
         const int64_t b = ws.host_offsets[size_t(e)], ne = ws.host_offsets[size_t(e + 1)] - b;
         if (ne == 0) continue;
-        linear(h, ws.y.as<float>() + b * d, DType::F32, ws.act.as<bf16>() + b * f, expert_down[size_t(e)], nullptr,
-               ne, d, f);
+        linear(h, ws.y.as<float>() + b * d, DType::F32, ws.act.as<bf16>() + b * f, expert_down[size_t(e)],
+               nullptr, ne, d, f);
     }
     moe_combine(out, ws.y.as<float>(), ws.inv.as<int32_t>(), ws.idx.as<int32_t>(), ws.w.as<float>(), n, d, s);
 }

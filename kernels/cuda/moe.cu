@@ -68,8 +68,8 @@ __device__ int block_exclusive_scan(int v, int* sh, int* total) {
 }
 
 // One block: for each expert in order, a scan over the tokens in order.
-__global__ void moe_build_lists_kernel(int32_t* offsets, int32_t* rows, int32_t* inv, const int32_t* idx, int64_t n,
-                                       int E) {
+__global__ void moe_build_lists_kernel(int32_t* offsets, int32_t* rows, int32_t* inv, const int32_t* idx,
+                                       int64_t n, int E) {
     __shared__ int sh[32];
     int base = 0;
     for (int e = 0; e < E; ++e) {
@@ -90,8 +90,8 @@ __global__ void moe_build_lists_kernel(int32_t* offsets, int32_t* rows, int32_t*
     if (threadIdx.x == 0) offsets[E] = base;
 }
 
-__global__ void moe_combine_kernel(float* out, const float* y, const int32_t* inv, const int32_t* idx, const float* w,
-                                   int64_t d) {
+__global__ void moe_combine_kernel(float* out, const float* y, const int32_t* inv, const int32_t* idx,
+                                   const float* w, int64_t d) {
     const int64_t t = blockIdx.x;
     const int lo = idx[t * 2] < idx[t * 2 + 1] ? 0 : 1, hi = 1 - lo;
     const float* ylo = y + int64_t(inv[t * 2 + lo]) * d;
@@ -107,9 +107,11 @@ __global__ void moe_combine_kernel(float* out, const float* y, const int32_t* in
 
 }  // namespace
 
-void moe_route(int32_t* idx, float* w, const float* scores, int64_t n, int64_t E, float jitter_eps, cudaStream_t s) {
-    PHI_CUDA_REQUIRE(n >= 0 && E >= 2 && E <= k_max_experts, "moe_route: n %lld, experts %lld (2..%d supported)",
-                     (long long)n, (long long)E, k_max_experts);
+void moe_route(int32_t* idx, float* w, const float* scores, int64_t n, int64_t E, float jitter_eps,
+               cudaStream_t s) {
+    PHI_CUDA_REQUIRE(n >= 0 && E >= 2 && E <= k_max_experts,
+                     "moe_route: n %lld, experts %lld (2..%d supported)", (long long)n, (long long)E,
+                     k_max_experts);
     if (n == 0) return;
     moe_route_kernel<<<grid_for(n, 128), 128, 0, s>>>(idx, w, scores, n, int(E), jitter_eps);
     CUDA_CHECK_LAUNCH();
@@ -117,14 +119,14 @@ void moe_route(int32_t* idx, float* w, const float* scores, int64_t n, int64_t E
 
 void moe_build_lists(int32_t* offsets, int32_t* rows, int32_t* inv, const int32_t* idx, int64_t n, int64_t E,
                      cudaStream_t s) {
-    PHI_CUDA_REQUIRE(n >= 0 && E >= 2 && E <= k_max_experts, "moe_build_lists: n %lld, experts %lld", (long long)n,
-                     (long long)E);
+    PHI_CUDA_REQUIRE(n >= 0 && E >= 2 && E <= k_max_experts, "moe_build_lists: n %lld, experts %lld",
+                     (long long)n, (long long)E);
     moe_build_lists_kernel<<<1, 1024, 0, s>>>(offsets, rows, inv, idx, n, int(E));
     CUDA_CHECK_LAUNCH();
 }
 
-void moe_combine(float* out, const float* y, const int32_t* inv, const int32_t* idx, const float* w, int64_t n,
-                 int64_t d, cudaStream_t s) {
+void moe_combine(float* out, const float* y, const int32_t* inv, const int32_t* idx, const float* w,
+                 int64_t n, int64_t d, cudaStream_t s) {
     PHI_CUDA_REQUIRE(n >= 0 && d > 0, "moe_combine: bad shape [%lld, %lld]", (long long)n, (long long)d);
     if (n == 0) return;
     moe_combine_kernel<<<unsigned(n), 256, 0, s>>>(out, y, inv, idx, w, d);

@@ -9,7 +9,8 @@ namespace phi::kernels::cuda {
 
 inline void check(ncclResult_t rc, const char* call, const char* file, int line) {
     if (rc == ncclSuccess) return;
-    fail(file, line, std::string(call) + " failed: " + ncclGetErrorString(rc) + " (" + std::to_string(int(rc)) + ")");
+    fail(file, line,
+         std::string(call) + " failed: " + ncclGetErrorString(rc) + " (" + std::to_string(int(rc)) + ")");
 }
 
 }  // namespace phi::kernels::cuda

@@ -58,7 +58,8 @@ __device__ int64_t block_argmax(const float* x, int64_t limit, float* redv, int6
     __syncthreads();
     if (threadIdx.x == 0) {
         for (int w = 1; w < warps; ++w) {
-            if (redi[w] >= 0 && (redi[0] < 0 || redv[w] > redv[0] || (redv[w] == redv[0] && redi[w] < redi[0]))) {
+            if (redi[w] >= 0 &&
+                (redi[0] < 0 || redv[w] > redv[0] || (redv[w] == redv[0] && redi[w] < redi[0]))) {
                 redv[0] = redv[w];
                 redi[0] = redi[w];
             }
@@ -200,16 +201,17 @@ __global__ void sample_kernel(int32_t* out, const float* logits, int64_t stride,
 }  // namespace
 
 void argmax(int32_t* out, const float* logits, int64_t rows, int64_t stride, int64_t limit, cudaStream_t s) {
-    PHI_CUDA_REQUIRE(rows >= 0 && limit > 0 && limit <= stride, "argmax: bad rows %lld, limit %lld or stride %lld",
-                     (long long)rows, (long long)limit, (long long)stride);
+    PHI_CUDA_REQUIRE(rows >= 0 && limit > 0 && limit <= stride,
+                     "argmax: bad rows %lld, limit %lld or stride %lld", (long long)rows, (long long)limit,
+                     (long long)stride);
     if (rows == 0) return;
     argmax_kernel<<<unsigned(rows), k_threads, 0, s>>>(out, logits, stride, limit);
     CUDA_CHECK_LAUNCH();
 }
 
 void sample_top_k_top_p(int32_t* out, const float* logits, int64_t rows, int64_t stride, int64_t limit,
-                        const float* temperature, const int32_t* top_k, const float* top_p, const float* uniform,
-                        cudaStream_t s) {
+                        const float* temperature, const int32_t* top_k, const float* top_p,
+                        const float* uniform, cudaStream_t s) {
     PHI_CUDA_REQUIRE(rows >= 0 && limit > 0 && limit <= stride && limit < (int64_t(1) << 24),
                      "sample_top_k_top_p: bad rows %lld, limit %lld or stride %lld", (long long)rows,
                      (long long)limit, (long long)stride);

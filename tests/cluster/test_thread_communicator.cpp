@@ -44,14 +44,17 @@ void run_ranks(int n, const std::function<void(ThreadCommunicator&)>& body) {
         if (e) std::rethrow_exception(e);
 }
 
-float value(int64_t i, int r) { return std::sin(float(i * 7 + r * 13)) * std::pow(10.0f, float((i + r) % 7) - 3); }
+float value(int64_t i, int r) {
+    return std::sin(float(i * 7 + r * 13)) * std::pow(10.0f, float((i + r) % 7) - 3);
+}
 
 TEST(ThreadCommunicator, AllReduceIsBitIdenticalToSerialFixedOrderSum) {
     for (int n : {1, 2, 3, 4}) {
         for (int64_t count : {1, 7, 1000, 100003}) {
             std::vector<float> expect(size_t(count), 0.0f);
             for (int r = 0; r < n; ++r)
-                for (int64_t i = 0; i < count; ++i) expect[size_t(i)] = r == 0 ? value(i, r) : expect[size_t(i)] + value(i, r);
+                for (int64_t i = 0; i < count; ++i)
+                    expect[size_t(i)] = r == 0 ? value(i, r) : expect[size_t(i)] + value(i, r);
             std::vector<std::vector<float>> got(static_cast<size_t>(n));
             run_ranks(n, [&](ThreadCommunicator& comm) {
                 std::vector<float> x(static_cast<size_t>(count));
@@ -59,7 +62,8 @@ TEST(ThreadCommunicator, AllReduceIsBitIdenticalToSerialFixedOrderSum) {
                 comm.all_reduce_sum(x.data(), count);
                 got[size_t(comm.rank())] = std::move(x);
             });
-            for (int r = 0; r < n; ++r) EXPECT_EQ(got[size_t(r)], expect) << "rank " << r << " of " << n << ", " << count;
+            for (int r = 0; r < n; ++r)
+                EXPECT_EQ(got[size_t(r)], expect) << "rank " << r << " of " << n << ", " << count;
         }
     }
 }
@@ -134,7 +138,9 @@ struct TpCase {
     std::string fixture;
     int n;
 };
-void PrintTo(const TpCase& c, std::ostream* os) { *os << c.fixture << " n=" << c.n; }
+void PrintTo(const TpCase& c, std::ostream* os) {
+    *os << c.fixture << " n=" << c.n;
+}
 
 class ThreadTensorParallel : public ::testing::TestWithParam<TpCase> {};
 
@@ -197,7 +203,8 @@ TEST_P(ThreadTensorParallel, MatchesSingleRankAndHf) {
         for (int64_t j = 0; j < cfg.vocab_size; ++j)
             worst = std::max(worst, std::fabs(tp_logits[r * size_t(vp_tp) + size_t(j)] -
                                               ref_logits[r * size_t(vp1) + size_t(j)]));
-    std::printf("[%s] threads tp %d vs tp 1: max abs logit difference %.3g\n", tc.fixture.c_str(), tc.n, worst);
+    std::printf("[%s] threads tp %d vs tp 1: max abs logit difference %.3g\n", tc.fixture.c_str(), tc.n,
+                worst);
     EXPECT_LE(worst, 1e-5f);
     EXPECT_EQ(greedy.tokens, g.greedy);
     for (int r = 1; r < tc.n; ++r) EXPECT_EQ(hashes[size_t(r)], hashes[0]) << "rank " << r;
@@ -206,7 +213,9 @@ TEST_P(ThreadTensorParallel, MatchesSingleRankAndHf) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ThreadTensorParallel,
                          ::testing::Values(TpCase{"phi3_mini_4k_swa", 2}, TpCase{"phi3_mini_4k_swa", 4},
                                            TpCase{"phi_40q10kv", 2}, TpCase{"phi_40q10kv", 4}),
-                         [](const auto& info) { return info.param.fixture + "_n" + std::to_string(info.param.n); });
+                         [](const auto& info) {
+                             return info.param.fixture + "_n" + std::to_string(info.param.n);
+                         });
 
 }  // namespace
 }  // namespace phi

@@ -10,15 +10,16 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/dtype.h"
 
 /// First line of every CUDA test: CI machines have nvcc but no GPU.
-#define PHI_REQUIRE_GPU()                                                                  \
-    do {                                                                                   \
-        if (::phi::kernels::cuda::cuda_device_count() == 0)                                \
-            GTEST_SKIP() << ::phi::kernels::cuda::cuda_unavailable_reason();               \
+#define PHI_REQUIRE_GPU()                                                    \
+    do {                                                                     \
+        if (::phi::kernels::cuda::cuda_device_count() == 0)                  \
+            GTEST_SKIP() << ::phi::kernels::cuda::cuda_unavailable_reason(); \
     } while (0)
 
 namespace phi::kernels::cuda::test {
@@ -60,10 +61,9 @@ inline double worst_ratio(const std::vector<float>& got, const std::vector<float
     return worst;
 }
 
-#define EXPECT_CLOSE(got, want, abs_tol, rel_tol)                                                       \
-    do {                                                                                                \
-        const double phi_r_ = ::phi::kernels::cuda::test::worst_ratio((got), (want), (abs_tol), (rel_tol)); \
-        EXPECT_LE(phi_r_, 1.0) << "worst error / tolerance";                                           \
-    } while (0)
+/// Streamable like any EXPECT: EXPECT_CLOSE(got, want, 1e-5, 0.0) << "context".
+#define EXPECT_CLOSE(got, want, abs_tol, rel_tol)                                                \
+    EXPECT_LE(::phi::kernels::cuda::test::worst_ratio((got), (want), (abs_tol), (rel_tol)), 1.0) \
+        << "worst error / tolerance "
 
 }  // namespace phi::kernels::cuda::test

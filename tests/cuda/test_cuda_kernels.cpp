@@ -52,13 +52,15 @@ TEST(CudaKernels, LinearMatchesCpuForF32AndBf16Outputs) {
     PHI_REQUIRE_GPU();
     Stream stream;
     CublasHandle blas(stream);
-    for (const LinearShape sh : {LinearShape{1, 96, 64}, LinearShape{7, 130, 72}, LinearShape{33, 256, 320}}) {
+    for (const LinearShape sh :
+         {LinearShape{1, 96, 64}, LinearShape{7, 130, 72}, LinearShape{33, 256, 320}}) {
         for (bool with_bias : {false, true}) {
-            std::vector<float> x = random_floats(size_t(sh.n * sh.k), 1), w = random_floats(size_t(sh.m * sh.k), 2);
+            std::vector<float> x = random_floats(size_t(sh.n * sh.k), 1),
+                               w = random_floats(size_t(sh.m * sh.k), 2);
             std::vector<float> bias = random_floats(size_t(sh.m), 3);
             const auto xb = round_bf16(x), wb = round_bf16(w);
             round_bf16(bias);  // bf16-exact biases (as loaded with bf16 weights)
-            std::vector<float> want(size_t(sh.n * sh.m));
+            std::vector<float> want(static_cast<size_t>(sh.n * sh.m));
             kc::linear(k_ref, want.data(), x.data(), sh.n, kc::WeightView{wb.data(), DType::BF16, sh.m, sh.k},
                        with_bias ? bias.data() : nullptr);
             DeviceBuffer dx = to_device(xb), dw = to_device(wb), db = to_device(bias);
@@ -69,7 +71,8 @@ TEST(CudaKernels, LinearMatchesCpuForF32AndBf16Outputs) {
             stream.synchronize();
             // |x|, |w| <= 1: the sum of magnitudes is at most k.
             EXPECT_CLOSE(to_host<float>(y32, want.size()), want, 1e-6 * double(sh.k), 0.0);
-            EXPECT_CLOSE(widen_bf16(to_host<uint16_t>(y16, want.size())), want, 1e-6 * double(sh.k), k_bf16_rel);
+            EXPECT_CLOSE(widen_bf16(to_host<uint16_t>(y16, want.size())), want, 1e-6 * double(sh.k),
+                         k_bf16_rel);
         }
     }
 }
@@ -79,12 +82,14 @@ TEST(CudaKernels, LinearF32MatchesCpu) {
     Stream stream;
     CublasHandle blas(stream);
     const int64_t n = 5, m = 16, k = 200;
-    std::vector<float> x = random_floats(size_t(n * k), 4), w = random_floats(size_t(m * k), 5), want(size_t(n * m));
+    std::vector<float> x = random_floats(size_t(n * k), 4), w = random_floats(size_t(m * k), 5),
+                       want(size_t(n * m));
     kc::linear(k_ref, want.data(), x.data(), n, kc::WeightView{w.data(), DType::F32, m, k}, nullptr);
     DeviceBuffer dx = to_device(x), dw = to_device(w), dy(want.size() * 4);
     linear_f32(blas, dy.as<float>(), dx.as<float>(), dw.as<float>(), n, m, k);
     stream.synchronize();
-    EXPECT_CLOSE(to_host<float>(dy, want.size()), want, 1e-6 * double(k), 0.0);  // no TF32 (that would be 1e-3)
+    EXPECT_CLOSE(to_host<float>(dy, want.size()), want, 1e-6 * double(k),
+                 0.0);  // no TF32 (that would be 1e-3)
 }
 
 TEST(CudaKernels, EmbeddingMatchesCpuIncludingOtherRanksIds) {
@@ -94,7 +99,8 @@ TEST(CudaKernels, EmbeddingMatchesCpuIncludingOtherRanksIds) {
     const auto eb = round_bf16(e);
     const std::vector<int32_t> ids = {100, 149, 99, 150, 120, 0, 125};
     std::vector<float> want(ids.size() * size_t(d));
-    kc::embedding(want.data(), kc::WeightView{eb.data(), DType::BF16, rows, d}, ids.data(), int64_t(ids.size()), offset);
+    kc::embedding(want.data(), kc::WeightView{eb.data(), DType::BF16, rows, d}, ids.data(),
+                  int64_t(ids.size()), offset);
     Stream s;
     DeviceBuffer de = to_device(eb), di = to_device(ids), out(want.size() * 4);
     embedding(out.as<float>(), de.as<bf16>(), rows, d, di.as<int32_t>(), int64_t(ids.size()), offset, s);
@@ -132,7 +138,7 @@ TEST(CudaKernels, RopeWithPerTokenTablesMatchesCpu) {
     // q rows inside a wider qkv row (stride).
     const int64_t n = 9, heads = 3, hd = 80, rot = 32, half = rot / 2, stride = heads * hd + 40;
     std::vector<float> x = random_floats(size_t(n * stride), 10);
-    std::vector<float> inv(size_t(2 * half));
+    std::vector<float> inv(static_cast<size_t>(2 * half));
     for (int64_t i = 0; i < half; ++i) {
         inv[size_t(i)] = 1.0f / std::pow(10000.0f, float(2 * i) / float(rot));
         inv[size_t(half + i)] = inv[size_t(i)] / (1.0f + 0.5f * float(i));
@@ -142,11 +148,13 @@ TEST(CudaKernels, RopeWithPerTokenTablesMatchesCpu) {
     const std::vector<int32_t> table = {0, 0, 1, 0, 1, 1, 0, 1, 1};
     std::vector<float> want = x;
     for (int64_t t = 0; t < n; ++t)
-        kc::rope(k_ref, want.data() + t * stride, &pos[size_t(t)], 1, heads, hd, rot, inv.data() + table[size_t(t)] * half,
-                 scale[size_t(table[size_t(t)])]);
+        kc::rope(k_ref, want.data() + t * stride, &pos[size_t(t)], 1, heads, hd, rot,
+                 inv.data() + table[size_t(t)] * half, scale[size_t(table[size_t(t)])]);
     Stream s;
-    DeviceBuffer dx = to_device(x), dp = to_device(pos), dt = to_device(table), di = to_device(inv), ds = to_device(scale);
-    rope(dx.as<float>(), stride, dp.as<int32_t>(), dt.as<int32_t>(), di.as<float>(), ds.as<float>(), n, heads, hd, rot, s);
+    DeviceBuffer dx = to_device(x), dp = to_device(pos), dt = to_device(table), di = to_device(inv),
+                 ds = to_device(scale);
+    rope(dx.as<float>(), stride, dp.as<int32_t>(), dt.as<int32_t>(), di.as<float>(), ds.as<float>(), n, heads,
+         hd, rot, s);
     s.synchronize();
     EXPECT_CLOSE(to_host<float>(dx, x.size()), want, 2e-6, 0.0);  // cos/sin within an ulp or two of libm
 }
@@ -159,7 +167,8 @@ TEST(CudaKernels, ActivationsAndAddsMatchCpu) {
     std::vector<float> gelu = x, silu(size_t(n * d));
     kc::gelu_new(k_ref, gelu.data(), int64_t(gelu.size()));
     kc::silu_mul(k_ref, silu.data(), x.data(), n, d);
-    DeviceBuffer dx = to_device(x), g32(x.size() * 4), g16(x.size() * 2), s32(silu.size() * 4), s16(silu.size() * 2);
+    DeviceBuffer dx = to_device(x), g32(x.size() * 4), g16(x.size() * 2), s32(silu.size() * 4),
+                 s16(silu.size() * 2);
     gelu_new(g32.data(), DType::F32, dx.as<float>(), int64_t(x.size()), s);
     gelu_new(g16.data(), DType::BF16, dx.as<float>(), int64_t(x.size()), s);
     silu_mul(s32.data(), DType::F32, dx.as<float>(), n, d, s);
@@ -186,7 +195,7 @@ TEST(CudaKernels, ActivationsAndAddsMatchCpu) {
     std::vector<uint16_t> want16(add.size());
     for (size_t i = 0; i < add.size(); ++i) want16[i] = f32_to_bf16(add[i]);
     EXPECT_EQ(to_host<uint16_t>(c16, add.size()), want16);  // round to nearest even, as torch
-    std::vector<float> want_br(size_t(n * d));
+    std::vector<float> want_br(static_cast<size_t>(n * d));
     for (int64_t i = 0; i < n * d; ++i) want_br[size_t(i)] = b[size_t(i % d)];
     EXPECT_EQ(to_host<float>(br, want_br.size()), want_br);
 }
@@ -216,7 +225,7 @@ TEST(CudaKernels, PagedAttentionMatchesCpuForPrefillAndDecode) {
         std::vector<int32_t> table;
     };
     std::mt19937 gen(15);
-    std::vector<int32_t> perm(size_t(num_blocks));
+    std::vector<int32_t> perm(static_cast<size_t>(num_blocks));
     std::iota(perm.begin(), perm.end(), 0);
     std::shuffle(perm.begin(), perm.end(), gen);
     std::vector<Seq> seqs = {{40, 9, {}}, {0, 300, {}}, {77, 1, {}}};
@@ -230,9 +239,9 @@ TEST(CudaKernels, PagedAttentionMatchesCpuForPrefillAndDecode) {
     const int64_t row = nkv * hd, cache_elems = num_blocks * bs * row;
     for (int64_t window : {int64_t(0), int64_t(50)}) {
         // Every position's K/V (prefix and new), bf16-rounded.
-        std::vector<float> kc32(size_t(cache_elems), 0.0f), vc32(size_t(cache_elems), 0.0f);
+        std::vector<float> kc32(static_cast<size_t>(cache_elems), 0.0f), vc32(size_t(cache_elems), 0.0f);
         Stream s;
-        DeviceBuffer kc16(size_t(cache_elems) * 2), vc16(size_t(cache_elems) * 2);
+        DeviceBuffer kc16(static_cast<size_t>(cache_elems) * 2), vc16(size_t(cache_elems) * 2);
         CUDA_CHECK(cudaMemset(kc16.data(), 0, kc16.bytes()));
         CUDA_CHECK(cudaMemset(vc16.data(), 0, vc16.bytes()));
         const kc::KvLayout lay{num_blocks, bs, nkv, hd};
@@ -266,8 +275,8 @@ TEST(CudaKernels, PagedAttentionMatchesCpuForPrefillAndDecode) {
             }
             std::vector<float> qv = random_floats(size_t(q.n * n_heads * hd), 300 + uint32_t(i), -2.0f, 2.0f);
             std::vector<float> o(qv.size());
-            kc::paged_attention(k_ref, o.data(), qv.data(), kc32.data(), vc32.data(), lay, q.table.data(), q.start, q.n,
-                                n_heads, q_to_kv.data(), 1.0f / std::sqrt(float(hd)), window);
+            kc::paged_attention(k_ref, o.data(), qv.data(), kc32.data(), vc32.data(), lay, q.table.data(),
+                                q.start, q.n, n_heads, q_to_kv.data(), 1.0f / std::sqrt(float(hd)), window);
             q_all.insert(q_all.end(), qv.begin(), qv.end());
             want.insert(want.end(), o.begin(), o.end());
             for (int64_t j = 0; j < q.n; ++j) {
@@ -277,12 +286,14 @@ TEST(CudaKernels, PagedAttentionMatchesCpuForPrefillAndDecode) {
         }
         const int64_t T = int64_t(tok_seq.size());
         DeviceBuffer dslots = to_device(slots_new), dk = to_device(k_new_all), dv = to_device(v_new_all);
-        kv_write(kc16.as<bf16>(), vc16.as<bf16>(), glay, dslots.as<int32_t>(), dk.as<float>(), dv.as<float>(), row, T, s);
+        kv_write(kc16.as<bf16>(), vc16.as<bf16>(), glay, dslots.as<int32_t>(), dk.as<float>(), dv.as<float>(),
+                 row, T, s);
         DeviceBuffer dq = to_device(q_all), dseq = to_device(tok_seq), dpos = to_device(tok_pos),
                      dtab = to_device(tables), dmap = to_device(q_to_kv), out(want.size() * 4);
         AttentionBatch batch{dseq.as<int32_t>(), dpos.as<int32_t>(), dtab.as<int32_t>(), 32, T};
-        paged_attention(out.data(), DType::F32, dq.as<float>(), n_heads * hd, kc16.as<bf16>(), vc16.as<bf16>(), glay,
-                        batch, n_heads, dmap.as<int32_t>(), 1.0f / std::sqrt(float(hd)), window, s);
+        paged_attention(out.data(), DType::F32, dq.as<float>(), n_heads * hd, kc16.as<bf16>(),
+                        vc16.as<bf16>(), glay, batch, n_heads, dmap.as<int32_t>(),
+                        1.0f / std::sqrt(float(hd)), window, s);
         s.synchronize();
         EXPECT_CLOSE(to_host<float>(out, want.size()), want, 2e-5, 1e-4) << "window " << window;
     }
@@ -321,9 +332,10 @@ TEST(CudaKernels, TopKTopPSamplerFollowsTheFilteredDistribution) {
         int32_t k;
         float p;
     };
-    for (const Params prm : {Params{1.0f, 0, 1.0f}, Params{0.7f, 20, 1.0f}, Params{1.3f, 0, 0.6f}, Params{0.9f, 40, 0.8f}}) {
+    for (const Params prm :
+         {Params{1.0f, 0, 1.0f}, Params{0.7f, 20, 1.0f}, Params{1.3f, 0, 0.6f}, Params{0.9f, 40, 0.8f}}) {
         // Reference in double: temperature, top-k (ties kept), top-p (mass strictly above < p).
-        std::vector<double> w(size_t(vocab));
+        std::vector<double> w(static_cast<size_t>(vocab));
         const double mx = *std::max_element(row.begin(), row.end());
         for (int64_t i = 0; i < vocab; ++i) w[size_t(i)] = std::exp((double(row[size_t(i)]) - mx) / prm.temp);
         std::vector<double> sorted = w;
@@ -344,20 +356,20 @@ TEST(CudaKernels, TopKTopPSamplerFollowsTheFilteredDistribution) {
         }
         const double z = std::accumulate(w.begin(), w.end(), 0.0);
 
-        std::vector<float> logits(size_t(M * stride), -1.0f), temp(size_t(M), prm.temp), top_p(size_t(M), prm.p),
-            uni(size_t(M));
-        std::vector<int32_t> top_k(size_t(M), prm.k);
+        std::vector<float> logits(static_cast<size_t>(M * stride), -1.0f), temp(size_t(M), prm.temp),
+            top_p(size_t(M), prm.p), uni(static_cast<size_t>(M));
+        std::vector<int32_t> top_k(static_cast<size_t>(M), prm.k);
         for (int64_t j = 0; j < M; ++j) {
             std::copy(row.begin(), row.end(), logits.begin() + j * stride);
             uni[size_t(j)] = (float(j) + 0.5f) / float(M);
         }
         Stream s;
-        DeviceBuffer dl = to_device(logits), dt = to_device(temp), dk = to_device(top_k), dp = to_device(top_p),
-                     du = to_device(uni), out(size_t(M) * 4);
-        sample_top_k_top_p(out.as<int32_t>(), dl.as<float>(), M, stride, vocab, dt.as<float>(), dk.as<int32_t>(),
-                           dp.as<float>(), du.as<float>(), s);
+        DeviceBuffer dl = to_device(logits), dt = to_device(temp), dk = to_device(top_k),
+                     dp = to_device(top_p), du = to_device(uni), out(size_t(M) * 4);
+        sample_top_k_top_p(out.as<int32_t>(), dl.as<float>(), M, stride, vocab, dt.as<float>(),
+                           dk.as<int32_t>(), dp.as<float>(), du.as<float>(), s);
         s.synchronize();
-        std::vector<int64_t> counts(size_t(vocab), 0);
+        std::vector<int64_t> counts(static_cast<size_t>(vocab), 0);
         for (int32_t id : to_host<int32_t>(out, size_t(M))) {
             ASSERT_GE(id, 0);
             ASSERT_LT(id, vocab);
@@ -371,7 +383,7 @@ TEST(CudaKernels, TopKTopPSamplerFollowsTheFilteredDistribution) {
     }
     // Temperature 0 is greedy; top-k 1 is greedy at any temperature.
     Stream s;
-    std::vector<float> two(size_t(2 * stride), 0.0f);
+    std::vector<float> two(static_cast<size_t>(2 * stride), 0.0f);
     std::copy(row.begin(), row.end(), two.begin());
     std::copy(row.begin(), row.end(), two.begin() + stride);
     const int64_t best = std::max_element(row.begin(), row.end()) - row.begin();
@@ -387,7 +399,7 @@ TEST(CudaKernels, TopKTopPSamplerFollowsTheFilteredDistribution) {
 TEST(CudaKernels, StreamReadRuns) {
     PHI_REQUIRE_GPU();
     Stream s;
-    DeviceBuffer data(size_t(64) << 20), sink(4);
+    DeviceBuffer data(static_cast<size_t>(64) << 20), sink(4);
     CUDA_CHECK(cudaMemset(data.data(), 0x5a, data.bytes()));
     CUDA_CHECK(cudaMemset(sink.data(), 0, 4));
     stream_read(data.data(), data.bytes(), sink.as<uint32_t>(), s);
