@@ -11,7 +11,8 @@
 #                                       test skips with the reason and the benchmark says why)
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all cores), PHI_CUDA_ARCH (default 90:
-# H100/H200), PHI_CHECK_TIMEOUT (seconds per test binary, default 600).
+# H100/H200), PHI_CHECK_TIMEOUT (seconds per test binary, default 600), PHI_SANITIZE=1 (kernel
+# tests again under compute-sanitizer memcheck).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -91,6 +92,19 @@ run_test() {  # name, binary
 }
 run_test test_cuda "$build/tests/cuda/test_cuda"
 run_test test_thread_communicator "$build/tests/cluster/test_thread_communicator"
+# PHI_SANITIZE=1: the kernel tests again under compute-sanitizer's memcheck (out-of-bounds and
+# misaligned accesses; a few times slower).
+if [[ ${PHI_SANITIZE:-0} == 1 ]] && command -v compute-sanitizer >/dev/null; then
+    echo "== compute-sanitizer memcheck"
+    if compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/cuda/test_cuda" \
+        --gtest_filter='CudaKernels.*:CudaMoe.*' >"$build/sanitizer.log" 2>&1; then
+        summary+=("compute-sanitizer memcheck: clean")
+    else
+        status=1
+        grep -m20 -E "=========|FAILED" "$build/sanitizer.log" || true
+        summary+=("compute-sanitizer memcheck: ERRORS (log $build/sanitizer.log)")
+    fi
+fi
 
 echo "== bench_cuda_kernels $quick"
 if ! timeout "$per_test_timeout" "$build/bench/cuda/bench_cuda_kernels" $quick | tee "$build/bench_cuda_kernels.log"; then

@@ -60,15 +60,18 @@ int main(int argc, char** argv) {
         return 0;
     }
     try {
-        const std::string json = R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
+        const std::string json =
+            R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
             "hidden_size": 3072, "intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 32,
-            "num_hidden_layers": )" + std::to_string(layers) + R"(, "vocab_size": 32064, "max_position_embeddings": 4096,
+            "num_hidden_layers": )" +
+            std::to_string(layers) + R"(, "vocab_size": 32064, "max_position_embeddings": 4096,
             "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
             "rope_scaling": null, "sliding_window": 2047, "tie_word_embeddings": false, "bos_token_id": 1,
             "eos_token_id": 32000, "attention_bias": false})";
         const ModelConfig cfg = parse_model_config(json, "phi3-mini (bench)");
         const ShardPlan plan = make_shard_plan(cfg, 1, 0);
-        const int64_t d = cfg.d_model, f = cfg.d_ff, hd = cfg.head_dim, qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
+        const int64_t d = cfg.d_model, f = cfg.d_ff, hd = cfg.head_dim,
+                      qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
         std::printf("device: %s\nmodel: Phi-3-mini shapes, %lld layers, random bf16 weights\n",
                     kcu::cuda_device_description(0).c_str(), (long long)layers);
         const auto t0 = std::chrono::steady_clock::now();
@@ -86,8 +89,8 @@ int main(int argc, char** argv) {
         w.embed = random_tensor({plan.vocab_local, d}, DType::BF16, 7, 0.5f);
         w.lm_head = random_tensor({plan.vocab_local, d}, DType::BF16, 8, 0.02f);
         w.final_norm_w = ones(d);
-        const double weight_bytes =
-            double(layers) * double(qkv * d + d * cfg.n_heads * hd + 3 * f * d) * 2 + double(plan.vocab_local * d) * 2;
+        const double weight_bytes = double(layers) * double(qkv * d + d * cfg.n_heads * hd + 3 * f * d) * 2 +
+                                    double(plan.vocab_local * d) * 2;
         std::printf("weights: %.2f GB (made in %.1f s)\n", weight_bytes / 1e9,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
@@ -107,8 +110,8 @@ int main(int argc, char** argv) {
                 if (i > 0) bw = std::max(bw, double(bytes) / (b.elapsed_ms_since(a) * 1e-3) / 1e9);
             }
         }
-        std::printf("streaming read: %.0f GB/s\n\n%-10s %6s %8s %10s %10s %9s\n", bw, "mode", "batch", "context",
-                    "ms/step", "tok/s", "fraction");
+        std::printf("streaming read: %.0f GB/s\n\n%-10s %6s %8s %10s %10s %9s\n", bw, "mode", "batch",
+                    "context", "ms/step", "tok/s", "fraction");
 
         const int64_t prompt = 512, block = 16;
         for (int64_t batch : {int64_t(1), int64_t(16)}) {
@@ -123,10 +126,12 @@ int main(int argc, char** argv) {
                 o.kv_blocks = o.max_blocks_per_seq * batch;
                 o.use_graphs = graphs;
                 CudaModel m(cfg, plan, w, comm, nullptr, o);
-                std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch)), toks(static_cast<size_t>(batch));
+                std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch)),
+                    toks(static_cast<size_t>(batch));
                 for (int64_t i = 0; i < batch; ++i) {
                     tables[size_t(i)].resize(size_t(o.max_blocks_per_seq));
-                    std::iota(tables[size_t(i)].begin(), tables[size_t(i)].end(), int32_t(i * o.max_blocks_per_seq));
+                    std::iota(tables[size_t(i)].begin(), tables[size_t(i)].end(),
+                              int32_t(i * o.max_blocks_per_seq));
                     toks[size_t(i)].assign(size_t(prompt), int32_t(100 + i));
                     SeqStep st;
                     st.tokens = toks[size_t(i)];
@@ -145,14 +150,18 @@ int main(int argc, char** argv) {
                     }
                     const auto a = std::chrono::steady_clock::now();
                     m.forward(step, &logits);
-                    if (k >= 3) total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+                    if (k >= 3)
+                        total_ms +=
+                            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                                .count();
                 }
                 const double ms = total_ms / double(steps - 3);
                 const double tps = double(batch) * 1e3 / ms;
-                const double kv_bytes = 2.0 * double(layers * batch * (prompt + steps / 2) * cfg.n_kv_heads * hd) * 2;
+                const double kv_bytes =
+                    2.0 * double(layers * batch * (prompt + steps / 2) * cfg.n_kv_heads * hd) * 2;
                 const double frac = (weight_bytes + kv_bytes) / (ms * 1e-3) / 1e9 / bw;
-                std::printf("%-10s %6lld %8lld %10.2f %10.1f %8.2f of bw", graphs ? "graphs" : "eager", (long long)batch,
-                            (long long)prompt, ms, tps, frac);
+                std::printf("%-10s %6lld %8lld %10.2f %10.1f %8.2f of bw", graphs ? "graphs" : "eager",
+                            (long long)batch, (long long)prompt, ms, tps, frac);
                 if (graphs) std::printf("   (%.2fx eager)", tps / eager_tps);
                 std::printf("\n");
                 if (!graphs) eager_tps = tps;

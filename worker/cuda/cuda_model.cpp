@@ -411,7 +411,10 @@ int64_t CudaModel::forward(std::span<const SeqStep> seqs, std::vector<float>* lo
     const int64_t S = int64_t(seqs.size());
     upload_step(seqs, T, R);
     const cudaStream_t st = stream_->get();
-    if (capturable_ && decode) {
+    // A batch size's first decode step runs eagerly: cuBLAS picks and loads its kernels for the
+    // shape outside of any capture; the second captures the graph, every later one replays it.
+    const bool warm = capturable_ && decode && !warmed_.insert(S).second;
+    if (warm) {
         auto it = graphs_.find(S);
         if (it == graphs_.end()) {
             cudaGraph_t g = nullptr;

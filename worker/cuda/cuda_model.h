@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -75,7 +76,7 @@ class CudaModel {
     int64_t block_size() const { return opts_.block_size; }
     /// FNV-1a of the residual stream after the last forward (downloads it; for cross-rank checks).
     uint64_t activation_hash();
-    /// Decode steps served by graph replay, and graphs captured.
+    /// Decode steps served by a graph (captured on a batch size's second decode step), and graphs.
     int64_t graph_replays() const { return graph_replays_; }
     int64_t graphs_captured() const { return int64_t(graphs_.size()); }
 
@@ -109,6 +110,7 @@ class CudaModel {
     std::unique_ptr<Scratch> s_;
     kernels::cuda::MoeWorkspace moe_ws_;
 
+    std::set<int64_t> warmed_;                   // decode batch sizes run once eagerly
     std::map<int64_t, cudaGraphExec_t> graphs_;  // decode batch size -> graph
     int64_t graph_replays_ = 0;
     int64_t last_T_ = 0;
