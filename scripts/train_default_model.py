@@ -727,11 +727,14 @@ python3 -m venv /root/venv-goldens
 /root/venv-goldens/bin/python scripts/train_default_model.py --out models/phi-tiny-code
 ```
 
-Deterministic (fixed seeds, fixed file split, fixed step count), CPU only; the result depends on the
-Python version whose standard library is found (here {s['python_version']}) and on the pinned package versions:
+Seeded throughout (fixed file split, seeds and step count), CPU only, 2 threads. Retraining the tokenizer
+reproduces `tokenizer.json` exactly; a bit-for-bit rerun of the model training has not been checked (CPU
+kernels can change with the thread count and the CPU). The result depends on the Python version whose
+standard library is found (here {s['python_version']}) and on the pinned package versions:
 torch {s['torch_version']}, transformers {s['transformers_version']}, tokenizers {s['tokenizers_version']},
 safetensors {s['safetensors_version']}. It also rewrites `tests/fixtures/default_model_expect.json`
 (HF greedy continuations and tokenizer round-trips that phi-cluster's tests compare against).
+`--fixture-only` rewrites that fixture and this card from the folder without training.
 """
 
 
