@@ -2,9 +2,10 @@
 """Train phi-tiny-code: the small, real-architecture Phi model that phi-cluster ships as its default model.
 
 Real Phi checkpoints are gigabytes and no model hub is reachable from where phi-cluster is built, yet the
-README's first command must run the main job out of the box. This script builds, on 2 CPU cores in roughly
-half an hour, a tiny model that has actually learned something, using only data that is already on the
+README's first command must run the main job out of the box. This script builds, on 2 CPU cores in well under
+an hour, a tiny model that has actually learned something, using only data that is already on the
 machine: the Python standard library source of the Python that runs this script (Phi-1 was a code model).
+The committed model took 43 min of training (44 min in all) on 2 CPU cores shared with other jobs.
 
 Steps (deterministic: fixed seeds, fixed file split, fixed step count):
   1. data       every *.py file of the running Python's standard library, minus tests, site-packages, generated
