@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "cluster/step_plan.h"
+#include "worker/model_math.h"
 
 namespace phi {
 
@@ -26,52 +27,6 @@ template <class T>
 T* grow(std::vector<T>& v, size_t n) {
     if (v.size() < n) v.resize(n);
     return v.data();
-}
-
-// HF: inv_freq = 1 / (ext * base ** (arange(0, dim, 2) / dim)), all fp32.
-std::vector<float> make_inv_freq(float base, int64_t dim, const std::vector<float>* ext) {
-    std::vector<float> f(static_cast<size_t>(dim / 2));
-    for (int64_t i = 0; i < dim / 2; ++i) {
-        const float e = float(2 * i) / float(dim);
-        const float p = std::pow(base, e);
-        f[size_t(i)] = 1.0f / (ext ? (*ext)[size_t(i)] * p : p);
-    }
-    return f;
-}
-
-// PhiMoE sparsemixer, eval path (HF modeling_phimoe.py): top-1 from the max, then top-2 from the
-// rest, each weight a softmax over the scores within a relative threshold of that max. The weights
-// are NOT renormalised.
-void sparsemixer(const float* s, int64_t E, float jitter_eps, int32_t* idx, float* weight) {
-    auto pick = [&](const float* scores) {
-        int64_t best = 0;
-        for (int64_t j = 1; j < E; ++j)
-            if (scores[j] > scores[best]) best = j;
-        return best;
-    };
-    std::vector<float> s2(s, s + E);
-    for (int k = 0; k < 2; ++k) {
-        const float* scores = k == 0 ? s : s2.data();
-        const int64_t i = pick(scores);
-        const float m = scores[i];
-        // softmax over scores masked where (m - s_j) / max(|s_j|, m) > 2 eps (numerator uses s).
-        float mx = -std::numeric_limits<float>::infinity();
-        std::vector<float> g(static_cast<size_t>(E));
-        for (int64_t j = 0; j < E; ++j) {
-            const float factor = std::max(std::fabs(s[j]), m);
-            const bool masked = ((m - s[j]) / factor) > 2.0f * jitter_eps;
-            g[size_t(j)] = masked ? -std::numeric_limits<float>::infinity() : scores[j];
-            mx = std::max(mx, g[size_t(j)]);
-        }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < E; ++j) {
-            g[size_t(j)] = std::exp(g[size_t(j)] - mx);
-            sum += g[size_t(j)];
-        }
-        idx[k] = int32_t(i);
-        weight[k] = g[size_t(i)] / sum;
-        s2[size_t(i)] = -std::numeric_limits<float>::infinity();
-    }
 }
 
 }  // namespace
@@ -87,19 +42,11 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
     PHI_CHECK(comm.size() == plan.world && comm.rank() == plan.rank,
               "communicator is rank {} of {} but the shard plan is for rank {} of {}", comm.rank(), comm.size(),
               plan.rank, plan.world);
-    if (cfg.rope_scaling == RopeScaling::LongRope) {
-        inv_freq_short_ = make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_short_factor);
-        // Pinned HF (5.24) PhiMoE keeps the short factors at every length and switches only the
-        // mscale (docs/GOLDENS.md); Phi3 switches the factors.
-        inv_freq_long_ = cfg.arch == Arch::PhiMoE
-                             ? inv_freq_short_
-                             : make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_long_factor);
-        rope_scale_short_ = cfg.rope_short_mscale.value_or(cfg.rope_attention_factor);
-        rope_scale_long_ = cfg.rope_long_mscale.value_or(cfg.rope_attention_factor);
-    } else {
-        inv_freq_short_ = make_inv_freq(cfg.rope_theta, cfg.rotary_dim, nullptr);
-        inv_freq_long_ = inv_freq_short_;
-    }
+    RopeTables rope = make_rope_tables(cfg);
+    inv_freq_short_ = std::move(rope.inv_freq_short);
+    inv_freq_long_ = std::move(rope.inv_freq_long);
+    rope_scale_short_ = rope.scale_short;
+    rope_scale_long_ = rope.scale_long;
     if (auto dir = env_string("PHI_DEBUG_DUMP")) {
         dump_dir_ = *dir;
         std::filesystem::create_directories(*dump_dir_);
@@ -189,7 +136,7 @@ void PhiModel::moe_mlp(const LayerWeights& lw, const float* h, float* out, int64
     std::vector<int32_t> idx(size_t(T * 2));
     std::vector<float> wt(size_t(T * 2));
     for (int64_t t = 0; t < T; ++t)
-        sparsemixer(scores.data() + t * E, E, cfg_.router_jitter_noise, idx.data() + 2 * t, wt.data() + 2 * t);
+        sparsemixer_top2(scores.data() + t * E, E, cfg_.router_jitter_noise, idx.data() + 2 * t, wt.data() + 2 * t);
 
     std::memset(out, 0, size_t(T * d) * 4);
     std::vector<int64_t> rows;

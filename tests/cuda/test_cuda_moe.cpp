@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "worker/model_math.h"
 #include "kernels/cpu/kernels.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -15,37 +16,7 @@ namespace {
 namespace kc = kernels::cpu;
 using namespace test;
 
-// worker/phi_model.cpp's sparsemixer (the CPU reference of moe_route).
-void sparsemixer(const float* s, int64_t E, float jitter_eps, int32_t* idx, float* weight) {
-    auto pick = [&](const float* scores) {
-        int64_t best = 0;
-        for (int64_t j = 1; j < E; ++j)
-            if (scores[j] > scores[best]) best = j;
-        return best;
-    };
-    std::vector<float> s2(s, s + E);
-    for (int k = 0; k < 2; ++k) {
-        const float* scores = k == 0 ? s : s2.data();
-        const int64_t i = pick(scores);
-        const float m = scores[i];
-        float mx = -std::numeric_limits<float>::infinity();
-        std::vector<float> g(static_cast<size_t>(E));
-        for (int64_t j = 0; j < E; ++j) {
-            const float factor = std::max(std::fabs(s[j]), m);
-            const bool masked = ((m - s[j]) / factor) > 2.0f * jitter_eps;
-            g[size_t(j)] = masked ? -std::numeric_limits<float>::infinity() : scores[j];
-            mx = std::max(mx, g[size_t(j)]);
-        }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < E; ++j) {
-            g[size_t(j)] = std::exp(g[size_t(j)] - mx);
-            sum += g[size_t(j)];
-        }
-        idx[k] = int32_t(i);
-        weight[k] = g[size_t(i)] / sum;
-        s2[size_t(i)] = -std::numeric_limits<float>::infinity();
-    }
-}
+// The CPU reference of moe_route is worker/model_math.h's sparsemixer_top2, which PhiModel uses.
 
 TEST(CudaMoe, RouterAndListsMatchCpu) {
     PHI_REQUIRE_GPU();
@@ -54,7 +25,7 @@ TEST(CudaMoe, RouterAndListsMatchCpu) {
     std::vector<int32_t> idx(static_cast<size_t>(2 * n));
     std::vector<float> w(static_cast<size_t>(2 * n));
     for (int64_t t = 0; t < n; ++t)
-        sparsemixer(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &w[size_t(2 * t)]);
+        sparsemixer_top2(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &w[size_t(2 * t)]);
     Stream s;
     DeviceBuffer ds = to_device(scores), di(idx.size() * 4), dw(w.size() * 4), doff(size_t(E + 1) * 4),
                  drows(idx.size() * 4), dinv(idx.size() * 4);
@@ -105,7 +76,7 @@ TEST(CudaMoe, MlpMatchesCpu) {
     std::vector<int32_t> idx(static_cast<size_t>(2 * n));
     std::vector<float> wt(static_cast<size_t>(2 * n));
     for (int64_t t = 0; t < n; ++t)
-        sparsemixer(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &wt[size_t(2 * t)]);
+        sparsemixer_top2(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &wt[size_t(2 * t)]);
     std::vector<float> want(static_cast<size_t>(n * d), 0.0f);
     for (int64_t e = 0; e < E; ++e) {
         std::vector<int64_t> rows;

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "kernels/cuda/cuda_check.h"
+#include "worker/model_math.h"
 
 namespace phi {
 
@@ -21,17 +22,6 @@ using kcu::bf16;
 using kcu::DeviceBuffer;
 
 namespace {
-
-// HF: inv_freq = 1 / (ext * base ** (arange(0, dim, 2) / dim)), all fp32 (as PhiModel).
-std::vector<float> make_inv_freq(float base, int64_t dim, const std::vector<float>* ext) {
-    std::vector<float> f(static_cast<size_t>(dim / 2));
-    for (int64_t i = 0; i < dim / 2; ++i) {
-        const float e = float(2 * i) / float(dim);
-        const float p = std::pow(base, e);
-        f[size_t(i)] = 1.0f / (ext ? (*ext)[size_t(i)] * p : p);
-    }
-    return f;
-}
 
 /// Linear weights and embeddings: bf16 on the device whatever the host dtype.
 DeviceBuffer upload_bf16(const OwnedTensor& t) {
@@ -153,19 +143,9 @@ CudaModel::CudaModel(const ModelConfig& cfg, const ShardPlan& plan, const ModelW
     final_norm_b_ = upload_f32(w.final_norm_b);
 
     // RoPE tables: row 0 short (or the only one), row 1 long; scales likewise (PhiModel's rules).
-    std::vector<float> short_f, long_f;
-    float short_s = 1.0f, long_s = 1.0f;
-    if (cfg.rope_scaling == RopeScaling::LongRope) {
-        short_f = make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_short_factor);
-        long_f = cfg.arch == Arch::PhiMoE
-                     ? short_f
-                     : make_inv_freq(cfg.rope_theta, cfg.rotary_dim, &cfg.rope_long_factor);
-        short_s = cfg.rope_short_mscale.value_or(cfg.rope_attention_factor);
-        long_s = cfg.rope_long_mscale.value_or(cfg.rope_attention_factor);
-    } else {
-        short_f = make_inv_freq(cfg.rope_theta, cfg.rotary_dim, nullptr);
-        long_f = short_f;
-    }
+    RopeTables rope = make_rope_tables(cfg);
+    std::vector<float> short_f = std::move(rope.inv_freq_short), long_f = std::move(rope.inv_freq_long);
+    const float short_s = rope.scale_short, long_s = rope.scale_long;
     short_f.insert(short_f.end(), long_f.begin(), long_f.end());
     inv_freq_ = kcu::to_device(short_f);
     rope_scale_ = kcu::to_device(std::vector<float>{short_s, long_s});
