@@ -1,5 +1,6 @@
 // Jinja lexer (see jinja_lexer.h). The comments name the jinja2/lexer.py rule each branch mirrors;
 // the interplay of `-`, `+`, trim_blocks and lstrip_blocks is exactly that file's.
+#include "common/utf8.h"
 #include "coordinator/chat/jinja_lexer.h"
 
 #include <fmt/format.h>
@@ -477,7 +478,7 @@ std::string normalize_source(std::string_view source) {
 }
 
 std::vector<Token> tokenize(std::string_view source) {
-    PHI_CHECK(py::is_valid_utf8(source), "chat template is not valid UTF-8");
+    PHI_CHECK(phi::is_valid_utf8(source), "chat template is not valid UTF-8");
     const std::string normalized = normalize_source(source);
     return Lexer(normalized).run();
 }

@@ -2,6 +2,7 @@
 // names the CPython / Jinja behaviour it reproduces; where the exact behaviour would need machinery
 // we do not have (string formatting, big integers, set-like dict views), it raises instead of
 // guessing, so a template is never rendered differently from HF transformers.
+#include "common/utf8.h"
 #include "coordinator/chat/jinja_value.h"
 
 #include <algorithm>
@@ -1131,7 +1132,7 @@ Value from_json(const nlohmann::ordered_json& j, int max_depth) {
             return Value::real(j.get<double>());
         case nlohmann::ordered_json::value_t::string: {
             const auto& s = j.get_ref<const std::string&>();
-            PHI_CHECK(py::is_valid_utf8(s), "chat template context holds a string that is not valid UTF-8");
+            PHI_CHECK(phi::is_valid_utf8(s), "chat template context holds a string that is not valid UTF-8");
             return Value::string(s);
         }
         case nlohmann::ordered_json::value_t::array: {
@@ -1143,7 +1144,7 @@ Value from_json(const nlohmann::ordered_json& j, int max_depth) {
         case nlohmann::ordered_json::value_t::object: {
             auto d = std::make_shared<DictData>();
             for (const auto& [k, x] : j.items()) {
-                PHI_CHECK(py::is_valid_utf8(k), "chat template context holds a key that is not valid UTF-8");
+                PHI_CHECK(phi::is_valid_utf8(k), "chat template context holds a key that is not valid UTF-8");
                 d->set(Value::string(k), from_json(x, max_depth - 1));
             }
             return Value::dict_value(std::move(d));

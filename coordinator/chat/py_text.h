@@ -12,9 +12,6 @@
 
 namespace phi::chat::py {
 
-/// True when `s` is well-formed UTF-8 without surrogates (what a Python str can be encoded to).
-bool is_valid_utf8(std::string_view s);
-
 /// Decodes the code point starting at byte `pos` of valid UTF-8; `len` receives its byte length.
 char32_t decode_at(std::string_view s, size_t pos, size_t* len);
 

@@ -5,49 +5,9 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/utf8.h"
 
 namespace phi::sampling {
-
-namespace {
-
-// Valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF). Stop strings must be, so that the
-// text the stop matcher holds back or cuts always starts at a character boundary.
-bool valid_utf8(const std::string& s) {
-    size_t i = 0;
-    const size_t n = s.size();
-    while (i < n) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        size_t len = 0;
-        uint32_t cp = 0;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; ++k) {
-            const auto cc = static_cast<unsigned char>(s[i + k]);
-            if ((cc & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
-        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
-}
-
-}  // namespace
 
 void SamplingParams::validate(int64_t token_limit) const {
     PHI_CHECK(std::isfinite(temperature) && temperature >= 0.0f, "temperature must be >= 0, got {}",
@@ -72,7 +32,7 @@ void SamplingParams::validate(int64_t token_limit) const {
         PHI_CHECK(!s.empty(), "stop strings must not be empty");
         PHI_CHECK(s.size() <= k_max_stop_string_bytes, "stop strings must be at most {} bytes, got one of {}",
                   k_max_stop_string_bytes, s.size());
-        PHI_CHECK(valid_utf8(s), "stop strings must be valid UTF-8");
+        PHI_CHECK(is_valid_utf8(s), "stop strings must be valid UTF-8");
     }
     for (int32_t id : stop_token_ids) {
         PHI_CHECK(id >= 0, "stop_token_ids must be >= 0, got {}", id);

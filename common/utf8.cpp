@@ -1,9 +1,8 @@
-// UTF-8 validation per the Unicode standard's table of well-formed byte sequences (Table 3-7).
-#include "coordinator/native/protocol.h"
+#include "common/utf8.h"
 
 #include <cstdint>
 
-namespace phi::native {
+namespace phi {
 
 size_t invalid_utf8_offset(std::string_view s) {
     const auto* p = reinterpret_cast<const uint8_t*>(s.data());
@@ -38,4 +37,4 @@ size_t invalid_utf8_offset(std::string_view s) {
     return std::string_view::npos;
 }
 
-}  // namespace phi::native
+}  // namespace phi
