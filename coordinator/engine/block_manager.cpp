@@ -1,6 +1,7 @@
 #include "coordinator/engine/block_manager.h"
 
-#include "cluster/step_plan.h"
+#include <openssl/sha.h>
+
 #include "common/error.h"
 
 namespace phi::engine {
@@ -8,7 +9,7 @@ namespace phi::engine {
 BlockManager::BlockManager(int64_t num_blocks, int64_t block_size)
     : block_size_(block_size),
       ref_(size_t(num_blocks), 0),
-      hash_(size_t(num_blocks)),
+      key_(size_t(num_blocks)),
       lru_pos_(size_t(num_blocks)) {
     PHI_CHECK(num_blocks > 0 && block_size > 0, "KV cache needs blocks (got {} blocks of {} tokens)", num_blocks,
               block_size);
@@ -24,8 +25,8 @@ std::optional<int32_t> BlockManager::allocate() {
     } else if (!lru_.empty()) {
         b = lru_.front();
         lru_.pop_front();
-        by_hash_.erase(*hash_[size_t(b)]);
-        hash_[size_t(b)].reset();
+        by_key_.erase(*key_[size_t(b)]);
+        key_[size_t(b)].reset();
         ++evictions_;
     } else {
         return std::nullopt;
@@ -37,7 +38,7 @@ std::optional<int32_t> BlockManager::allocate() {
 void BlockManager::release(int32_t b) {
     PHI_CHECK(b >= 0 && b < num_blocks() && ref_[size_t(b)] > 0, "release of block {} that is not in use", b);
     if (--ref_[size_t(b)] > 0) return;
-    if (hash_[size_t(b)]) {
+    if (key_[size_t(b)]) {
         lru_.push_back(b);
         lru_pos_[size_t(b)] = std::prev(lru_.end());
     } else {
@@ -45,9 +46,9 @@ void BlockManager::release(int32_t b) {
     }
 }
 
-std::optional<int32_t> BlockManager::match(uint64_t hash) {
-    auto it = by_hash_.find(hash);
-    if (it == by_hash_.end()) return std::nullopt;
+std::optional<int32_t> BlockManager::match(const BlockKey& key) {
+    auto it = by_key_.find(key);
+    if (it == by_key_.end()) return std::nullopt;
     const int32_t b = it->second;
     if (ref_[size_t(b)] == 0) lru_.erase(lru_pos_[size_t(b)]);
     ++ref_[size_t(b)];
@@ -55,17 +56,46 @@ std::optional<int32_t> BlockManager::match(uint64_t hash) {
     return b;
 }
 
-void BlockManager::publish(int32_t b, uint64_t hash) {
-    if (hash_[size_t(b)] || by_hash_.count(hash)) return;
-    hash_[size_t(b)] = hash;
-    by_hash_[hash] = b;
+void BlockManager::publish(int32_t b, const BlockKey& key) {
+    if (key_[size_t(b)] || by_key_.count(key)) return;
+    key_[size_t(b)] = key;
+    by_key_[key] = b;
 }
 
-uint64_t block_hash(uint64_t previous, const int32_t* tokens, int64_t n, bool long_rope) {
-    uint64_t h = fnv1a(&previous, sizeof(previous));
-    h = fnv1a(tokens, size_t(n) * sizeof(int32_t), h);
-    const uint8_t mode = long_rope ? 1 : 0;
-    return fnv1a(&mode, 1, h);
+namespace {
+
+BlockKey sha256(const std::vector<uint8_t>& bytes) {
+    BlockKey out;
+    SHA256(bytes.data(), bytes.size(), out.data());
+    return out;
+}
+
+void append(std::vector<uint8_t>& out, const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    out.insert(out.end(), b, b + n);
+}
+
+}  // namespace
+
+BlockKey prefix_root(const PrefixCacheScope& scope) {
+    // A version tag, then each field with its length, so no two scopes serialize alike.
+    static constexpr char k_tag[] = "phi-cluster prefix cache v1";
+    std::vector<uint8_t> bytes;
+    append(bytes, k_tag, sizeof(k_tag));
+    const uint8_t rope = scope.long_rope ? 1 : 0;
+    append(bytes, &rope, 1);
+    const uint64_t salt_len = scope.cache_salt.size();
+    append(bytes, &salt_len, sizeof(salt_len));
+    append(bytes, scope.cache_salt.data(), scope.cache_salt.size());
+    return sha256(bytes);
+}
+
+BlockKey block_key(const BlockKey& previous, const int32_t* tokens, int64_t n) {
+    std::vector<uint8_t> bytes;
+    bytes.reserve(previous.size() + size_t(n) * sizeof(int32_t));
+    append(bytes, previous.data(), previous.size());
+    append(bytes, tokens, size_t(n) * sizeof(int32_t));
+    return sha256(bytes);
 }
 
 }  // namespace phi::engine

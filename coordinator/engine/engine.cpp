@@ -37,7 +37,7 @@ struct Engine::Sequence {
     int64_t computed = 0;         // tokens whose K/V are in this sequence's blocks
     std::vector<int32_t> blocks;
     int64_t published = 0;        // leading blocks already published to the prefix cache
-    uint64_t last_hash = 0;       // hash chain up to `published`
+    BlockKey last_key{};          // key chain up to `published` (valid when published > 0)
     bool long_rope = false;
     bool finished = false;
     int64_t cached_prompt_tokens = 0;
@@ -159,7 +159,10 @@ void Engine::release_blocks(Sequence& s) {
     s.blocks.clear();
     s.computed = 0;
     s.published = 0;
-    s.last_hash = 0;
+}
+
+BlockKey Engine::chain_root(const Sequence& s) const {
+    return prefix_root(PrefixCacheScope{s.long_rope, s.req.cache_salt});
 }
 
 void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) {
@@ -213,8 +216,8 @@ void Engine::publish_full_blocks(Sequence& s) {
     if (!cfg_.prefix_caching) return;
     const int64_t bs = blocks_.block_size();
     while ((s.published + 1) * bs <= s.computed) {
-        s.last_hash = block_hash(s.last_hash, s.tokens.data() + s.published * bs, bs, s.long_rope);
-        blocks_.publish(s.blocks[size_t(s.published)], s.last_hash);
+        s.last_key = block_key(s.published == 0 ? chain_root(s) : s.last_key, s.tokens.data() + s.published * bs, bs);
+        blocks_.publish(s.blocks[size_t(s.published)], s.last_key);
         ++s.published;
     }
 }
@@ -224,16 +227,15 @@ void Engine::admit_prefix(Sequence& s) {
     const int64_t bs = blocks_.block_size();
     // Leave at least one token to compute: its logits start generation.
     const int64_t max_blocks = (int64_t(s.tokens.size()) - 1) / bs;
-    uint64_t h = 0;
+    BlockKey key = chain_root(s);
     for (int64_t i = 0; i < max_blocks; ++i) {
-        const uint64_t next = block_hash(h, s.tokens.data() + i * bs, bs, s.long_rope);
-        auto b = blocks_.match(next);
+        key = block_key(key, s.tokens.data() + i * bs, bs);
+        auto b = blocks_.match(key);
         if (!b) break;
         s.blocks.push_back(*b);
-        h = next;
         s.computed += bs;
         s.published = i + 1;
-        s.last_hash = h;
+        s.last_key = key;
     }
     if (s.computed > 0) {
         s.cached_prompt_tokens = std::max(s.cached_prompt_tokens, std::min(s.computed, s.prompt_len));

@@ -58,6 +58,9 @@ struct EngineRequest {
     /// send only their (max, id) pairs instead of whole vocabulary shards (Event::logprob is then 0).
     bool want_logprobs = false;
     std::optional<std::chrono::steady_clock::time_point> deadline;
+    /// Prefix-cache salt: cached blocks are shared only among requests with the same salt (see
+    /// PrefixCacheScope). Empty: the shared cache.
+    std::string cache_salt;
 };
 
 struct EngineConfig {
@@ -141,6 +144,7 @@ private:
     void preempt(Sequence& s);
     void publish_full_blocks(Sequence& s);
     void admit_prefix(Sequence& s);
+    BlockKey chain_root(const Sequence& s) const;
     void update_stats_locked();
 
     StepExecutor& exec_;

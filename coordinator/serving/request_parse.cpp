@@ -8,6 +8,9 @@ namespace {
 
 using json = nlohmann::json;
 
+// A salt only needs to be unguessable; longer ones would just cost hashing.
+constexpr size_t k_max_cache_salt_bytes = 1024;
+
 const json* field(const json& body, const char* key) {
     auto it = body.find(key);
     if (it == body.end() || it->is_null()) return nullptr;
@@ -197,6 +200,12 @@ GenerationRequest parse_generation_request(const json& body, bool chat) {
         }
     }
     r.skip_special_tokens = boolean(body, "skip_special_tokens", true);
+    if (const json* salt = field(body, "cache_salt")) {
+        if (!salt->is_string() || salt->get<std::string>().empty() || salt->get<std::string>().size() > k_max_cache_salt_bytes)
+            bad_request("cache_salt", fmt::format("'cache_salt' must be a non-empty string of at most {} bytes",
+                                                  k_max_cache_salt_bytes));
+        r.cache_salt = salt->get<std::string>();
+    }
     return r;
 }
 

@@ -192,6 +192,7 @@ std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink)
         er.stream = uint64_t(c);
         er.want_logprobs = req.logprobs >= 0;
         er.deadline = deadline;
+        er.cache_salt = req.cache_salt;
         try {
             r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });
         } catch (const engine::SubmitError& e) {

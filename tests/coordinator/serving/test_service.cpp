@@ -84,6 +84,31 @@ TEST(ParseRequest, ErrorsNameTheField) {
     EXPECT_EQ(error_param({{"prompt", "a"}, {"model", 1}}, false), "model");
 }
 
+TEST(ParseRequest, CacheSalt) {
+    EXPECT_EQ(parse_generation_request({{"prompt", "a"}, {"cache_salt", "t1"}}, false).cache_salt, "t1");
+    EXPECT_EQ(parse_generation_request({{"prompt", "a"}}, false).cache_salt, "");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"cache_salt", ""}}, false), "cache_salt");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"cache_salt", 5}}, false), "cache_salt");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"cache_salt", std::string(2000, 's')}}, false), "cache_salt");
+}
+
+// The salt reaches the engine: a salted request does not see the unsalted requests' blocks.
+TEST(Service, CacheSaltKeepsPrefixesApart) {
+    test::ServingHarness h;
+    auto cached = [&](const json& extra) {
+        json body = {{"prompt", "The same long prompt, shared by every request of this test"}, {"max_tokens", 1}};
+        body.update(extra);
+        Collected c;
+        h.service().submit(parse_generation_request(body, false), c.sink(1));
+        c.wait();
+        return c.usage.cached_prompt_tokens;
+    };
+    EXPECT_EQ(cached(json::object()), 0);
+    EXPECT_GT(cached(json::object()), 0);
+    EXPECT_EQ(cached({{"cache_salt", "tenant-a"}}), 0);
+    EXPECT_GT(cached({{"cache_salt", "tenant-a"}}), 0);
+}
+
 TEST(Service, StreamedTextEqualsDecodeOfTokens) {
     test::ServingHarness h;
     GenerationRequest r = parse_generation_request({{"prompt", "Hello there, the model"}, {"max_tokens", 24}, {"ignore_eos", true},
