@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/quant.h"
 
 namespace phi::kernels::cpu {
 
@@ -39,12 +40,23 @@ struct AttentionArgs {
     int64_t scratch_stride;  // >= the most keys one query sees: min(start_pos + n, window)
 };
 
-#define PHI_KERNELS_LEVEL_DECLS                                                                     \
-    void linear(float* y, const float* x, int64_t n, const WeightView& w, const float* bias);       \
-    void layer_norm(float* y, const float* x, const float* w, const float* b, int64_t n, int64_t d, \
-                    float eps);                                                                     \
-    void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);       \
-    void paged_attention(const AttentionArgs& a);
+/// Int8 activations of a quantized linear (quantize_activations' buffers): q [n, cols],
+/// d [n, cols / 32], sum [n, cols / 32].
+struct QuantActs {
+    const int8_t* q;
+    const float* d;
+    const int32_t* sum;
+};
+
+#define PHI_KERNELS_LEVEL_DECLS                                                                              \
+    void linear(float* y, const float* x, int64_t n, const WeightView& w, const float* bias);                \
+    void layer_norm(float* y, const float* x, const float* w, const float* b, int64_t n, int64_t d,          \
+                    float eps);                                                                              \
+    void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);                \
+    void paged_attention(const AttentionArgs& a);                                                            \
+    void linear_quant_f32(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias); \
+    void linear_quant_i8(float* y, const QuantActs& a, int64_t n, const QuantWeightView& w,                  \
+                         const float* bias, bool vnni);
 
 namespace ref {
 PHI_KERNELS_LEVEL_DECLS

@@ -47,8 +47,28 @@ struct V {
     }
 };
 
+/// Quantized weights to fp32 for the F32 mode of the quantized linear (simd_quant.inl).
+struct QV {
+    // 2 rows x 4 tokens = 8 accumulators + 2 scales + 2 weight vectors + x and temporaries.
+    static constexpr int k_rows = 2;
+    static constexpr int k_tokens = 4;
+    static __m256 q8(const int8_t* p) {
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
+    static __m256 q4(const uint8_t* p, int high) {
+        __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        if (high) v = _mm256_srli_epi32(v, 4);
+        v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
+        return _mm256_cvtepi32_ps(v);
+    }
+};
+
 }  // namespace
 
 #include "kernels/cpu/simd_kernels.inl"
+
+#define PHI_QUANT_VNNI_PRAGMA _Pragma("GCC target(\"avxvnni\")")
+#define PHI_QUANT_VNNI_DPBUSD(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+#include "kernels/cpu/simd_quant.inl"
 
 }  // namespace phi::kernels::cpu::avx2

@@ -50,8 +50,30 @@ struct V {
     }
 };
 
+/// Quantized weights to fp32 for the F32 mode of the quantized linear (simd_quant.inl).
+struct QV {
+    // 4 rows x 4 tokens = 16 accumulators + 4 scales + 4 weight vectors + x and temporaries.
+    static constexpr int k_rows = 4;
+    static constexpr int k_tokens = 4;
+    static __m512 q8(const int8_t* p) {
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+    static __m512 q4(const uint8_t* p, int high) {
+        __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        if (high) v = _mm512_srli_epi32(v, 4);
+        v = _mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)), _mm512_set1_epi32(8));
+        return _mm512_cvtepi32_ps(v);
+    }
+};
+
 }  // namespace
 
 #include "kernels/cpu/simd_kernels.inl"
+
+// The int8-activation mode uses 256-bit integer code at this level too (one block of 32 is one
+// ymm); AVX512-VNNI provides its 256-bit VPDPBUSD (with AVX512VL).
+#define PHI_QUANT_VNNI_PRAGMA _Pragma("GCC target(\"avx512vnni\")")
+#define PHI_QUANT_VNNI_DPBUSD(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+#include "kernels/cpu/simd_quant.inl"
 
 }  // namespace phi::kernels::cpu::avx512

@@ -1,0 +1,179 @@
+// Benchmark of the quantized linear (kernels/cpu/quant.h) against bf16 weights, Phi-2 shapes, at
+// the level choose_isa() picks: n=1 (decode, weight streaming: GB/s of weights read and fraction of
+// the measured read bandwidth) and n=16. Configurations run interleaved, three rounds, and each
+// prints min/median/max of its rounds and the median ratio to bf16 from the same rounds (a shared,
+// busy machine moves all configurations of a round together). Weights rotate over >= 128 MiB of
+// copies per shape so every call streams them from DRAM.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench/common/membw.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/quant.h"
+
+namespace {
+
+using namespace phi;
+using namespace phi::kernels::cpu;
+
+constexpr size_t k_stream_bytes = size_t(128) << 20;
+constexpr double k_min_seconds = 0.25;  // per configuration and round
+
+float hash_value(uint64_t i) {  // deterministic pseudo-random in [-1, 1)
+    uint64_t h = (i + 1) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 32;
+    return float(h & 0xffffff) / float(1 << 23) - 1.0f;
+}
+
+struct Shape {
+    const char* name;
+    int64_t rows, cols;
+    double per_layer;  // calls per Phi-2 layer
+};
+
+enum class Kind { Bf16, Q8, Q4 };
+
+/// Copies of one shape's weights in one format, rotated through.
+struct Copies {
+    Kind kind;
+    Shape shape;
+    std::vector<std::vector<uint16_t>> bf16;
+    std::vector<QuantTensor> q;
+    size_t bytes = 0;
+
+    Copies(Kind k, const Shape& s) : kind(k), shape(s) {
+        std::vector<uint16_t> w(size_t(s.rows * s.cols));
+        for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(hash_value(i) * 0.05f);
+        if (k == Kind::Bf16) {
+            bytes = w.size() * 2;
+        } else {
+            q.push_back(quantize(k == Kind::Q8 ? QuantFormat::Q8 : QuantFormat::Q4,
+                                 WeightView{w.data(), DType::BF16, s.rows, s.cols}));
+            bytes = q[0].qs.size() + q[0].scales.size() * 2;
+        }
+        const size_t copies = (k_stream_bytes + bytes - 1) / bytes;
+        if (k == Kind::Bf16) {
+            bf16.assign(copies, w);
+        } else {
+            while (q.size() < copies) q.push_back(q[0]);
+        }
+    }
+    size_t count() const { return kind == Kind::Bf16 ? bf16.size() : q.size(); }
+};
+
+struct Config {
+    std::string name;
+    Kind kind;
+    QuantActivations mode;
+};
+
+template <typename Fn>
+double best_time(Fn&& fn, size_t min_calls) {
+    for (size_t i = 0; i < 2; ++i) fn(i);
+    double best = 1e30, total = 0.0;
+    size_t i = 0;
+    while (total < k_min_seconds) {
+        size_t calls = 0;
+        const double t0 = phi::bench::seconds_now(false);
+        double el = 0.0;
+        while (el < 0.02 || calls < min_calls) {
+            fn(i++);
+            ++calls;
+            el = phi::bench::seconds_now(false) - t0;
+        }
+        best = std::min(best, el / double(calls));
+        total += el;
+    }
+    return best;
+}
+
+double median3(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main() {
+    const Isa isa = choose_isa();
+    const int threads = omp_get_max_threads();
+    std::printf("bench_quant: isa=%s vnni=%d threads=%d\n", std::string(isa_name(isa)).c_str(),
+                int(quant_uses_vnni(isa)), threads);
+    const double bw = phi::bench::measure_read_bandwidth_gbs(size_t(512) << 20, threads);
+    std::printf("measured read bandwidth (512 MiB, %d threads): %.1f GB/s\n", threads, bw);
+
+    const Shape shapes[] = {{"qkv 7680x2560", 7680, 2560, 1.0},
+                            {"dense 2560x2560", 2560, 2560, 1.0},
+                            {"fc1 10240x2560", 10240, 2560, 1.0},
+                            {"fc2 2560x10240", 2560, 10240, 1.0}};
+    const Config configs[] = {{"bf16", Kind::Bf16, QuantActivations::F32},
+                              {"int8 f32-act", Kind::Q8, QuantActivations::F32},
+                              {"int8 int8-act", Kind::Q8, QuantActivations::Int8},
+                              {"int4 f32-act", Kind::Q4, QuantActivations::F32},
+                              {"int4 int8-act", Kind::Q4, QuantActivations::Int8}};
+    std::vector<Copies> store;
+    for (Kind k : {Kind::Bf16, Kind::Q8, Kind::Q4}) {
+        for (const Shape& s : shapes) store.emplace_back(k, s);
+    }
+    auto find = [&](Kind k, int si) -> const Copies& { return store[size_t(int(k) * 4 + si)]; };
+
+    const int64_t n_max = 16;
+    std::vector<float> x(size_t(n_max) * 10240), y(size_t(n_max) * 10240);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = hash_value(i + 12345);
+
+    constexpr int k_rounds = 3;
+    const size_t nc = std::size(configs);
+    for (int64_t n : {int64_t(1), n_max}) {
+        // seconds per Phi-2 layer (the four linears), per config and round
+        std::vector<std::vector<double>> t(nc, std::vector<double>(k_rounds));
+        for (int r = 0; r < k_rounds; ++r) {
+            for (size_t c = 0; c < nc; ++c) {
+                double layer = 0.0;
+                for (int si = 0; si < 4; ++si) {
+                    const Copies& w = find(configs[c].kind, si);
+                    const double s = best_time(
+                        [&](size_t i) {
+                            if (w.kind == Kind::Bf16) {
+                                const WeightView v{w.bf16[i % w.count()].data(), DType::BF16, w.shape.rows,
+                                                   w.shape.cols};
+                                linear(isa, y.data(), x.data(), n, v, nullptr);
+                            } else {
+                                linear_quant(isa, y.data(), x.data(), n, w.q[i % w.count()].view(), nullptr,
+                                             configs[c].mode);
+                            }
+                        },
+                        w.count());
+                    layer += s * w.shape.per_layer;
+                }
+                t[c][size_t(r)] = layer;
+            }
+        }
+        std::printf("\nn=%lld: one Phi-2 layer's linears (qkv, dense, fc1, fc2), %d interleaved rounds\n",
+                    (long long)n, k_rounds);
+        std::printf("%-15s %9s %9s %9s %9s %8s %10s %11s\n", "weights", "ms min", "ms med", "ms max", "GB/s",
+                    "of BW", "tok/s*", "vs bf16");
+        for (size_t c = 0; c < nc; ++c) {
+            double bytes = 0.0;
+            for (int si = 0; si < 4; ++si) bytes += double(find(configs[c].kind, si).bytes);
+            const double med = median3(t[c]);
+            std::vector<double> ratio(k_rounds);
+            for (int r = 0; r < k_rounds; ++r) ratio[size_t(r)] = t[0][size_t(r)] / t[c][size_t(r)];
+            const double gbs = bytes / med * 1e-9;
+            std::printf("%-15s %9.2f %9.2f %9.2f %9.1f %7.0f%% %10.2f %10.2fx\n", configs[c].name.c_str(),
+                        *std::min_element(t[c].begin(), t[c].end()) * 1e3, med * 1e3,
+                        *std::max_element(t[c].begin(), t[c].end()) * 1e3, gbs, 100.0 * gbs / bw,
+                        double(n) / (32.0 * med), median3(ratio));
+        }
+    }
+    std::printf("\n* tok/s: 32 layers of these linears only (no attention, norms or LM head).\n");
+    return 0;
+}
