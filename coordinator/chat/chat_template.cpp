@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <ctime>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -15,17 +16,37 @@
 #include "coordinator/chat/jinja_builtins.h"
 
 namespace phi::chat {
+
+namespace jinja {
+struct Scope;
+
+/// A macro or call-block caller: its definition and the scope it closes over (Jinja compiles
+/// macros to Python closures, so a macro sees the variables of the scope it was defined in, at
+/// call time, not those of its caller).
+struct MacroData {
+    const Stmt* def = nullptr;
+    std::weak_ptr<Scope> closure;  // kept alive by the evaluator (pinned_) for the render
+};
+/// Variables of one Jinja scope (the template, a loop iteration, a macro call, a block set).
+struct Scope {
+    std::vector<std::pair<std::string, Value>> vars;
+    std::shared_ptr<Scope> parent;
+};
+}  // namespace jinja
+
 namespace {
 
 using namespace jinja;
 
+constexpr int k_max_macro_depth = 100;
+
 class Evaluator {
   public:
-    Evaluator(const TemplateAst& ast, const Value& context, const Limits& limits)
-        : ast_(ast), rt_(limits), context_(context) {}
+    Evaluator(const TemplateAst& ast, const Value& context, const Limits& limits, std::optional<std::tm> now)
+        : ast_(ast), rt_(limits), context_(context), now_(now) {}
 
     std::string run() {
-        frames_.emplace_back();
+        scope_ = std::make_shared<Scope>();
         bind_undefined(ast_.root_undefined);
         exec_body(ast_.body);
         return std::move(out_);
@@ -33,7 +54,7 @@ class Evaluator {
 
     /// Evaluates an expression without variables (for compile-time checks).
     Value eval_constant(const Expr& e) {
-        frames_.assign(1, Frame{});
+        scope_ = std::make_shared<Scope>();
         return eval(e);
     }
 
@@ -41,25 +62,52 @@ class Evaluator {
     int column() const { return column_; }
 
   private:
-    using Frame = std::vector<std::pair<std::string, Value>>;
     enum class Flow { Normal, Break, Continue };
 
-    // `for x in xs if cond`: filters lazily, evaluating `cond` in the scopes of the loop statement.
+    // Makes `scope` the current scope until destroyed.
+    class EnterScope {
+      public:
+        EnterScope(Evaluator& ev, std::shared_ptr<Scope> scope) : ev_(ev), saved_(std::move(ev.scope_)) {
+            ev_.scope_ = std::move(scope);
+        }
+        ~EnterScope() { ev_.scope_ = std::move(saved_); }
+        EnterScope(const EnterScope&) = delete;
+        EnterScope& operator=(const EnterScope&) = delete;
+
+      private:
+        Evaluator& ev_;
+        std::shared_ptr<Scope> saved_;
+    };
+    std::shared_ptr<Scope> child_scope() const {
+        auto s = std::make_shared<Scope>();
+        s->parent = scope_;
+        return s;
+    }
+
+    // Sends output to a buffer until destroyed (macro bodies, block sets).
+    class Capture {
+      public:
+        explicit Capture(Evaluator& ev) : ev_(ev), saved_(std::move(ev.out_)) { ev_.out_.clear(); }
+        ~Capture() { ev_.out_ = std::move(saved_); }
+        std::string take() { return std::exchange(ev_.out_, std::string()); }
+        Capture(const Capture&) = delete;
+        Capture& operator=(const Capture&) = delete;
+
+      private:
+        Evaluator& ev_;
+        std::string saved_;
+    };
+
+    // `for x in xs if cond`: filters lazily, evaluating `cond` in the scope of the loop statement.
     class LoopFilter : public Iterator {
       public:
         LoopFilter(Evaluator& ev, const Stmt& stmt, const Value& iterable)
-            : ev_(ev), stmt_(stmt), it_(iterate(iterable)), frames_(ev.frames_) {}
+            : ev_(ev), stmt_(stmt), it_(iterate(iterable)), scope_(ev.scope_) {}
         std::optional<Value> next(Runtime& rt) override {
             while (std::optional<Value> item = it_.next(rt)) {
-                std::swap(ev_.frames_, frames_);
-                struct Restore {
-                    ~Restore() {
-                        self.ev_.frames_.pop_back();
-                        std::swap(self.ev_.frames_, self.frames_);
-                    }
-                    LoopFilter& self;
-                } restore{*this};
-                ev_.frames_.emplace_back();
+                auto inner = std::make_shared<Scope>();
+                inner->parent = scope_;
+                EnterScope enter(ev_, std::move(inner));
                 ev_.assign(stmt_.target, *item);
                 if (truthy(ev_.eval(*stmt_.filter))) return item;
             }
@@ -70,7 +118,7 @@ class Evaluator {
         Evaluator& ev_;
         const Stmt& stmt_;
         Iteration it_;
-        std::vector<Frame> frames_;
+        std::shared_ptr<Scope> scope_;
     };
 
     void at(int line, int column) {
@@ -86,8 +134,8 @@ class Evaluator {
     }
 
     Value lookup(const std::string& name) {
-        for (auto frame = frames_.rbegin(); frame != frames_.rend(); ++frame) {
-            for (auto it = frame->rbegin(); it != frame->rend(); ++it) {
+        for (const Scope* s = scope_.get(); s; s = s->parent.get()) {
+            for (auto it = s->vars.rbegin(); it != s->vars.rend(); ++it) {
                 if (it->first == name) return it->second;
             }
         }
@@ -108,7 +156,7 @@ class Evaluator {
     }
 
     void store(const std::string& name, Value value) {
-        Frame& frame = frames_.back();
+        auto& frame = scope_->vars;
         for (auto& [k, v] : frame) {
             if (k == name) {
                 v = std::move(value);
@@ -179,8 +227,266 @@ class Evaluator {
             case StmtKind::For:
                 exec_for(s);
                 return Flow::Normal;
+            case StmtKind::Macro:
+                store(s.name, make_macro(s, s.name));
+                return Flow::Normal;
+            case StmtKind::CallBlock: {
+                const Value caller = make_macro(s, "caller");
+                Value result;
+                if (s.expr) {
+                    result = eval_call(*s.expr, &caller);  // the call gets caller=<the body>
+                } else {
+                    result = call_macro(caller, {}, {});  // {% generation %}
+                }
+                at(s.line, s.column);
+                std::string text;
+                append_str(text, result, rt_);
+                emit(text);
+                return Flow::Normal;
+            }
+            case StmtKind::SetBlock: {
+                Value value;
+                {
+                    EnterScope enter(*this, child_scope());
+                    bind_undefined(s.body_undefined);
+                    std::string captured;
+                    {
+                        Capture capture(*this);
+                        exec_body(s.body);
+                        captured = capture.take();
+                    }
+                    value = Value::string(std::move(captured));
+                    if (s.expr) {
+                        store(k_block_capture, value);
+                        value = eval(*s.expr);
+                    }
+                }
+                assign(s.target, value);
+                return Flow::Normal;
+            }
+            case StmtKind::NamespaceSet: {
+                const Value ns = lookup(s.target.name);
+                if (ns.kind != ValueKind::Namespace) fail("cannot assign attribute on non-namespace object");
+                const Value value = eval(*s.expr);
+                at(s.line, s.column);
+                if (!s.name.empty() && s.name[0] == '_') {
+                    fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" +
+                         s.name + "'");
+                }
+                ns.ns->attrs.set(Value::string(s.name), value);
+                return Flow::Normal;
+            }
         }
         return Flow::Normal;
+    }
+
+    Value make_macro(const Stmt& def, const std::string& name) {
+        pinned_.push_back(scope_);
+        auto m = std::make_shared<MacroData>();
+        m->def = &def;
+        m->closure = scope_;
+        Value v = Value::function(name);
+        auto c = std::make_shared<CallableData>(*v.callable);
+        c->macro = std::move(m);
+        v.callable = std::move(c);
+        return v;
+    }
+
+    // jinja2.runtime.Macro.__call__ and the function macro_body() compiles.
+    Value call_macro(const Value& callee, const std::vector<Value>& args, KwArgs kwargs) {
+        const MacroData& m = *callee.callable->macro;
+        const Stmt& def = *m.def;
+        const std::string& name = callee.callable->name;
+        const size_t n = def.params.size();
+        std::vector<std::optional<Value>> bound(n);
+        for (size_t k = 0; k < std::min(n, args.size()); ++k) bound[k] = args[k];
+        auto pop_kwarg = [&kwargs](const std::string& key) -> std::optional<Value> {
+            for (auto it = kwargs.begin(); it != kwargs.end(); ++it) {
+                if (it->first == key) {
+                    Value v = std::move(it->second);
+                    kwargs.erase(it);
+                    return v;
+                }
+            }
+            return std::nullopt;
+        };
+        if (args.size() < n) {
+            for (size_t k = args.size(); k < n; ++k) bound[k] = pop_kwarg(def.params[k]);
+        }
+        Value caller = Value::none();
+        if (def.catch_caller) {
+            if (std::optional<Value> c = pop_kwarg("caller")) caller = *c;
+        }
+        Value kwargs_dict;
+        if (def.catch_kwargs) {
+            auto d = std::make_shared<DictData>();
+            for (auto& [k, v] : kwargs) d->set(Value::string(k), v);
+            kwargs_dict = Value::dict_value(std::move(d));
+        } else if (!kwargs.empty()) {
+            for (const auto& kv : kwargs) {
+                if (kv.first == "caller") {
+                    fail("macro '" + name + "' was invoked with two values for the special caller argument");
+                }
+            }
+            fail("macro '" + name + "' takes no keyword argument '" + kwargs.front().first + "'");
+        }
+        Value varargs;
+        if (def.catch_varargs) {
+            std::vector<Value> extra;
+            for (size_t k = n; k < args.size(); ++k) extra.push_back(args[k]);
+            varargs = Value::tuple(std::move(extra));
+        } else if (args.size() > n) {
+            fail("macro '" + name + "' takes not more than " + std::to_string(n) + " argument(s)");
+        }
+        if (++macro_depth_ > k_max_macro_depth) {
+            --macro_depth_;
+            fail("chat template macros call each other more than " + std::to_string(k_max_macro_depth) +
+                 " deep");
+        }
+        struct Depth {
+            ~Depth() { --depth; }
+            int& depth;
+        } depth{macro_depth_};
+        const std::shared_ptr<Scope> closure = m.closure.lock();
+        PHI_CHECK(closure, "chat template macro outlived its scope");
+        auto scope = std::make_shared<Scope>();
+        scope->parent = closure;
+        EnterScope enter(*this, std::move(scope));
+        Capture capture(*this);
+        for (size_t k = 0; k < n; ++k) {
+            if (bound[k]) store(def.params[k], *bound[k]);
+        }
+        const size_t first_default = n - def.defaults.size();
+        for (size_t k = 0; k < n; ++k) {
+            if (bound[k]) continue;
+            if (k >= first_default) {
+                store(def.params[k], eval(*def.defaults[k - first_default]));
+            } else {
+                Value u;  // undefined("parameter 'x' was not provided", name='x')
+                u.s = std::make_shared<const std::string>(def.params[k]);
+                store(def.params[k], std::move(u));
+            }
+        }
+        if (def.catch_caller) store("caller", caller);
+        if (def.catch_varargs) store("varargs", varargs);
+        if (def.catch_kwargs) store("kwargs", kwargs_dict);
+        bind_undefined(def.body_undefined);
+        exec_body(def.body);
+        return Value::string(capture.take());
+    }
+
+    // HF's TemplateNamespace(*args, **kwargs): attributes from dict(*args, **kwargs).
+    Value make_namespace(const std::vector<Value>& args, const KwArgs& kwargs) {
+        if (args.size() > 1) fail("dict expected at most 1 argument, got " + std::to_string(args.size()));
+        auto ns = std::make_shared<NamespaceData>();
+        if (!args.empty()) {
+            const Value& a = args[0];
+            if (a.kind == ValueKind::Dict) {
+                for (const auto& [k, v] : a.dict->entries) ns->attrs.set(k, v);
+            } else {
+                Iteration it = iterate(a);
+                while (std::optional<Value> pair = it.next(rt_)) {
+                    const std::vector<Value> kv = to_list(rt_, *pair);
+                    if (kv.size() != 2) fail("dictionary update sequence element has wrong length; 2 is required");
+                    if (!hashable(kv[0])) fail("unhashable type: '" + type_name(kv[0]) + "'");
+                    ns->attrs.set(kv[0], kv[1]);
+                }
+            }
+        }
+        for (const auto& [k, v] : kwargs) ns->attrs.set(Value::string(k), v);
+        for (const auto& [k, v] : ns->attrs.entries) {
+            if (k.is_string() && !k.str().empty() && k.str()[0] == '_') {
+                fail("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '" +
+                     k.str() + "'");
+            }
+        }
+        Value v;
+        v.kind = ValueKind::Namespace;
+        v.ns = std::move(ns);
+        return v;
+    }
+
+    // HF's strftime_now(format): datetime.now().strftime(format) for a naive local datetime, so
+    // %z and %Z are empty; %f is the microseconds. Tests freeze the time (RenderOptions::now).
+    Value strftime_now(const std::vector<Value>& args, const KwArgs& kwargs) {
+        if (args.size() + kwargs.size() != 1 || (!kwargs.empty() && kwargs[0].first != "format")) {
+            fail("strftime_now() takes exactly one argument (format)");
+        }
+        const Value& f = args.empty() ? kwargs[0].second : args[0];
+        if (!f.is_string()) fail("strftime() argument 1 must be str, not " + type_name(f));
+        std::tm tm{};
+        long micros = 0;
+        if (now_) {
+            tm = *now_;
+            tm.tm_isdst = 0;
+            const std::time_t t = timegm(&tm);  // normalises and fills the weekday and year day
+            gmtime_r(&t, &tm);
+        } else {
+            timespec ts{};
+            clock_gettime(CLOCK_REALTIME, &ts);
+            localtime_r(&ts.tv_sec, &tm);
+            micros = ts.tv_nsec / 1000;
+        }
+        tm.tm_isdst = -1;
+        const std::string& fmt = f.str();
+        std::string pattern;
+        for (size_t k = 0; k < fmt.size(); ++k) {
+            if (fmt[k] == '%' && k + 1 < fmt.size()) {
+                const char d = fmt[k + 1];
+                if (d == 'f') {
+                    pattern += fmt::format("{:06d}", micros);
+                    ++k;
+                    continue;
+                }
+                if (d == 'z' || d == 'Z') {
+                    ++k;
+                    continue;
+                }
+                if (d == ':' && k + 2 < fmt.size() && fmt[k + 2] == 'z') {
+                    k += 2;
+                    continue;
+                }
+                pattern += fmt.substr(k, 2);
+                ++k;
+                continue;
+            }
+            pattern += fmt[k];
+        }
+        if (pattern.empty()) return Value::string("");
+        // strftime returns 0 both for "too small" and for an empty result; a marker tells them apart
+        pattern += '\x01';
+        std::string out(pattern.size() * 4 + 64, '\0');
+        while (true) {
+            const size_t n = std::strftime(out.data(), out.size(), pattern.c_str(), &tm);
+            if (n > 0) {
+                out.resize(n - 1);
+                break;
+            }
+            rt_.check_string(out.size() * 2);
+            out.resize(out.size() * 2);
+        }
+        return Value::string(std::move(out));
+    }
+
+    Value eval_call(const Expr& e, const Value* caller) {
+        Value callee;
+        if (e.node) {
+            const Value obj = eval(*e.node);
+            at(e.line, e.column);
+            callee = get_attr(rt_, obj, e.name);
+        } else {
+            callee = lookup(e.name);
+        }
+        const std::vector<Value> args = eval_items(e.items);
+        KwArgs kwargs = eval_kwargs(e.kwargs);
+        if (caller) kwargs.emplace_back("caller", *caller);
+        at(e.line, e.column);
+        if (callee.kind == ValueKind::Callable && !callee.callable->is_method) {
+            if (callee.callable->macro) return call_macro(callee, args, std::move(kwargs));
+            if (callee.callable->name == "namespace") return make_namespace(args, kwargs);
+            if (callee.callable->name == "strftime_now") return strftime_now(args, kwargs);
+        }
+        return call_callable(rt_, callee, args, kwargs);
     }
 
     void exec_for(const Stmt& s) {
@@ -195,11 +501,7 @@ class Evaluator {
         // break or continue does not count.
         bool run_else = true;
         while (std::optional<Value> item = state->pull(rt_)) {
-            frames_.emplace_back();
-            struct Pop {
-                ~Pop() { frames.pop_back(); }
-                std::vector<Frame>& frames;
-            } pop{frames_};
+            EnterScope enter(*this, child_scope());
             assign(s.target, *item);
             store("loop", loop_value);
             bind_undefined(s.body_undefined);
@@ -208,11 +510,7 @@ class Evaluator {
             if (f == Flow::Normal) run_else = false;
         }
         if (run_else && !s.else_body.empty()) {
-            frames_.emplace_back();
-            struct Pop {
-                ~Pop() { frames.pop_back(); }
-                std::vector<Frame>& frames;
-            } pop{frames_};
+            EnterScope enter(*this, child_scope());
             bind_undefined(s.else_undefined);
             exec_body(s.else_body);
         }
@@ -280,20 +578,8 @@ class Evaluator {
                 at(e.line, e.column);
                 return get_slice(rt_, obj, bounds[0], bounds[1], bounds[2]);
             }
-            case ExprKind::Call: {
-                Value callee;
-                if (e.node) {
-                    const Value obj = eval(*e.node);
-                    at(e.line, e.column);
-                    callee = get_attr(rt_, obj, e.name);
-                } else {
-                    callee = lookup(e.name);
-                }
-                const std::vector<Value> args = eval_items(e.items);
-                const KwArgs kwargs = eval_kwargs(e.kwargs);
-                at(e.line, e.column);
-                return call_callable(rt_, callee, args, kwargs);
-            }
+            case ExprKind::Call:
+                return eval_call(e, nullptr);
             case ExprKind::Filter: {
                 const Value input = eval(*e.node);
                 const std::vector<Value> args = eval_items(e.items);
@@ -367,7 +653,10 @@ class Evaluator {
     const TemplateAst& ast_;
     Runtime rt_;
     const Value& context_;
-    std::vector<Frame> frames_;
+    std::optional<std::tm> now_;
+    std::shared_ptr<Scope> scope_;
+    std::vector<std::shared_ptr<Scope>> pinned_;  // scopes macros close over
+    int macro_depth_ = 0;
     std::string out_;
     int line_ = 0;
     int column_ = 0;
@@ -384,7 +673,7 @@ void check_constant_slices(const Expr& e) {
         std::optional<Value> parts[4];
         try {
             TemplateAst none;
-            Evaluator ev(none, k_empty_context, limits);
+            Evaluator ev(none, k_empty_context, limits, std::nullopt);
             parts[0] = ev.eval_constant(*e.node);
             for (int k = 0; k < 3; ++k)
                 parts[k + 1] = e.items[k] ? ev.eval_constant(*e.items[k]) : Value::none();
@@ -423,6 +712,7 @@ void check_constant_slices(const Body& body) {
             if (b.test) check_constant_slices(*b.test);
             check_constant_slices(b.body);
         }
+        for (const ExprPtr& d : s->defaults) check_constant_slices(*d);
         check_constant_slices(s->body);
         check_constant_slices(s->else_body);
     }
@@ -443,11 +733,16 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
 }
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& context, const Limits& limits) const {
+    return render(context, RenderOptions{limits, std::nullopt});
+}
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& context, const RenderOptions& options) const {
+    const Limits& limits = options.limits;
     PHI_CHECK(ast_, "chat template used before compile()");
     PHI_CHECK(context.is_object(), "chat template context must be a JSON object, got {}",
               context.type_name());
     const Value ctx = from_json(context, limits.max_data_depth);
-    Evaluator ev(*ast_, ctx, limits);
+    Evaluator ev(*ast_, ctx, limits, options.now);
     try {
         return ev.run();
     } catch (const TemplateRaised& e) {

@@ -5,20 +5,28 @@
 // naming the construct and where it is, so it is never rendered differently from HF.
 //
 // Supported: {{ }}, {% if/elif/else %}, {% for %} (else, inline `if` filter, tuple targets, loop.*,
-// break/continue), {% set x = ... %}, {% print %}, comments, whitespace control; literals, lists,
-// tuples, dicts; + - * / // % ** ~, comparisons, in / not in, and/or/not, `a if c else b`;
-// attributes, subscripts, slices; filters abs capitalize count d default first items join last
-// length list lower map reject rejectattr replace reverse select selectattr string tojson trim
-// upper; the tests Jinja ships except callable/sameas/escaped/filter/test/lower/upper; str methods
-// strip lstrip rstrip startswith endswith split upper lower capitalize replace join, dict methods
-// items keys values get; raise_exception() and range().
-// Refused: macro, call/filter blocks, include/import/extends/block, with, raw, set blocks,
-// namespace(), recursive loops, loop.cycle(), other filters/tests/functions/methods, *args.
+// break/continue), {% set x = ... %}, block sets {% set x | filters %}...{% endset %}, namespace()
+// with {% set ns.attr = ... %}, {% macro %} (defaults, varargs, kwargs, closures over the defining
+// scope) and {% call(args) m() %}...{% endcall %} with caller(), HF's {% generation %} blocks,
+// {% print %}, comments, whitespace control; literals, lists, tuples, dicts; + - * / // % ** ~,
+// comparisons, in / not in, and/or/not, `a if c else b`; attributes, subscripts, slices; filters
+// abs capitalize count d default first items join last length list lower map reject rejectattr
+// replace reverse safe select selectattr string tojson trim upper (|safe makes a Markup, which
+// escapes what + , its methods and .format() combine with it, as markupsafe does); the tests Jinja
+// ships except callable/sameas/escaped/filter/test/lower/upper; str methods strip lstrip rstrip
+// startswith endswith split upper lower capitalize replace join format (the sandbox's
+// str.format, see py_format.h), dict methods items keys values get; raise_exception(), range(),
+// namespace() and strftime_now() (RenderOptions::now freezes its clock).
+// Refused: call of a name that is no macro or global, filter blocks, include/import/extends/
+// block, with, raw, recursive loops, loop.cycle(), dict()/cycler()/joiner()/lipsum(), other
+// filters/tests/methods, *args, macro parameters named caller/varargs/kwargs.
 // Case mapping (upper/lower/capitalize) is ASCII-only and raises on non-ASCII text.
 #pragma once
 
+#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -42,11 +50,19 @@ class TemplateException : public phi::Error {
     std::string message_;
 };
 
+/// How one render runs.
+struct RenderOptions {
+    jinja::Limits limits;
+    /// The local time strftime_now() sees; the clock when unset. Tests freeze it (only the
+    /// broken-down date and time fields are read).
+    std::optional<std::tm> now;
+};
+
 /// A compiled chat template. Cheap to copy; render() is const and thread-safe.
 class ChatTemplate {
   public:
     /// Parses `source`. Throws phi::Error for syntax errors and for constructs outside the supported
-    /// subset: "chat template uses unsupported Jinja construct 'macro' at line 3, column 1".
+    /// subset: "chat template uses unsupported Jinja construct 'filter block' at line 3, column 1".
     static ChatTemplate compile(std::string_view source);
 
     /// Renders with `context` (a JSON object) as the template's variables, e.g. {"messages": [...],
@@ -56,6 +72,7 @@ class ChatTemplate {
     /// the resource limits).
     std::string render(const nlohmann::ordered_json& context) const;
     std::string render(const nlohmann::ordered_json& context, const jinja::Limits& limits) const;
+    std::string render(const nlohmann::ordered_json& context, const RenderOptions& options) const;
 
     /// The context HF's apply_chat_template(messages, tools=..., add_generation_prompt=...) builds:
     /// drops message keys whose value is null, adds `thinking`/`reasoning_content` aliases of a

@@ -66,7 +66,23 @@ struct Target {
     bool is_tuple = false;
 };
 
-enum class StmtKind { Text, Output, If, For, Set, Break, Continue };
+enum class StmtKind {
+    Text,
+    Output,
+    If,
+    For,
+    Set,
+    Break,
+    Continue,
+    Macro,         ///< {% macro name(params) %}body{% endmacro %}
+    CallBlock,     ///< {% call(params) expr(...) %}body{% endcall %}; expr null: {% generation %}
+    SetBlock,      ///< {% set target | filters %}body{% endset %}
+    NamespaceSet,  ///< {% set target.name = expr %}
+};
+
+/// Name under which a block set's captured text is visible to its filter chain (not an identifier,
+/// so no template can mention it).
+inline constexpr const char* k_block_capture = " captured";
 
 struct Stmt;
 using StmtPtr = std::unique_ptr<Stmt>;
@@ -82,14 +98,20 @@ struct Stmt {
     int line = 0;
     int column = 0;
     std::string text;                ///< Text
-    ExprPtr expr;                    ///< Output value, Set value, For iterable
+    ExprPtr expr;  ///< Output/Set/NamespaceSet value, For iterable, CallBlock call, SetBlock filters
     std::vector<IfBranch> branches;  ///< If
     Target target;                   ///< Set, For
     ExprPtr filter;                  ///< For: `for x in xs if filter`
-    Body body;                       ///< For
+    Body body;                       ///< For, Macro, CallBlock, SetBlock
     Body else_body;                  ///< For
-    /// For: names the body / else scope starts with as undefined (see analyze_scopes).
+    /// For, Macro, CallBlock, SetBlock: names the body / else scope starts with as undefined (see
+    /// ScopeAnalysis).
     std::vector<std::string> body_undefined, else_undefined;
+    std::string name;                 ///< Macro: its name; NamespaceSet: the attribute
+    std::vector<std::string> params;  ///< Macro, CallBlock
+    std::vector<ExprPtr> defaults;    ///< Macro, CallBlock: defaults of the last params
+    /// Macro, CallBlock: the body mentions caller / varargs / kwargs, so the macro accepts them.
+    bool catch_caller = false, catch_varargs = false, catch_kwargs = false;
 };
 
 struct TemplateAst {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <optional>
 
+#include "coordinator/chat/py_format.h"
 #include "coordinator/chat/py_text.h"
 
 namespace phi::chat::jinja {
@@ -15,7 +16,7 @@ namespace {
 constexpr std::string_view k_filters[] = {
     "abs",     "capitalize", "count",      "d",      "default", "first",  "items",      "join",
     "last",    "length",     "list",       "lower",  "map",     "reject", "rejectattr", "replace",
-    "reverse", "select",     "selectattr", "string", "tojson",  "trim",   "upper"};
+    "reverse", "safe",       "select",     "selectattr", "string", "tojson", "trim", "upper"};
 constexpr std::string_view k_tests[] = {
     "defined", "undefined", "none",    "boolean",     "true",     "false", "integer",  "float",
     "number",  "string",    "mapping", "iterable",    "sequence", "odd",   "even",     "divisibleby",
@@ -23,7 +24,8 @@ constexpr std::string_view k_tests[] = {
     "le",      "<=",        "gt",      "greaterthan", ">",        "ge",    ">=",       "in"};
 constexpr std::string_view k_methods[] = {"strip", "lstrip", "rstrip", "startswith", "endswith",
                                           "split", "upper",  "lower",  "capitalize", "replace",
-                                          "join",  "items",  "keys",   "values",     "get"};
+                                          "join",  "items",  "keys",   "values",     "get",
+                                          "format"};
 
 template <size_t N>
 bool contains_name(const std::string_view (&names)[N], std::string_view name) {
@@ -385,12 +387,57 @@ bool is_supported_method(std::string_view name) {
     return contains_name(k_methods, name);
 }
 bool is_supported_function(std::string_view name) {
-    return name == "raise_exception" || name == "range";
+    return name == "raise_exception" || name == "range" || name == "namespace" || name == "strftime_now";
 }
+
+namespace {
+
+Value apply_plain_filter(Runtime& rt, const std::string& name, const Value& input, const std::vector<Value>& args,
+                         const KwArgs& kwargs);
+Value call_plain_method(Runtime& rt, const Value& self, const std::string& m, const std::vector<Value>& args,
+                        const KwArgs& kwargs);
+
+// Markup's wrapped str methods escape their string arguments (markupsafe _simple_escaping_wrapper).
+std::vector<Value> escape_args(Runtime& rt, const std::vector<Value>& args) {
+    std::vector<Value> out;
+    for (const Value& a : args) out.push_back(a.is_string() ? markup_string(markup_escape(a, rt)) : a);
+    return out;
+}
+KwArgs escape_kwargs(Runtime& rt, const KwArgs& kwargs) {
+    KwArgs out;
+    for (const auto& [k, a] : kwargs) out.emplace_back(k, a.is_string() ? markup_string(markup_escape(a, rt)) : a);
+    return out;
+}
+Value as_markup(Value v) {
+    v.markup = true;
+    return v;
+}
+
+}  // namespace
 
 Value apply_filter(Runtime& rt, const std::string& name, const Value& input, const std::vector<Value>& args,
                    const KwArgs& kwargs) {
     rt.charge(1);
+    if (name == "safe") {  // do_mark_safe: Markup(value)
+        bind("safe", {}, args, kwargs);
+        if (input.is_string() && input.markup) return input;
+        return markup_string(to_str(input, rt));
+    }
+    if (input.is_string() && input.markup) {
+        // These filters go through soft_str() or slicing and so keep (and, for trim's chars, escape
+        // into) the Markup; the others return plain values.
+        if (name == "trim") return as_markup(apply_plain_filter(rt, name, input, escape_args(rt, args), escape_kwargs(rt, kwargs)));
+        if (name == "upper" || name == "lower" || name == "capitalize" || name == "string" || name == "reverse") {
+            return as_markup(apply_plain_filter(rt, name, input, args, kwargs));
+        }
+    }
+    return apply_plain_filter(rt, name, input, args, kwargs);
+}
+
+namespace {
+
+Value apply_plain_filter(Runtime& rt, const std::string& name, const Value& input, const std::vector<Value>& args,
+                         const KwArgs& kwargs) {
     if (name == "trim") {
         const std::vector<Value> a = bind("trim", {{"chars", Value::none()}}, args, kwargs);
         if (input.is_string()) rt.charge(input.s->size() / 64);
@@ -476,6 +523,8 @@ Value apply_filter(Runtime& rt, const std::string& name, const Value& input, con
     }
     fail("no filter named '" + name + "'");
 }
+
+}  // namespace
 
 bool apply_test(Runtime& rt, const std::string& name, const Value& input, const std::vector<Value>& args,
                 const KwArgs& kwargs) {
@@ -580,6 +629,36 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
     }
     const Value& self = c.self;
     const std::string& m = c.name;
+    if (self.is_string() && !self.markup && m == "format") {  // the sandbox's format_string
+        return Value::string(py_format(rt, self.str(), args, kwargs, false));
+    }
+    if (self.is_string() && self.markup) {
+        if (m == "format") return markup_string(py_format(rt, self.str(), args, kwargs, true));
+        if (m == "strip" || m == "lstrip" || m == "rstrip" || m == "upper" || m == "lower" || m == "capitalize" ||
+            m == "replace") {
+            return as_markup(call_plain_method(rt, self, m, escape_args(rt, args), escape_kwargs(rt, kwargs)));
+        }
+        if (m == "split") {
+            const Value parts = call_plain_method(rt, self, m, args, kwargs);
+            std::vector<Value> items;
+            for (const Value& p : parts.seq->items) items.push_back(as_markup(p));
+            return Value::list(std::move(items));
+        }
+        if (m == "join") {  // Markup.join escapes every item
+            const std::vector<Value> a = bind(m, {{"iterable", std::nullopt}}, args, kwargs, true);
+            std::vector<Value> items;
+            Iteration it = iterate(a[0]);
+            while (std::optional<Value> item = it.next(rt)) items.push_back(markup_string(markup_escape(*item, rt)));
+            return as_markup(call_plain_method(rt, self, m, {Value::list(std::move(items))}, {}));
+        }
+    }
+    return call_plain_method(rt, self, m, args, kwargs);
+}
+
+namespace {
+
+Value call_plain_method(Runtime& rt, const Value& self, const std::string& m, const std::vector<Value>& args,
+                        const KwArgs& kwargs) {
     if (self.is_string()) {
         const std::string& s = self.str();
         rt.charge(s.size() / 64);
@@ -677,5 +756,7 @@ Value call_callable(Runtime& rt, const Value& callee, const std::vector<Value>& 
     }
     fail("method '" + m + "' of '" + type_name(self) + "' is not supported by the chat template interpreter");
 }
+
+}  // namespace
 
 }  // namespace phi::chat::jinja

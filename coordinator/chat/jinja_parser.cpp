@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <set>
 
 #include "common/error.h"
 #include "coordinator/chat/jinja_ast.h"
@@ -24,6 +25,11 @@ class Parser {
         TemplateAst ast;
         ast.body = subparse({});
         if (cur().type != TokenType::Eof) fail_here("unexpected token");
+        // Calls of names are checked once all macros are known (a macro may be called before it
+        // is defined, e.g. from inside another macro).
+        for (const auto& [name, at] : pending_calls_) {
+            if (!macro_names_.count(name) && name != "caller") unsupported(at, name + "()");
+        }
         return ast;
     }
 
@@ -178,6 +184,9 @@ class Parser {
         if (tag == "for") return parse_for();
         if (tag == "if") return parse_if();
         if (tag == "set") return parse_set();
+        if (tag == "macro") return parse_macro();
+        if (tag == "call") return parse_call_block();
+        if (tag == "generation") return parse_generation();
         if (tag == "print") {
             const Token& at = advance();
             auto s = std::make_unique<Stmt>();
@@ -196,12 +205,11 @@ class Parser {
             advance();
             return s;
         }
-        static const char* const k_refused[] = {"macro",      "call",    "filter", "include", "import",
-                                                "from",       "extends", "block",  "with",    "autoescape",
-                                                "generation", "raw",     "trans"};
+        static const char* const k_refused[] = {"filter",  "include", "import",     "from", "extends",
+                                                "block",   "with",    "autoescape", "raw",  "trans"};
         for (const char* r : k_refused) {
             if (tag == r) {
-                const std::string what = tag == "call" || tag == "filter" ? tag + " block" : tag;
+                const std::string what = tag == "filter" ? tag + " block" : tag;
                 unsupported(t, what);
             }
         }
@@ -273,9 +281,106 @@ class Parser {
         s->kind = StmtKind::Set;
         s->line = at.line;
         s->column = at.column;
+        const Token& after_attr = tokens_[std::min(pos_ + 3, tokens_.size() - 1)];
+        if (cur().type == TokenType::Name && is_op(look(), ".") &&
+            (is_op(after_attr, "=") || is_op(after_attr, "|") || after_attr.type == TokenType::BlockEnd)) {
+            // {% set ns.attr = value %}
+            s->kind = StmtKind::NamespaceSet;
+            s->target.name = advance().value;
+            advance();  // '.'
+            if (cur().type != TokenType::Name) fail_here("expected an attribute name");
+            s->name = advance().value;
+            if (!skip_op("=")) unsupported(at, "block set of a namespace attribute");
+            s->expr = parse_tuple(false, true, {}, false);
+            return s;
+        }
         s->target = parse_assign_target({}, true);
-        if (!skip_op("=")) unsupported(at, "set block ({% set x %}...{% endset %})");
-        s->expr = parse_tuple(false, true, {}, false);
+        if (skip_op("=")) {
+            s->expr = parse_tuple(false, true, {}, false);
+            return s;
+        }
+        // {% set x | filters %}...{% endset %}: the filters apply to the captured text
+        if (s->target.is_tuple) fail_here("expected '=' after a tuple target");
+        s->kind = StmtKind::SetBlock;
+        if (is_op(cur(), "|")) {
+            ExprPtr captured = make(ExprKind::Name, cur());
+            captured->name = k_block_capture;
+            s->expr = parse_filter(std::move(captured));
+        }
+        const int saved = loop_depth_;
+        loop_depth_ = 0;
+        s->body = parse_statements({"endset"}, true);
+        loop_depth_ = saved;
+        return s;
+    }
+
+    // Jinja's parse_signature: `(a, b=default, ...)`, no trailing comma.
+    void parse_signature(Stmt& s) {
+        expect_op("(");
+        while (!is_op(cur(), ")")) {
+            if (!s.params.empty()) expect_op(",");
+            const Token& p = cur();
+            if (p.type != TokenType::Name) fail_here("expected a parameter name");
+            if (p.value == "caller" || p.value == "varargs" || p.value == "kwargs") {
+                unsupported(p, "macro parameter named " + p.value);
+            }
+            for (const std::string& q : s.params) {
+                if (q == p.value) fail_at(p, "duplicate argument '" + p.value + "' in macro definition");
+            }
+            s.params.push_back(advance().value);
+            if (skip_op("=")) {
+                s.defaults.push_back(parse_expression(true));
+            } else if (!s.defaults.empty()) {
+                fail_at(p, "non-default argument follows default argument");
+            }
+        }
+        expect_op(")");
+    }
+
+    Body parse_macro_body(std::initializer_list<std::string_view> end_tokens) {
+        const int saved = loop_depth_;
+        loop_depth_ = 0;  // a macro body is a function of its own: break/continue do not reach out
+        Body body = parse_statements(end_tokens, true);
+        loop_depth_ = saved;
+        return body;
+    }
+
+    StmtPtr parse_macro() {
+        const Token& at = advance();  // 'macro'
+        auto s = std::make_unique<Stmt>();
+        s->kind = StmtKind::Macro;
+        s->line = at.line;
+        s->column = at.column;
+        if (cur().type != TokenType::Name) fail_here("expected a macro name");
+        s->name = advance().value;
+        macro_names_.insert(s->name);
+        parse_signature(*s);
+        s->body = parse_macro_body({"endmacro"});
+        return s;
+    }
+
+    StmtPtr parse_call_block() {
+        const Token& at = advance();  // 'call'
+        auto s = std::make_unique<Stmt>();
+        s->kind = StmtKind::CallBlock;
+        s->line = at.line;
+        s->column = at.column;
+        if (is_op(cur(), "(")) parse_signature(*s);
+        s->expr = parse_expression(true);
+        if (s->expr->kind != ExprKind::Call) fail_at(at, "expected call");
+        s->body = parse_macro_body({"endcall"});
+        return s;
+    }
+
+    // HF's AssistantTracker: a call block whose function renders the body (and, when HF tracks
+    // assistant masks, records where it went; that does not change the text).
+    StmtPtr parse_generation() {
+        const Token& at = advance();  // 'generation'
+        auto s = std::make_unique<Stmt>();
+        s->kind = StmtKind::CallBlock;
+        s->line = at.line;
+        s->column = at.column;
+        s->body = parse_macro_body({"endgeneration"});
         return s;
     }
 
@@ -505,8 +610,7 @@ class Parser {
             }
             if (with_namespace && is_op(cur(), ".")) unsupported(t, "namespace attribute assignment");
             // Jinja/HF globals the interpreter does not provide (only range and raise_exception are)
-            static const char* const k_refused_globals[] = {"namespace", "dict",   "strftime_now",
-                                                            "lipsum",    "cycler", "joiner"};
+            static const char* const k_refused_globals[] = {"dict", "lipsum", "cycler", "joiner"};
             for (const char* g : k_refused_globals) {
                 if (t.value == g) unsupported(t, t.value + "()");
             }
@@ -708,7 +812,7 @@ class Parser {
         ExprPtr e = make(ExprKind::Call, at);
         parse_call_args(&e->items, &e->kwargs);
         if (node->kind == ExprKind::Name) {
-            if (!is_supported_function(node->name)) unsupported(at, node->name + "()");
+            if (!is_supported_function(node->name)) pending_calls_.emplace_back(node->name, at);
             e->name = node->name;
             return e;
         }
@@ -853,6 +957,8 @@ class Parser {
     size_t pos_ = 0;
     int depth_ = 0;
     int loop_depth_ = 0;
+    std::set<std::string> macro_names_;
+    std::vector<std::pair<std::string, Token>> pending_calls_;  // calls of names that are not builtins
 };
 
 // Jinja's idtracking (jinja2/idtracking.py), reduced to what decides a variable's value at the
@@ -959,7 +1065,8 @@ class ScopeAnalysis {
     }
 
     static void visit_expr(const Expr& e, Symbols& sym) {
-        if (e.kind == ExprKind::Name) sym.load(e.name);
+        // a call of a name (a macro, caller, a global) loads the name
+        if (e.kind == ExprKind::Name || (e.kind == ExprKind::Call && !e.node)) sym.load(e.name);
         for (const Expr* child : {e.node.get(), e.arg.get(), e.arg2.get()}) {
             if (child) visit_expr(*child, sym);
         }
@@ -1003,6 +1110,19 @@ class ScopeAnalysis {
             case StmtKind::For:
                 visit_expr(*s.expr, sym);  // the body, else and filter are scopes of their own
                 break;
+            case StmtKind::Macro:
+                sym.store(s.name);  // parameters, defaults and body are the macro's scope
+                break;
+            case StmtKind::CallBlock:
+                if (s.expr) visit_expr(*s.expr, sym);
+                break;
+            case StmtKind::SetBlock:
+                store_target(s.target, sym);  // the body (and its filters) are a scope of their own
+                break;
+            case StmtKind::NamespaceSet:
+                visit_expr(*s.expr, sym);
+                sym.load(s.target.name);
+                break;
             case StmtKind::Text:
             case StmtKind::Break:
             case StmtKind::Continue:
@@ -1010,10 +1130,67 @@ class ScopeAnalysis {
         }
     }
 
-    // Scopes of the loops in `body` (also inside if branches), once the enclosing scope is complete.
+    // Jinja's find_undeclared(body, {name}): does any statement below load `name`?
+    static bool body_loads(const Body& body, const std::string& name) {
+        auto expr_loads = [&](const Expr* e, auto&& self) -> bool {
+            if (!e) return false;
+            if ((e->kind == ExprKind::Name || (e->kind == ExprKind::Call && !e->node)) && e->name == name) return true;
+            for (const Expr* child : {e->node.get(), e->arg.get(), e->arg2.get()}) {
+                if (self(child, self)) return true;
+            }
+            for (const ExprPtr& item : e->items) {
+                if (self(item.get(), self)) return true;
+            }
+            for (const Keyword& k : e->kwargs) {
+                if (self(k.value.get(), self)) return true;
+            }
+            return false;
+        };
+        for (const StmtPtr& s : body) {
+            if (expr_loads(s->expr.get(), expr_loads) || expr_loads(s->filter.get(), expr_loads)) return true;
+            if (s->kind == StmtKind::NamespaceSet && s->target.name == name) return true;
+            for (const ExprPtr& d : s->defaults) {
+                if (expr_loads(d.get(), expr_loads)) return true;
+            }
+            for (const IfBranch& b : s->branches) {
+                if (expr_loads(b.test.get(), expr_loads) || body_loads(b.body, name)) return true;
+            }
+            if (body_loads(s->body, name) || body_loads(s->else_body, name)) return true;
+        }
+        return false;
+    }
+
+    // A macro or call-block body: Jinja's macro_body() frame.
+    static void analyze_macro(Stmt& m, const Symbols& parent) {
+        Symbols sym;
+        sym.parent = &parent;
+        for (const std::string& p : m.params) sym.declare_parameter(p);
+        for (const ExprPtr& d : m.defaults) visit_expr(*d, sym);
+        m.catch_caller = body_loads(m.body, "caller");
+        m.catch_varargs = body_loads(m.body, "varargs");
+        m.catch_kwargs = body_loads(m.body, "kwargs");
+        if (m.catch_caller) sym.declare_parameter("caller");
+        if (m.catch_varargs) sym.declare_parameter("varargs");
+        if (m.catch_kwargs) sym.declare_parameter("kwargs");
+        for (const StmtPtr& c : m.body) visit_stmt(*c, sym);
+        m.body_undefined = undefined_names(sym);
+        analyze_children(m.body, sym);
+    }
+
+    // Scopes of the loops, macros and block sets in `body` (also inside if branches), once the
+    // enclosing scope is complete.
     static void analyze_children(const Body& body, const Symbols& parent) {
         for (const StmtPtr& s : body) {
-            if (s->kind == StmtKind::If) {
+            if (s->kind == StmtKind::Macro || s->kind == StmtKind::CallBlock) {
+                analyze_macro(const_cast<Stmt&>(*s), parent);
+            } else if (s->kind == StmtKind::SetBlock) {
+                Stmt& block = const_cast<Stmt&>(*s);
+                Symbols sym;
+                sym.parent = &parent;
+                for (const StmtPtr& c : block.body) visit_stmt(*c, sym);
+                block.body_undefined = undefined_names(sym);
+                analyze_children(block.body, sym);
+            } else if (s->kind == StmtKind::If) {
                 for (const IfBranch& b : s->branches) analyze_children(b.body, parent);
             } else if (s->kind == StmtKind::For) {
                 Stmt& loop = const_cast<Stmt&>(*s);

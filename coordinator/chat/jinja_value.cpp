@@ -215,6 +215,7 @@ Value attribute_of_builtin(const Value& obj, const std::string& name, bool* foun
         case ValueKind::Undefined:
         case ValueKind::None:
         case ValueKind::Callable:
+        case ValueKind::Namespace:
             break;
     }
     *found = false;
@@ -518,7 +519,10 @@ std::string type_name(const Value& v) {
         case ValueKind::Loop:
             return "LoopContext";
         case ValueKind::Callable:
+            if (v.callable->macro) return "Macro";
             return v.callable->is_method ? "builtin_function_or_method" : "function";
+        case ValueKind::Namespace:
+            return "TemplateNamespace";
     }
     return "object";
 }
@@ -542,6 +546,7 @@ bool truthy(const Value& v) {
             return !v.dict->entries.empty();
         case ValueKind::Iterator:
         case ValueKind::Callable:
+        case ValueKind::Namespace:
             return true;
         case ValueKind::Loop:
             fail("testing 'loop' itself for truth is not supported in chat templates");
@@ -561,7 +566,19 @@ void append_str(std::string& out, const Value& v, Runtime& rt) {
         case ValueKind::Loop:
             fail("'loop' itself cannot be rendered as text in chat templates");
         case ValueKind::Callable:
+            if (v.callable->macro) {  // Macro.__repr__
+                out += "<Macro ";
+                append_repr(out, Value::string(v.callable->name), rt);
+                out += ">";
+                return;
+            }
             fail("a function or method cannot be rendered as text (call it with parentheses)");
+        case ValueKind::Namespace: {  // Namespace.__repr__
+            out += "<Namespace ";
+            append_repr(out, Value::dict_value(std::make_shared<DictData>(v.ns->attrs)), rt);
+            out += ">";
+            return;
+        }
         default:
             append_repr(out, v, rt);
     }
@@ -596,7 +613,9 @@ void append_repr(std::string& out, const Value& v, Runtime& rt, int depth) {
             return;
         case ValueKind::String:
             rt.charge(v.s->size() / 64);
+            if (v.markup) out += "Markup(";
             out += py::repr_string(*v.s);
+            if (v.markup) out += ")";
             return;
         case ValueKind::Sequence: {
             const SequenceData& d = *v.seq;
@@ -648,7 +667,8 @@ void append_repr(std::string& out, const Value& v, Runtime& rt, int depth) {
         case ValueKind::Iterator:
         case ValueKind::Loop:
         case ValueKind::Callable:
-            append_str(out, v, rt);  // raises
+        case ValueKind::Namespace:
+            append_str(out, v, rt);  // the same text, or raises
             return;
     }
 }
@@ -701,6 +721,8 @@ bool equals(const Value& a, const Value& b, Runtime* rt, int depth) {
             return a.loop == b.loop;
         case ValueKind::Callable:
             fail("comparing functions or methods is not supported in chat templates");
+        case ValueKind::Namespace:
+            return a.ns == b.ns;  // object identity
         default:
             return false;
     }
@@ -789,6 +811,7 @@ bool hashable(const Value& v) {
         case ValueKind::Iterator:
         case ValueKind::Loop:
         case ValueKind::Callable:
+        case ValueKind::Namespace:
             return true;
     }
     return false;
@@ -853,6 +876,10 @@ Value binary(Runtime& rt, BinaryOp op, const Value& a, const Value& b) {
             if (a.is_string() && b.is_string()) {
                 rt.check_string(a.s->size() + b.s->size());
                 rt.charge((a.s->size() + b.s->size()) / 64);
+                if (a.markup || b.markup) {
+                    // Markup.__add__ / __radd__ escape the plain operand
+                    return markup_string(markup_escape(a, rt) + markup_escape(b, rt));
+                }
                 return Value::string(*a.s + *b.s);
             }
             if (a.kind == ValueKind::Sequence && b.kind == ValueKind::Sequence &&
@@ -876,8 +903,16 @@ Value binary(Runtime& rt, BinaryOp op, const Value& a, const Value& b) {
         case BinaryOp::Mul:
             if (both_int) return Value::integer(checked_mul(a.as_int(), b.as_int()));
             if (both_num) return Value::real(a.as_double() * b.as_double());
-            if (a.is_string() && b.is_int_like()) return repeat_string(rt, *a.s, b.as_int());
-            if (b.is_string() && a.is_int_like()) return repeat_string(rt, *b.s, a.as_int());
+            if (a.is_string() && b.is_int_like()) {
+                Value r = repeat_string(rt, *a.s, b.as_int());
+                r.markup = a.markup;
+                return r;
+            }
+            if (b.is_string() && a.is_int_like()) {
+                Value r = repeat_string(rt, *b.s, a.as_int());
+                r.markup = b.markup;
+                return r;
+            }
             if (a.is_list_or_tuple() && b.is_int_like()) return repeat_sequence(rt, a, b.as_int());
             if (b.is_list_or_tuple() && a.is_int_like()) return repeat_sequence(rt, b, a.as_int());
             type_error_binary("*", a, b);
@@ -992,6 +1027,18 @@ Value get_attr(Runtime& rt, const Value& obj, const std::string& name) {
         return loop_attribute(rt, obj, name,
                               &found);  // LoopContext is not subscriptable: missing -> Undefined
     }
+    if (obj.kind == ValueKind::Namespace) {  // Namespace.__getattribute__: its attributes only
+        if (const Value* item = obj.ns->attrs.find(Value::string(name))) return *item;
+        return Value::undefined();
+    }
+    if (obj.kind == ValueKind::Callable && obj.callable->macro) {
+        if (name == "name") return Value::string(obj.callable->name);
+        if (name == "arguments" || name == "defaults" || name == "catch_kwargs" || name == "catch_varargs" ||
+            name == "caller" || name == "explicit_caller" || name == "environment") {
+            fail("attribute '" + name + "' of a macro is not supported in chat templates");
+        }
+        return Value::undefined();
+    }
     Value v = attribute_of_builtin(obj, name, &found);
     if (found) return v;
     if (obj.kind == ValueKind::Dict) {
@@ -1031,7 +1078,9 @@ Value get_item(Runtime& rt, const Value& obj, const Value& key) {
                 if (idx < 0) idx += n;
                 if (idx >= 0 && idx < n) {
                     const auto u = static_cast<size_t>(idx);
-                    return Value::string(obj.s->substr(off[u], off[u + 1] - off[u]));
+                    Value c = Value::string(obj.s->substr(off[u], off[u + 1] - off[u]));
+                    c.markup = obj.markup;  // Markup.__getitem__ returns Markup
+                    return c;
                 }
                 return Value::undefined();
             }
@@ -1041,6 +1090,7 @@ Value get_item(Runtime& rt, const Value& obj, const Value& key) {
     }
     // Jinja falls back to the attribute for string keys.
     if (key.is_string()) {
+        if (obj.kind == ValueKind::Namespace || obj.kind == ValueKind::Callable) return get_attr(rt, obj, *key.s);
         if (obj.kind == ValueKind::Loop) {
             bool found = false;
             return loop_attribute(rt, obj, *key.s, &found);
@@ -1070,7 +1120,9 @@ Value get_slice(Runtime& rt, const Value& obj, const Value& start, const Value& 
             }
         }
         rt.charge(out.size() / 64);
-        return Value::string(std::move(out));
+        Value r = Value::string(std::move(out));
+        r.markup = obj.markup;
+        return r;
     }
     if (obj.kind == ValueKind::Sequence) {
         const SequenceData& d = *obj.seq;
@@ -1281,6 +1333,46 @@ void append_json(std::string& out, const Value& v, const JsonOptions& opt, Runti
             break;
     }
     fail("Object of type " + type_name(v) + " is not JSON serializable");
+}
+
+// ---- Markup ----
+
+std::string html_escape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (const char c : s) {
+        switch (c) {
+            case '&':
+                out += "&amp;";
+                break;
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '\'':
+                out += "&#39;";
+                break;
+            case '"':
+                out += "&#34;";
+                break;
+            default:
+                out += c;
+        }
+    }
+    return out;
+}
+
+std::string markup_escape(const Value& v, Runtime& rt) {
+    if (v.is_string() && v.markup) return v.str();
+    return html_escape(to_str(v, rt));
+}
+
+Value markup_string(std::string s) {
+    Value v = Value::string(std::move(s));
+    v.markup = true;
+    return v;
 }
 
 }  // namespace phi::chat::jinja

@@ -71,7 +71,7 @@ class Runtime {
     uint64_t work_ = 0;
 };
 
-enum class ValueKind { Undefined, None, Bool, Int, Float, String, Sequence, Dict, Iterator, Loop, Callable };
+enum class ValueKind { Undefined, None, Bool, Int, Float, String, Sequence, Dict, Iterator, Loop, Callable, Namespace };
 
 /// Python types that behave as sequences of items.
 enum class SequenceKind { List, Tuple, Range, DictKeys, DictValues, DictItems };
@@ -82,6 +82,8 @@ struct DictData;
 class Iterator;
 struct LoopState;
 struct CallableData;
+struct NamespaceData;
+struct MacroData;
 
 struct Value {
     ValueKind kind = ValueKind::Undefined;
@@ -94,6 +96,10 @@ struct Value {
     std::shared_ptr<Iterator> iter;
     std::shared_ptr<LoopState> loop;
     std::shared_ptr<const CallableData> callable;
+    std::shared_ptr<NamespaceData> ns;  ///< Namespace: the one mutable value (Jinja's namespace())
+    /// String: a markupsafe.Markup (made by |safe). Markup escapes plain strings combined with it
+    /// by +, its methods and str.format (see markup_*), so the flag travels with the value.
+    bool markup = false;
 
     static Value undefined() { return Value{}; }
     static Value none();
@@ -178,8 +184,22 @@ struct LoopState {
 struct CallableData {
     bool is_method = false;
     std::string name;
-    Value self;  // bound object, for methods
+    Value self;                                // bound object, for methods
+    std::shared_ptr<const MacroData> macro;  // a template macro or call-block caller (evaluator's)
 };
+
+/// Jinja's Namespace (HF's TemplateNamespace): attributes set by `{% set ns.attr = value %}` are
+/// seen by every holder of the object, across loop scopes; that is its purpose.
+struct NamespaceData {
+    DictData attrs;
+};
+
+/// markupsafe.escape(str): & < > ' " as HTML entities.
+std::string html_escape(std::string_view s);
+/// markupsafe.escape(v) as text: Markup is kept, any other value is str()'d and escaped.
+std::string markup_escape(const Value& v, Runtime& rt);
+/// A Markup string.
+Value markup_string(std::string s);
 
 // ---- Python semantics ----
 

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <ctime>
+#include <set>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -126,6 +128,72 @@ TEST(ChatTemplate, TemplatesRenderLikeHfSandboxedJinja) {
         compared, cases.size(), random_templates, errors, raises);
 }
 
+// macro/caller, namespace(), block set, strftime_now() (clock frozen on both sides), |safe,
+// str.format() and {% generation %}: every template on every context, against HF.
+TEST(ChatTemplate, FineTuneConstructsRenderLikeHfSandboxedJinja) {
+    const Json& data = expectations();
+    const Json& contexts = data.at("contexts");
+    const Json& now = data.at("frozen_now");
+    phi::chat::RenderOptions options;
+    std::tm tm{};
+    tm.tm_year = now.at(0).get<int>() - 1900;
+    tm.tm_mon = now.at(1).get<int>() - 1;
+    tm.tm_mday = now.at(2).get<int>();
+    tm.tm_hour = now.at(3).get<int>();
+    tm.tm_min = now.at(4).get<int>();
+    tm.tm_sec = now.at(5).get<int>();
+    options.now = tm;
+    size_t compared = 0, rendered = 0, errors = 0, raises = 0;
+    std::set<std::string> constructs_seen;
+    for (const Json& c : data.at("constructs")) {
+        const std::string id = c.at("id").get<std::string>();
+        const std::string source = c.at("template").get<std::string>();
+        for (const char* construct : {"macro", "call", "namespace(", "endset", "strftime_now", "|safe",
+                                      ".format(", "generation"}) {
+            if (source.find(construct) != std::string::npos) constructs_seen.insert(construct);
+        }
+        std::optional<ChatTemplate> t;
+        try {
+            t = ChatTemplate::compile(source);
+        } catch (const std::exception& e) {
+            ADD_FAILURE() << id << " was refused: " << e.what() << "\n" << excerpt(source);
+            continue;
+        }
+        for (const Json& r : c.at("results")) {
+            const Json& ctx = contexts.at(r.at("context").get<size_t>());
+            const std::string where = id + " on context " + std::to_string(r.at("context").get<int>());
+            ++compared;
+            try {
+                const std::string got = t->render(ctx, options);
+                if (r.contains("expected")) {
+                    ++rendered;
+                    EXPECT_EQ(got, r.at("expected").get<std::string>()) << where << "\n" << excerpt(source);
+                } else {
+                    ADD_FAILURE() << where << ": HF fails (" << r.dump() << ") but we rendered " << excerpt(got)
+                                  << "\n" << excerpt(source);
+                }
+            } catch (const TemplateException& e) {
+                ++raises;
+                if (r.contains("raises")) {
+                    EXPECT_EQ(e.message(), r.at("raises").get<std::string>()) << where;
+                } else {
+                    ADD_FAILURE() << where << ": we raised the template's own " << e.what() << "; HF: " << r.dump();
+                }
+            } catch (const phi::Error& e) {
+                ++errors;
+                if (r.contains("expected") || r.contains("raises")) {
+                    ADD_FAILURE() << where << ": HF gives " << r.dump() << " but we threw: " << e.what() << "\n"
+                                  << excerpt(source);
+                }
+            }
+        }
+    }
+    EXPECT_EQ(constructs_seen.size(), 8u) << "every construct of the fine-tune templates is exercised";
+    EXPECT_GE(rendered, 500u);
+    std::printf("constructs: compared %zu renders (%zu rendered, %zu errors, %zu raise_exception)\n", compared,
+                rendered, errors, raises);
+}
+
 TEST(ChatTemplate, UnsupportedConstructsAreRefusedByName) {
     const Json& cases = expectations().at("refused");
     ASSERT_GE(cases.size(), 20u);
@@ -229,6 +297,30 @@ TEST(ChatTemplate, DeepNestingIsRefused) {
     std::string nots = "{{ ";
     for (int i = 0; i < 100000; ++i) nots += "not ";
     EXPECT_THROW(ChatTemplate::compile(nots + "1 }}"), phi::Error);
+}
+
+// Python stops runaway recursion with RecursionError; the interpreter stops it before the C++ stack.
+TEST(ChatTemplate, MacroRecursionIsLimited) {
+    const ChatTemplate t = ChatTemplate::compile("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+    try {
+        t.render(Json::object());
+        FAIL() << "expected an error";
+    } catch (const phi::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("more than 100 deep"), std::string::npos) << e.what();
+    }
+    const ChatTemplate ok = ChatTemplate::compile(
+        "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(90) }}");
+    EXPECT_EQ(ok.render(Json::object()).substr(0, 4), "0123");
+}
+
+// Without RenderOptions::now, strftime_now() reads the clock (the differential tests freeze it).
+TEST(ChatTemplate, StrftimeNowReadsTheClockWhenNotFrozen) {
+    const ChatTemplate t = ChatTemplate::compile("{{ strftime_now('%Y') }}");
+    const std::string year = t.render(Json::object());
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&now, &tm);
+    EXPECT_EQ(year, std::to_string(tm.tm_year + 1900));
 }
 
 TEST(ChatTemplate, DeepContextIsRefused) {
