@@ -85,10 +85,10 @@ PHI4_FIRST_RELEASE = (
 
 # name -> (template, tokenizer folder in ../shared/tokenizers, special tokens)
 PHI_MODELS = {
-    "Phi-3-mini (current)": (PHI3_MINI, "llama2", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
-    "Phi-3-mini (April 2024, with bos)": (PHI3_MINI_APRIL_2024, "llama2", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
-    "Phi-3.5-mini / Phi-3.5-MoE": (PHI35_MINI, "llama2", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
-    "Phi-3-medium": (PHI3_MEDIUM, "llama2", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
+    "Phi-3-mini (current)": (PHI3_MINI, "phi3", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
+    "Phi-3-mini (April 2024, with bos)": (PHI3_MINI_APRIL_2024, "phi3", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
+    "Phi-3.5-mini / Phi-3.5-MoE": (PHI35_MINI, "phi3", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
+    "Phi-3-medium": (PHI3_MEDIUM, "phi3", {"bos_token": "<s>", "eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"}),
     "Phi-4-mini (with tools)": (PHI4_MINI, "o200k", {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}),
     "phi-4 (current)": (PHI4, "o200k", {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}),
     "phi-4 (first release)": (PHI4_FIRST_RELEASE, "o200k", {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}),

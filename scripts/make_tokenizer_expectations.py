@@ -199,7 +199,9 @@ def build_phi2(shared: Path):
 
 
 def build_phi3(shared: Path):
-    tokenizer = json.loads((shared / "llama2" / "tokenizer.json").read_text(encoding="utf-8"))
+    # The real Phi-3 vocabulary (../shared/tokenizers/phi3: Llama-2 SentencePiece BPE + Phi-3's added
+    # tokens, 32011 ids). Its added-token flags must be Phi-3-mini's, which the fixture states again here.
+    tokenizer = json.loads((shared / "phi3" / "tokenizer.json").read_text(encoding="utf-8"))
     toks = [
         added(0, "<unk>"),
         added(1, "<s>"),
@@ -207,7 +209,10 @@ def build_phi3(shared: Path):
     ]
     for id_, content, rstrip in PHI3_SPECIALS:
         toks.append(added(id_, content, rstrip=rstrip))
-    tokenizer["added_tokens"] = toks
+    if tokenizer["added_tokens"] != toks:
+        sys.exit("../shared/tokenizers/phi3/tokenizer.json: added tokens differ from Phi-3-mini's")
+    if len(tokenizer["model"]["vocab"]) != 32011:
+        sys.exit("../shared/tokenizers/phi3/tokenizer.json: expected the 32011-id Phi-3 vocabulary")
     config = {
         "add_bos_token": False,
         "add_eos_token": False,

@@ -212,6 +212,19 @@ TEST(Tokenizer, ChatSupportPhi3) {
     EXPECT_EQ(tok.decode(ids, true), "Hi");
 }
 
+// The phi3 fixture is the real Phi-3 vocabulary (Llama-2 ids), not Mistral-7B's; ids from HF
+// AutoTokenizer on ../shared/tokenizers/phi3.
+TEST(Tokenizer, Phi3FixtureHasTheRealPhi3Ids) {
+    const Tokenizer& tok = *fixture("phi3").tokenizer;
+    EXPECT_EQ(tok.vocab_size(), 32011);
+    EXPECT_EQ(tok.token_to_id("\u2581the"), std::optional<int32_t>(278));
+    EXPECT_EQ(tok.token_to_id("\u2581Hello"), std::optional<int32_t>(15043));
+    EXPECT_EQ(tok.encode("Hello world", false), (std::vector<int32_t>{15043, 3186}));
+    EXPECT_EQ(tok.encode("The quick brown fox", false), (std::vector<int32_t>{450, 4996, 17354, 1701, 29916}));
+    EXPECT_EQ(tok.encode_chat("<|user|>\nHi<|end|>\n<|assistant|>\n"),
+              (std::vector<int32_t>{32010, 6324, 32007, 32001}));
+}
+
 TEST(Tokenizer, ChatSupportPhi4Mini) {
     const Tokenizer& tok = *fixture("phi4mini").tokenizer;
     EXPECT_FALSE(tok.chat_template().empty());
