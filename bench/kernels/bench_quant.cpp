@@ -3,7 +3,8 @@
 // the measured read bandwidth) and n=16. Configurations run interleaved, three rounds, and each
 // prints min/median/max of its rounds and the median ratio to bf16 from the same rounds (a shared,
 // busy machine moves all configurations of a round together). Weights rotate over >= 128 MiB of
-// copies per shape so every call streams them from DRAM.
+// copies per shape so every call streams them from DRAM. OMP_NUM_THREADS=1 times on the thread's
+// CPU clock (robust on a shared, busy machine).
 #include <omp.h>
 
 #include <algorithm>
@@ -76,19 +77,21 @@ struct Config {
     QuantActivations mode;
 };
 
+/// Seconds per call: the best of several timed batches. thread_cpu (one thread only) times on the
+/// thread's CPU clock, so time spent descheduled on a shared machine does not count.
 template <typename Fn>
-double best_time(Fn&& fn, size_t min_calls) {
+double best_time(Fn&& fn, size_t min_calls, bool thread_cpu) {
     for (size_t i = 0; i < 2; ++i) fn(i);
     double best = 1e30, total = 0.0;
     size_t i = 0;
     while (total < k_min_seconds) {
         size_t calls = 0;
-        const double t0 = phi::bench::seconds_now(false);
+        const double t0 = phi::bench::seconds_now(thread_cpu);
         double el = 0.0;
         while (el < 0.02 || calls < min_calls) {
             fn(i++);
             ++calls;
-            el = phi::bench::seconds_now(false) - t0;
+            el = phi::bench::seconds_now(thread_cpu) - t0;
         }
         best = std::min(best, el / double(calls));
         total += el;
@@ -106,8 +109,9 @@ double median3(std::vector<double> v) {
 int main() {
     const Isa isa = choose_isa();
     const int threads = omp_get_max_threads();
-    std::printf("bench_quant: isa=%s vnni=%d threads=%d\n", std::string(isa_name(isa)).c_str(),
-                int(quant_uses_vnni(isa)), threads);
+    const bool thread_cpu = threads == 1;
+    std::printf("bench_quant: isa=%s vnni=%d threads=%d clock=%s\n", std::string(isa_name(isa)).c_str(),
+                int(quant_uses_vnni(isa)), threads, thread_cpu ? "thread-cpu" : "wall");
     const double bw = phi::bench::measure_read_bandwidth_gbs(size_t(512) << 20, threads);
     std::printf("measured read bandwidth (512 MiB, %d threads): %.1f GB/s\n", threads, bw);
 
@@ -151,7 +155,7 @@ int main() {
                                              configs[c].mode);
                             }
                         },
-                        w.count());
+                        w.count(), thread_cpu);
                     layer += s * w.shape.per_layer;
                 }
                 t[c][size_t(r)] = layer;

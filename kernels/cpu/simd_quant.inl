@@ -37,8 +37,8 @@ inline F dequant(const uint8_t* row_qs, int64_t k, F d) {
 /// y[t, o + r] for a tile of R rows x T tokens. pf: the next R-row block of quantized values,
 /// prefetched at the rate this one is read (as the fp32 kernel does).
 template <QuantFormat Fmt, int R, int T>
-inline void quant_tile(float* y, int64_t ldy, const float* x, int64_t ldx, const QuantWeightView& w, int64_t o,
-                       const float* bias, const char* pf) {
+inline void quant_tile(float* y, int64_t ldy, const float* x, int64_t ldx, const QuantWeightView& w,
+                       int64_t o, const float* bias, const char* pf) {
     constexpr int64_t bb = quant_block_bytes(Fmt);
     constexpr int k_pf_lines = int((R * bb + 63) / 64);
     const int64_t nb = w.cols / k_quant_block;
@@ -90,8 +90,8 @@ inline void quant_tile(float* y, int64_t ldy, const float* x, int64_t ldx, const
 }
 
 template <QuantFormat Fmt, int R, int T = QV::k_tokens>
-inline void quant_tile_n(int64_t tn, float* y, int64_t ldy, const float* x, int64_t ldx, const QuantWeightView& w,
-                         int64_t o, const float* bias, const char* pf) {
+inline void quant_tile_n(int64_t tn, float* y, int64_t ldy, const float* x, int64_t ldx,
+                         const QuantWeightView& w, int64_t o, const float* bias, const char* pf) {
     if constexpr (T > 1) {
         if (tn < T) {
             quant_tile_n<Fmt, R, T - 1>(tn, y, ldy, x, ldx, w, o, bias, pf);
@@ -124,14 +124,14 @@ void quant_f32_impl(float* y, const float* x, int64_t n, const QuantWeightView& 
                 const char* pf =
                     o + 2 * R <= rows ? reinterpret_cast<const char*>(w.qs + (o + R) * row_bytes) : nullptr;
                 for (int64_t t = t0; t < t_hi; t += T) {
-                    quant_tile_n<Fmt, R>(min64(T, t_hi - t), y + t * rows, rows, x + t * cols, cols, w, o, bias,
-                                         t == t0 ? pf : nullptr);
+                    quant_tile_n<Fmt, R>(min64(T, t_hi - t), y + t * rows, rows, x + t * cols, cols, w, o,
+                                         bias, t == t0 ? pf : nullptr);
                 }
             }
             for (; o < o_hi; ++o) {
                 for (int64_t t = t0; t < t_hi; t += T) {
-                    quant_tile_n<Fmt, 1>(min64(T, t_hi - t), y + t * rows, rows, x + t * cols, cols, w, o, bias,
-                                         nullptr);
+                    quant_tile_n<Fmt, 1>(min64(T, t_hi - t), y + t * rows, rows, x + t * cols, cols, w, o,
+                                         bias, nullptr);
                 }
             }
         }
@@ -144,18 +144,6 @@ inline float quant_hsum8(__m256 v) {
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
     return _mm_cvtss_f32(s4);
-}
-
-/// Lane j of the result = the sum of v[j]'s 8 lanes (exact integer sums).
-inline __m256i quant_reduce8(const __m256i (&v)[8]) {
-    const __m256i h0 = _mm256_hadd_epi32(v[0], v[1]);
-    const __m256i h1 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i h2 = _mm256_hadd_epi32(v[4], v[5]);
-    const __m256i h3 = _mm256_hadd_epi32(v[6], v[7]);
-    // g0 = [v0 v1 v2 v3 (low halves) | v0 v1 v2 v3 (high halves)], g1 likewise for v4..v7.
-    const __m256i g0 = _mm256_hadd_epi32(h0, h1);
-    const __m256i g1 = _mm256_hadd_epi32(h2, h3);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
 }
 
 }  // namespace

@@ -4,76 +4,163 @@
 
 namespace {
 
-/// Lanes summing exactly to block b's dot product of weights and activations (for Q4: of q + 8,
-/// the caller subtracts 8 * sum(x)).
+/// One weight block in the unsigned form the instructions take: Q8: w itself (for the sign) and
+/// |w|; Q4: q + 8 in [0, 15] (low nibbles are elements 0..15, high nibbles 16..31).
+struct WBlock {
+    __m256i w;
+    __m256i u;
+};
+
 template <QuantFormat Fmt>
-inline __m256i block_dot(const uint8_t* wq, const int8_t* xq) {
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+inline WBlock load_wblock(const uint8_t* wq) {
     if constexpr (Fmt == QuantFormat::Q8) {
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq));
-        // |w| times x * sign(w): the unsigned x signed form the instructions take.
-        return PHI_QUANT_DOT(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq));
+        return {w, _mm256_sign_epi8(w, w)};
     } else {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wq));
-        // Low nibbles are elements 0..15, high nibbles 16..31: q + 8 in [0, 15].
-        const __m256i u =
-            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0f));
-        return PHI_QUANT_DOT(u, xv);
+        const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0f));
+        return {u, u};
     }
 }
 
-/// One output: the blocks in groups of 8 (lane j = block b0 + j), see simd_quant.inl.
-/// pf: the same bytes of the next row, prefetched as this one is read (or null).
+/// Lanes summing exactly to the block's dot product (Q4: of q + 8; the caller subtracts 8 sum(x)).
 template <QuantFormat Fmt>
-inline float row_dot(const uint8_t* wq, const uint16_t* ws, const int8_t* xq, const float* xd, const int32_t* xs,
-                     int64_t nb, const char* pf) {
+inline __m256i block_dot(const WBlock& wb, __m256i xv) {
+    if constexpr (Fmt == QuantFormat::Q8) {
+        return PHI_QUANT_DOT(wb.u, _mm256_sign_epi8(xv, wb.w));  // |w| times x * sign(w)
+    } else {
+        return PHI_QUANT_DOT(wb.u, xv);
+    }
+}
+
+/// y[t + j, o + r] for a tile of R rows x T tokens (j < T, r < R). Blocks go in groups of 8 whose
+/// integer sums are gathered into one vector (lane j = block b0 + j) by a tree of VPHADDD built
+/// pairwise as the blocks are produced (few registers live) and a final 128-bit-lane swap, then scaled and
+/// added to the 8-lane fp32 accumulator of that output: the order of simd_quant.inl. pf: the next R rows'
+/// bytes, prefetched as these are read (or null).
+template <QuantFormat Fmt, int R, int T>
+inline void tile(float* y, int64_t ldy, const QuantActs& a, int64_t t, const QuantWeightView& w, int64_t o,
+                 const float* bias, const char* pf) {
     constexpr int64_t bb = quant_block_bytes(Fmt);
-    __m256 acc = _mm256_setzero_ps();
+    const int64_t cols = w.cols, nb = cols / k_quant_block, row_bytes = nb * bb;
+    __m256 acc[R][T];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) acc[r][j] = _mm256_setzero_ps();
+    }
     for (int64_t b0 = 0; b0 < nb; b0 += 8) {
         const int g = int(min64(8, nb - b0));
         if (pf != nullptr) {
 #pragma GCC unroll 4
-            for (int64_t l = 0; l < 8 * bb; l += 64) _mm_prefetch(pf + b0 * bb + l, _MM_HINT_T0);
+            for (int64_t l = 0; l < R * 8 * bb; l += 64) _mm_prefetch(pf + R * b0 * bb + l, _MM_HINT_T0);
         }
-        __m256i v[8];
-        __m128i wd;
-        __m256 d;
-        __m256i s8;
-        if (g == 8) {
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; ++j) v[j] = block_dot<Fmt>(wq + (b0 + j) * bb, xq + (b0 + j) * k_quant_block);
-            wd = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + b0));
-            d = _mm256_loadu_ps(xd + b0);
-            s8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + b0));
-        } else {
-            // Last group: missing blocks add 0 * 0 = +0 to their lanes (no change).
-            alignas(32) uint16_t wd_buf[8] = {};
-            alignas(32) float d_buf[8] = {};
-            alignas(32) int32_t s_buf[8] = {};
-            for (int j = 0; j < 8; ++j) {
-                if (j < g) {
-                    v[j] = block_dot<Fmt>(wq + (b0 + j) * bb, xq + (b0 + j) * k_quant_block);
-                    wd_buf[j] = ws[b0 + j];
-                    d_buf[j] = xd[b0 + j];
-                    s_buf[j] = xs[b0 + j];
-                } else {
-                    v[j] = _mm256_setzero_si256();
+        // Pairwise tree of quant_reduce8: h[k] = hadd(v[2k], v[2k+1]); q[m] = hadd(h[2m], h[2m+1]).
+        __m256i qh[R][T][2];
+        for (int m = 0; m < 2; ++m) {
+            __m256i h[R][T][2];
+            for (int k = 0; k < 2; ++k) {
+                __m256i v[R][T][2];
+                for (int e = 0; e < 2; ++e) {
+                    const int jb = 4 * m + 2 * k + e;  // block b0 + jb
+                    if (jb < g) {
+                        WBlock wb[R];
+#pragma GCC unroll 4
+                        for (int r = 0; r < R; ++r)
+                            wb[r] = load_wblock<Fmt>(w.qs + (o + r) * row_bytes + (b0 + jb) * bb);
+#pragma GCC unroll 4
+                        for (int j = 0; j < T; ++j) {
+                            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                a.q + (t + j) * cols + (b0 + jb) * k_quant_block));
+#pragma GCC unroll 4
+                            for (int r = 0; r < R; ++r) v[r][j][e] = block_dot<Fmt>(wb[r], xv);
+                        }
+                    } else {
+#pragma GCC unroll 4
+                        for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+                            for (int j = 0; j < T; ++j) v[r][j][e] = _mm256_setzero_si256();
+                        }
+                    }
+                }
+#pragma GCC unroll 4
+                for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; ++j) h[r][j][k] = _mm256_hadd_epi32(v[r][j][0], v[r][j][1]);
                 }
             }
-            wd = _mm_load_si128(reinterpret_cast<const __m128i*>(wd_buf));
-            d = _mm256_load_ps(d_buf);
-            s8 = _mm256_load_si256(reinterpret_cast<const __m256i*>(s_buf));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+                for (int j = 0; j < T; ++j) qh[r][j][m] = _mm256_hadd_epi32(h[r][j][0], h[r][j][1]);
+            }
         }
-        __m256i isum = quant_reduce8(v);
-        if constexpr (Fmt == QuantFormat::Q4) isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(s8, 3));
-        const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(wd), d);
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        // Scales and activation sums of the group; missing blocks add 0 * 0 = +0 (no change).
+        __m128i wd[R];
+        __m256 xd[T];
+        __m256i xs[T];
+        if (g == 8) {
+#pragma GCC unroll 4
+            for (int r = 0; r < R; ++r)
+                wd[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + (o + r) * nb + b0));
+#pragma GCC unroll 4
+            for (int j = 0; j < T; ++j) {
+                xd[j] = _mm256_loadu_ps(a.d + (t + j) * nb + b0);
+                xs[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sum + (t + j) * nb + b0));
+            }
+        } else {
+            for (int r = 0; r < R; ++r) {
+                alignas(16) uint16_t buf[8] = {};
+                for (int jb = 0; jb < g; ++jb) buf[jb] = w.scales[(o + r) * nb + b0 + jb];
+                wd[r] = _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
+            }
+            for (int j = 0; j < T; ++j) {
+                alignas(32) float dbuf[8] = {};
+                alignas(32) int32_t sbuf[8] = {};
+                for (int jb = 0; jb < g; ++jb) {
+                    dbuf[jb] = a.d[(t + j) * nb + b0 + jb];
+                    sbuf[jb] = a.sum[(t + j) * nb + b0 + jb];
+                }
+                xd[j] = _mm256_load_ps(dbuf);
+                xs[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sbuf));
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+            const __m256 dw = _mm256_cvtph_ps(wd[r]);
+#pragma GCC unroll 4
+            for (int j = 0; j < T; ++j) {
+                __m256i isum = _mm256_add_epi32(_mm256_permute2x128_si256(qh[r][j][0], qh[r][j][1], 0x20),
+                                                _mm256_permute2x128_si256(qh[r][j][0], qh[r][j][1], 0x31));
+                if constexpr (Fmt == QuantFormat::Q4)
+                    isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(xs[j], 3));
+                const __m256 scale = _mm256_mul_ps(dw, xd[j]);
+                acc[r][j] = _mm256_add_ps(acc[r][j], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+            }
+        }
     }
-    return quant_hsum8(acc);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+        for (int j = 0; j < T; ++j) {
+            float s = quant_hsum8(acc[r][j]);
+            if (bias != nullptr) s += bias[o + r];
+            y[(t + j) * ldy + o + r] = s;
+        }
+    }
 }
 
-/// Threads take fixed chunks of output rows; within a chunk, each row's weights (a few KiB) stay
-/// in L1 while the tokens of a super-block of x run over them.
+/// Tile rows x tokens: 2 x 2, with 1-row / 1-token tiles for the remainders.
+template <QuantFormat Fmt, int R>
+inline void tile_row(float* y, const QuantActs& a, int64_t t0, int64_t t_hi, const QuantWeightView& w,
+                     int64_t o, const float* bias, const char* pf) {
+    int64_t t = t0;
+    for (; t + 2 <= t_hi; t += 2) tile<Fmt, R, 2>(y, w.rows, a, t, w, o, bias, t == t0 ? pf : nullptr);
+    if (t < t_hi) tile<Fmt, R, 1>(y, w.rows, a, t, w, o, bias, t == t0 ? pf : nullptr);
+}
+
+/// Threads take fixed chunks of output rows; within a chunk, each pair of rows' weights (a few KiB)
+/// stays in L1 while the tokens of a super-block of x run over them.
 template <QuantFormat Fmt>
 void run_impl(float* y, const QuantActs& a, int64_t n, const QuantWeightView& w, const float* bias) {
     constexpr int64_t bb = quant_block_bytes(Fmt);
@@ -81,24 +168,20 @@ void run_impl(float* y, const QuantActs& a, int64_t n, const QuantWeightView& w,
     const int64_t rows = w.rows, cols = w.cols, nb = cols / k_quant_block;
     const int64_t row_bytes = nb * bb;
     const int64_t n_chunks = (rows + chunk - 1) / chunk;
-    const int64_t tb = max64(1, (256 * 1024) / max64(cols, 1));
+    const int64_t tb = max64(2, (256 * 1024) / max64(cols, 1) / 2 * 2);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < n_chunks; ++c) {
         const int64_t o_lo = c * chunk;
         const int64_t o_hi = min64(rows, o_lo + chunk);
         for (int64_t t0 = 0; t0 < n; t0 += tb) {
             const int64_t t_hi = min64(n, t0 + tb);
-            for (int64_t o = o_lo; o < o_hi; ++o) {
-                const uint8_t* wq = w.qs + o * row_bytes;
-                const uint16_t* ws = w.scales + o * nb;
-                const char* pf = o + 1 < rows ? reinterpret_cast<const char*>(wq + row_bytes) : nullptr;
-                for (int64_t t = t0; t < t_hi; ++t) {
-                    float s = row_dot<Fmt>(wq, ws, a.q + t * cols, a.d + t * nb, a.sum + t * nb, nb,
-                                           t == t0 ? pf : nullptr);
-                    if (bias != nullptr) s += bias[o];
-                    y[t * rows + o] = s;
-                }
+            int64_t o = o_lo;
+            for (; o + 2 <= o_hi; o += 2) {
+                const char* pf =
+                    o + 4 <= rows ? reinterpret_cast<const char*>(w.qs + (o + 2) * row_bytes) : nullptr;
+                tile_row<Fmt, 2>(y, a, t0, t_hi, w, o, bias, pf);
             }
+            if (o < o_hi) tile_row<Fmt, 1>(y, a, t0, t_hi, w, o, bias, nullptr);
         }
     }
 }
