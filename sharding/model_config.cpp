@@ -145,11 +145,11 @@ json parse_object(const std::string& text, const std::string& origin) {
 Arch parse_arch(const Keys& k, const json& j, std::string& spelled) {
     const std::string& origin = k.origin();
     auto model_type = k.opt_string("model_type");
-    PHI_CHECK(model_type != "phi-msft" && !j.contains("n_embd") && !j.contains("n_head"),
-              "{}: this is an old remote-code 'phi-msft' config (keys n_embd/n_head); phi-cluster reads only "
-              "the HF-native layout (PhiForCausalLM, transformers >= 4.37). Convert it with transformers' "
-              "convert_phi_weights_to_hf.py or download the current revision of the model",
-              origin);
+    PHI_CHECK(!j.contains("n_embd") && !j.contains("n_head"),
+              "{}: mixes the legacy 'phi-msft' keys (n_embd/n_head) with model_type '{}'; a legacy Phi-1.5/"
+              "Phi-2 config has model_type 'phi-msft' (convert it with transformers' "
+              "convert_phi_weights_to_hf.py, or use the current revision of the model)",
+              origin, model_type.value_or("(none)"));
 
     const json* archs = k.get("architectures");
     PHI_CHECK(archs != nullptr, "{}: required key 'architectures' is missing", origin);
@@ -287,11 +287,64 @@ void parse_rope(const Keys& k, ModelConfig& c, double prf_default, double theta_
         c.original_max_position_embeddings = c.max_position_embeddings;
 }
 
+/// The pre-2024 remote-code Phi-1.5/Phi-2 config (model_type 'phi-msft', MixFormer's PhiConfig):
+/// the same Phi architecture as PhiForCausalLM under other key names, with the tensors of
+/// WeightLayout::PhiMsft.
+ModelConfig parse_phi_msft(const Keys& k, const json& j) {
+    const std::string& origin = k.origin();
+    ModelConfig c;
+    c.arch = Arch::Phi;
+    c.layout = WeightLayout::PhiMsft;
+    c.architecture = "PhiForCausalLM (phi-msft)";
+    if (const json* archs = k.get("architectures"); archs && archs->is_array() && !archs->empty() &&
+                                                    archs->at(0).is_string()) {
+        c.architecture = archs->at(0).get<std::string>() + " (phi-msft)";
+    }
+    PHI_CHECK(!j.contains("hidden_size"),
+              "{}: has both 'hidden_size' (HF-native) and model_type 'phi-msft'; it must be one layout or the "
+              "other",
+              origin);
+    c.d_model = k.positive_int("n_embd");
+    c.n_heads = k.positive_int("n_head");
+    c.n_kv_heads = k.positive_int_or("n_head_kv", c.n_heads);
+    PHI_CHECK(c.n_heads % c.n_kv_heads == 0, "{}: n_head_kv {} must divide n_head {}", origin, c.n_kv_heads,
+              c.n_heads);
+    PHI_CHECK(c.d_model % c.n_heads == 0, "{}: n_head {} must divide n_embd {}", origin, c.n_heads, c.d_model);
+    c.head_dim = c.d_model / c.n_heads;
+    c.n_layers = k.positive_int("n_layer");
+    c.vocab_size = k.positive_int("vocab_size");
+    c.d_ff = k.positive_int_or("n_inner", 4 * c.d_model);  // null means 4 * n_embd
+    c.rotary_dim = k.positive_int("rotary_dim");
+    PHI_CHECK(c.rotary_dim % 2 == 0 && c.rotary_dim <= c.head_dim,
+              "{}: 'rotary_dim' {} must be even and at most the head dim n_embd/n_head = {}", origin,
+              c.rotary_dim, c.head_dim);
+    c.partial_rotary_factor = float(c.rotary_dim) / float(c.head_dim);
+    c.rope_theta = 10000.0f;  // MixFormer's RotaryEmbedding base
+    c.max_position_embeddings = k.positive_int_or("n_positions", 2048);
+    c.norm_eps = float(k.positive_number_or("layer_norm_epsilon", 1e-5));
+    const std::string act = k.opt_string("activation_function").value_or("gelu_new");
+    PHI_CHECK(act == "gelu_new", "{}: activation_function '{}' is not supported for phi-msft (expected 'gelu_new')",
+              origin, act);
+    c.norm = NormKind::LayerNorm;
+    c.norm_bias = true;
+    c.act = Activation::GeluNew;
+    c.parallel_residual = true;
+    c.attention_bias = true;
+    c.mlp_bias = true;
+    c.lm_head_bias = true;
+    c.qk_layernorm = false;
+    c.tie_word_embeddings = k.bool_or("tie_word_embeddings", false);
+    c.bos_token_id = k.opt_int("bos_token_id");
+    c.eos_token_ids = k.int_or_int_list("eos_token_id");
+    return c;
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& origin) {
     const json j = parse_object(json_text, origin);
     const Keys k(j, origin);
+    if (k.opt_string("model_type") == "phi-msft") return parse_phi_msft(k, j);
     ModelConfig c;
     c.arch = parse_arch(k, j, c.architecture);
 

@@ -1,6 +1,7 @@
 // ModelConfig: everything the forward needs, parsed and validated once from an HF config.json
-// (PhiForCausalLM, Phi3ForCausalLM, PhiMoEForCausalLM / PhimoeForCausalLM). Global sizes only;
-// per-rank sizes live in the ShardPlan.
+// (PhiForCausalLM, Phi3ForCausalLM, PhiMoEForCausalLM / PhimoeForCausalLM, and the legacy
+// remote-code `phi-msft` layout of Phi-1.5/Phi-2). Global sizes only; per-rank sizes live in the
+// ShardPlan.
 #pragma once
 
 #include <cstdint>
@@ -15,9 +16,15 @@ enum class Arch { Phi, Phi3, PhiMoE };
 enum class NormKind { LayerNorm, RmsNorm };
 enum class Activation { GeluNew, Silu };
 enum class RopeScaling { None, LongRope };
+/// How the checkpoint spells its tensors (sharding/weight_names.cpp maps both to the same roles).
+enum class WeightLayout {
+    HfNative,  ///< transformers' own classes: model.layers.N.self_attn.q_proj ...
+    PhiMsft,   ///< pre-2024 remote code: transformer.h.N.mixer.Wqkv (fused [Q|K|V]), lm_head.linear ...
+};
 
 struct ModelConfig {
     Arch arch = Arch::Phi;
+    WeightLayout layout = WeightLayout::HfNative;
     std::string architecture;  // as spelled in config.json
     int64_t vocab_size = 0;    // embedding / lm_head rows
     int64_t d_model = 0;       // hidden_size

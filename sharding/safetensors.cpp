@@ -346,6 +346,20 @@ Checkpoint::Checkpoint(const std::filesystem::path& model_dir) : dir_(model_dir)
         files_.push_back(std::make_unique<SafetensorsFile>(single_path));
         for (const auto& [name, info] : files_.back()->tensors()) index_[name] = &info;
     } else {
+        // Old checkpoints (Phi-1.5/Phi-2's first releases among them) ship only PyTorch pickles.
+        std::string bins;
+        for (const auto& entry : std::filesystem::directory_iterator(model_dir, ec)) {
+            const std::string f = entry.path().filename().string();
+            if (f.size() > 4 && (f.compare(f.size() - 4, 4, ".bin") == 0 || f == "pytorch_model.bin.index.json"))
+                bins += (bins.empty() ? "" : ", ") + f;
+        }
+        PHI_CHECK(bins.empty(),
+                  "{} has only PyTorch .bin weights ({}); phi-cluster reads safetensors only (a .bin is a pickle "
+                  "that can run code when loaded). Convert it once in Python: for each .bin file, "
+                  "safetensors.torch.save_file(torch.load(f, weights_only=True), f[:-4] + '.safetensors'), "
+                  "naming the single file model.safetensors (or write model.safetensors.index.json for shards); "
+                  "or load it with transformers and save_pretrained(dir, safe_serialization=True)",
+                  model_dir.string(), bins);
         PHI_FAIL("no model.safetensors or model.safetensors.index.json in {}", model_dir.string());
     }
 }

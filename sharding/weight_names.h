@@ -11,7 +11,7 @@ namespace phi {
 struct LayerTensorNames {
     std::string attn_norm_w, attn_norm_b;  // input_layernorm
     std::string ffn_norm_w, ffn_norm_b;    // post_attention_layernorm (sequential blocks only)
-    std::string qkv_w;                     // fused [Q|K|V] (Phi3) or empty
+    std::string qkv_w, qkv_b;              // fused [Q|K|V] (Phi3, phi-msft Wqkv) or empty
     std::string q_w, k_w, v_w;             // separate (Phi, PhiMoE)
     std::string q_b, k_b, v_b;
     std::string q_norm_w, q_norm_b, k_norm_w, k_norm_b;  // qk_layernorm (Phi)

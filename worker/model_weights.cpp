@@ -165,7 +165,12 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
                                  {&ld.tensor(n.v_w, {nkv * hd, d}), kv_rows}},
                                 Range{});
         }
-        if (!n.q_b.empty()) {
+        if (!n.qkv_b.empty()) {
+            const TensorInfo& b = ld.tensor(n.qkv_b, {(nh + 2 * nkv) * hd});
+            lw.bqkv = ld.small({{&b, q_rows},
+                                {&b, Range{nh * hd + kv_rows.begin, nh * hd + kv_rows.end}},
+                                {&b, Range{(nh + nkv) * hd + kv_rows.begin, (nh + nkv) * hd + kv_rows.end}}});
+        } else if (!n.q_b.empty()) {
             lw.bqkv = ld.small({{&ld.tensor(n.q_b, {nh * hd}), q_rows},
                                 {&ld.tensor(n.k_b, {nkv * hd}), kv_rows},
                                 {&ld.tensor(n.v_b, {nkv * hd}), kv_rows}});

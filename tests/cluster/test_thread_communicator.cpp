@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cluster/thread_communicator.h"
+#include "tests/cluster/thread_ranks.h"
 #include "common/error.h"
 #include "kernels/cpu/isa.h"
 #include "tests/support/fixtures.h"
@@ -21,28 +22,7 @@
 namespace phi {
 namespace {
 
-/// Runs body(comm) on N threads, one ThreadCommunicator each. The first exception of any rank
-/// aborts the group (so the others stop instead of waiting out their deadline) and is rethrown.
-void run_ranks(int n, const std::function<void(ThreadCommunicator&)>& body) {
-    auto group = std::make_shared<ThreadGroup>(n);
-    std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-    std::vector<std::thread> threads;
-    for (int r = 0; r < n; ++r) {
-        threads.emplace_back([&, r] {
-            try {
-                ThreadCommunicator comm(group, r);
-                comm.set_timeout(std::chrono::milliseconds(60000));
-                body(comm);
-            } catch (const std::exception& e) {
-                errors[size_t(r)] = std::current_exception();
-                group->abort(fmt::format("rank {} failed: {}", r, e.what()));
-            }
-        });
-    }
-    for (auto& t : threads) t.join();
-    for (auto& e : errors)
-        if (e) std::rethrow_exception(e);
-}
+using test::run_ranks;
 
 float value(int64_t i, int r) {
     return std::sin(float(i * 7 + r * 13)) * std::pow(10.0f, float((i + r) % 7) - 3);

@@ -432,15 +432,62 @@ TEST(ModelConfig, RefusesPhi3Small) {
                  {k_origin, "Phi3SmallForCausalLM", "different architecture", "blocksparse", "gegelu"});
 }
 
-TEST(ModelConfig, RefusesPhiMsft) {
-    json j = {{"architectures", {"PhiForCausalLM"}},
-              {"model_type", "phi-msft"},
-              {"n_embd", 2560},
-              {"n_head", 32},
-              {"n_layer", 32},
-              {"rotary_dim", 32},
-              {"vocab_size", 51200}};
-    expect_error(parser(j), {k_origin, "phi-msft", "HF-native"});
+json phi2_msft() {  // microsoft/phi-2's config.json before the 2024 HF-native revision
+    return {{"architectures", {"PhiForCausalLM"}},
+            {"model_type", "phi-msft"},
+            {"activation_function", "gelu_new"},
+            {"layer_norm_epsilon", 1e-5},
+            {"n_embd", 2560},
+            {"n_head", 32},
+            {"n_head_kv", nullptr},
+            {"n_inner", nullptr},
+            {"n_layer", 32},
+            {"n_positions", 2048},
+            {"rotary_dim", 32},
+            {"tie_word_embeddings", false},
+            {"vocab_size", 51200}};
+}
+
+TEST(ModelConfig, PhiMsftMapsToThePhiArchitecture) {
+    const ModelConfig c = parse(phi2_msft());
+    EXPECT_EQ(c.arch, Arch::Phi);
+    EXPECT_EQ(c.layout, WeightLayout::PhiMsft);
+    EXPECT_EQ(c.d_model, 2560);
+    EXPECT_EQ(c.d_ff, 4 * 2560);  // n_inner null means 4 * n_embd
+    EXPECT_EQ(c.n_heads, 32);
+    EXPECT_EQ(c.n_kv_heads, 32);
+    EXPECT_EQ(c.head_dim, 80);
+    EXPECT_EQ(c.rotary_dim, 32);
+    EXPECT_EQ(c.n_layers, 32);
+    EXPECT_EQ(c.vocab_size, 51200);
+    EXPECT_EQ(c.max_position_embeddings, 2048);
+    EXPECT_FLOAT_EQ(c.rope_theta, 10000.0f);
+    EXPECT_TRUE(c.parallel_residual);
+    EXPECT_TRUE(c.lm_head_bias);
+    EXPECT_FALSE(c.qk_layernorm);
+    json k = phi2_msft();
+    k["n_inner"] = 6000;
+    k["n_head_kv"] = 8;
+    EXPECT_EQ(parse(k).d_ff, 6000);
+    EXPECT_EQ(parse(k).n_kv_heads, 8);
+}
+
+TEST(ModelConfig, PhiMsftMissingOrBadKeysAreNamed) {
+    for (const char* key : {"n_embd", "n_head", "n_layer", "rotary_dim", "vocab_size"}) {
+        json j = phi2_msft();
+        j.erase(key);
+        expect_error(parser(j), {k_origin, "required key", key});
+    }
+    json odd = phi2_msft();
+    odd["rotary_dim"] = 33;
+    expect_error(parser(odd), {k_origin, "rotary_dim", "even"});
+    json act = phi2_msft();
+    act["activation_function"] = "relu";
+    expect_error(parser(act), {k_origin, "activation_function", "gelu_new"});
+    json both = phi2_msft();
+    both["hidden_size"] = 2560;
+    expect_error(parser(both), {k_origin, "hidden_size", "phi-msft"});
+    // HF-native keys with a stray legacy key: refused, naming both layouts
     json k = phi1();
     k["n_embd"] = 2048;
     expect_error(parser(k), {"phi-msft", "convert"});

@@ -358,5 +358,17 @@ TEST(Checkpoint, NoModelFiles) {
     expect_error([&] { Checkpoint ck(dir / "absent"); }, {"absent", "does not exist"});
 }
 
+// Phi-1.5/Phi-2's first releases ship only pickles: say that, and how to convert them.
+TEST(Checkpoint, BinOnlyFolderIsRefusedNamingTheConversion) {
+    TempDir dir;
+    write_file(dir / "config.json", "{}");
+    write_file(dir / "pytorch_model.bin", "not read");
+    expect_error([&] { Checkpoint ck(dir.path()); },
+                 {dir.path().string(), "pytorch_model.bin", "safetensors only", "safetensors.torch.save_file",
+                  "save_pretrained"});
+    write_file(dir / "pytorch_model-00001-of-00002.bin", "x");
+    expect_error([&] { Checkpoint ck(dir.path()); }, {"pytorch_model-00001-of-00002.bin", "pytorch_model.bin"});
+}
+
 }  // namespace
 }  // namespace phi
