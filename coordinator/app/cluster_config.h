@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <string>
 
+#include "coordinator/native/protocol.h"
+
 namespace phi::app {
 
 struct ListenAddress {
@@ -20,18 +22,19 @@ struct ClusterConfig {
     std::filesystem::path model;  // HF folder; relative paths are relative to the config file
     std::filesystem::path tokenizer;  // folder with tokenizer.json; default: the model folder
     std::string model_name;       // served name (/v1/models); default: the folder's name
-    int tp = 1;
+    int tp = 0;                   // 0 (left out): the MPI world size; otherwise it must equal it
     std::string backend = "cpu";  // cpu | cuda
     std::string dtype = "bf16";   // f32 | bf16
     int threads_per_rank = 0;     // 0: cores / ranks on this node (at least 1)
     int64_t kv_blocks = 0;        // 0: derived from kv_bytes
     int64_t kv_bytes = int64_t(1) << 30;  // per rank, when kv_blocks is 0
     int64_t block_size = 16;
+    std::string kv_dtype = "f32";  // f32 | bf16: how K and V are stored (attention widens bf16 to fp32)
     int64_t max_num_seqs = 32;
     int64_t max_batched_tokens = 512;
     int64_t max_context = 0;      // 0: the model's max_position_embeddings
     bool prefix_caching = true;
-    ListenAddress tcp{"127.0.0.1", 8700};
+    ListenAddress tcp{"127.0.0.1", native::k_default_port};
     ListenAddress http{"127.0.0.1", 8000};
     int64_t max_queued = 256;
     int64_t max_prompt_tokens = 0;

@@ -6,7 +6,6 @@
 //  * `--print-plan N --model DIR`: what each of N ranks would hold.
 // Only the main thread calls MPI (the engine loop on rank 0, follow() elsewhere).
 #include <CLI/CLI.hpp>
-#include <omp.h>
 
 #include <pthread.h>
 
@@ -20,6 +19,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "coordinator/app/cluster_config.h"
+#include "coordinator/app/launch_checks.h"
 #include "coordinator/app/model_setup.h"
 #include "coordinator/app/server.h"
 #include "coordinator/engine/engine.h"
@@ -77,9 +77,9 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
               comm.size(), a.tp, a.tp);
     const int modes = !a.prompt.empty() + !a.chat.empty() + !a.prompt_ids.empty();
     PHI_CHECK(modes == 1, "give exactly one of --prompt, --chat and --prompt-ids (or --config, or --print-plan)");
-    omp_set_num_threads(app::threads_for_rank(a.threads, comm.local_size()));
+    const app::LaunchAgreement launch = app::agree_at_launch(comm, a.threads);
     ModelOptions opts;
-    opts.isa = kernels::cpu::choose_isa();
+    opts.isa = launch.isa.isa;
     opts.weight_dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
     opts.kv.block_size = 16;
     opts.kv.num_blocks = (a.max_tokens + 16 * 1024) / 16;
@@ -209,14 +209,33 @@ int run_server(MpiCommunicator& comm, const std::string& config_path) {
     return app::serve(comm, cfg);
 }
 
+// What `phi-worker` alone prints: the one thing to type next. Every rank of `mpirun -np N
+// phi-worker` would print it; rank 0 (or a process outside mpirun) does.
+int print_usage() {
+    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+    if (rank == nullptr || std::string(rank) == "0") {
+        std::fprintf(stderr,
+                     "usage: phi-worker --config FILE.yaml          serve a cluster (one process per rank, under MPI)\n"
+                     "       phi-worker --model DIR --prompt TEXT   generate once (offline check of a model)\n"
+                     "       phi-worker --print-plan N --model DIR  what each of N ranks would hold\n"
+                     "The default config serves the bundled model on any number of ranks:\n"
+                     "  scripts/mpirun.sh -np 2 phi-worker --config %s\n"
+                     "phi-worker --help lists every option.\n",
+                     PHI_DEFAULT_CONFIG);
+    }
+    return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 1) return print_usage();
     CLI::App cli{"phi-worker: one rank of a phi-cluster (start N of them with scripts/mpirun.sh -np N)"};
     std::string config, log_level = "info";
     int print_plan = 0;
     OfflineArgs a;
-    cli.add_option("--config", config, "cluster YAML file: serve (see configs/)");
+    cli.add_option("--config", config,
+                   std::string("cluster YAML file: serve (see configs/; the default: ") + PHI_DEFAULT_CONFIG + ")");
     cli.add_option("--model", a.model_dir, "HF model folder (offline mode and --print-plan)");
     cli.add_option("--prompt", a.prompt, "offline: complete this text");
     cli.add_option("--chat", a.chat, "offline: answer this user message through the chat template");
@@ -229,8 +248,13 @@ int main(int argc, char** argv) {
     cli.add_option("--min-p", a.min_p)->check(CLI::Range(0.0, 1.0));
     cli.add_option("--repetition-penalty", a.repetition_penalty)->check(CLI::Range(0.01, 100.0));
     cli.add_option("--seed", a.seed);
-    cli.add_option("--dtype", a.dtype, "offline: weight dtype f32 or bf16")->check(CLI::IsMember({"f32", "bf16"}));
-    cli.add_option("--threads", a.threads, "offline: threads per rank (0: cores / ranks)");
+    cli.add_option("--dtype", a.dtype,
+                   "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
+                   "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "
+                   "do (server mode: `dtype: f32` in the YAML)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
+    cli.add_option("--threads", a.threads, "offline: threads per rank (0: the CPUs of its affinity mask / the ranks sharing them)");
     cli.add_option("--tp", a.tp, "offline: expected tensor-parallel size (must equal the MPI world size)");
     cli.add_option("--watchdog-ms", a.watchdog_ms, "offline: base deadline of a step's collectives")
         ->check(CLI::Range(100, 86400000));

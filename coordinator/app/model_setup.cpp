@@ -1,7 +1,6 @@
 #include "coordinator/app/model_setup.h"
 
 #include <algorithm>
-#include <thread>
 
 #include "coordinator/tokenizer/tokenizer.h"
 #include "sharding/model_config.h"
@@ -20,12 +19,6 @@ std::vector<int32_t> stop_ids_for(const std::filesystem::path& model_dir, const 
     for (const char* t : {"<|end|>", "<|im_end|>", "<|endoftext|>"})
         if (auto id = tok.token_to_id(t)) add(*id);
     return ids;
-}
-
-int threads_for_rank(int threads_per_rank, int ranks_on_node) {
-    if (threads_per_rank > 0) return threads_per_rank;
-    const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-    return std::max(1, cores / std::max(1, ranks_on_node));
 }
 
 }  // namespace phi::app

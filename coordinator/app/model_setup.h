@@ -1,5 +1,4 @@
-// Pieces both modes of phi-worker share: the end-of-sequence ids of a model folder and the thread
-// count of a rank.
+// Pieces both modes of phi-worker share: the end-of-sequence ids of a model folder.
 #pragma once
 
 #include <cstdint>
@@ -16,8 +15,5 @@ namespace phi::app {
 /// (<|end|>, <|im_end|>, <|endoftext|>) when the vocabulary has them (reference section 4: the
 /// config's eos alone misses Phi-3's <|end|> and phi-4's <|im_end|>).
 std::vector<int32_t> stop_ids_for(const std::filesystem::path& model_dir, const tokenizer::Tokenizer& tok);
-
-/// threads_per_rank, or cores / ranks on this node (at least 1) when 0.
-int threads_for_rank(int threads_per_rank, int ranks_on_node);
 
 }  // namespace phi::app

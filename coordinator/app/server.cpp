@@ -1,6 +1,5 @@
 #include "coordinator/app/server.h"
 
-#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -10,7 +9,9 @@
 #include <thread>
 
 #include "common/log.h"
+#include "coordinator/app/launch_checks.h"
 #include "coordinator/app/model_setup.h"
+#include "coordinator/app/sizing.h"
 #include "coordinator/engine/engine.h"
 #include "coordinator/http/http_server.h"
 #include "coordinator/native/native_server.h"
@@ -22,16 +23,6 @@
 
 namespace phi::app {
 namespace {
-
-int64_t kv_blocks_for(const ClusterConfig& cfg, const ModelConfig& mc, int world) {
-    if (cfg.kv_blocks > 0) return cfg.kv_blocks;
-    const ShardPlan plan = make_shard_plan(mc, world, 0);
-    const int64_t per_token = mc.n_layers * 2 * plan.n_kv_heads_local * mc.head_dim * int64_t(sizeof(float));
-    const int64_t blocks = cfg.kv_bytes / (per_token * cfg.block_size);
-    PHI_CHECK(blocks >= 1, "kv_cache.bytes {} holds no block of {} tokens ({} bytes per token per rank)", cfg.kv_bytes,
-              cfg.block_size, per_token);
-    return blocks;
-}
 
 sigset_t shutdown_signals() {
     sigset_t set;
@@ -46,9 +37,10 @@ sigset_t shutdown_signals() {
 
 int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     log().set_level(spdlog::level::from_str(cfg.log_level));
-    PHI_CHECK(cfg.tp == comm.size(),
-              "tp: {} in the config, but {} MPI ranks were started: start {} ranks (scripts/mpirun.sh -np {}) or set "
-              "tp: {}",
+    // tp left out of the config (0) means "as many ranks as mpirun started".
+    PHI_CHECK(cfg.tp == 0 || cfg.tp == comm.size(),
+              "tp: {} in the config, but {} MPI ranks were started: start {} ranks (scripts/mpirun.sh -np {}), set "
+              "tp: {}, or leave tp out to use the MPI world size",
               cfg.tp, comm.size(), cfg.tp, cfg.tp, comm.size());
     PHI_CHECK(cfg.backend == "cpu",
               "backend: cuda is not served by this build yet: the CUDA kernels are tested on their own "
@@ -57,13 +49,17 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     const sigset_t sigs = shutdown_signals();
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-    const int threads = threads_for_rank(cfg.threads_per_rank, comm.local_size());
-    omp_set_num_threads(threads);
+    const LaunchAgreement launch = agree_at_launch(comm, cfg.threads_per_rank);
+    const int threads = launch.threads.threads;
     const ModelConfig mc = load_model_config(cfg.model / "config.json");
+    // Sizes first: a max_context the cache cannot hold is refused before any weight is read.
+    const ClusterSizing sizing = size_cluster(cfg, mc, comm.size(), comm.rank());
+    log().info("{}", describe_sizing(sizing));
+    check_sizing(sizing);
     ModelOptions opts;
-    opts.isa = kernels::cpu::choose_isa();
-    opts.weight_dtype = cfg.dtype == "bf16" ? DType::BF16 : DType::F32;
-    opts.kv = KvCacheConfig{kv_blocks_for(cfg, mc, comm.size()), cfg.block_size};
+    opts.isa = launch.isa.isa;
+    opts.weight_dtype = sizing.weight_dtype;
+    opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size};
     auto model = load_model(cfg.model, comm, opts);
     WatchdogOptions wd;
     wd.step_base = cfg.watchdog_step_base;

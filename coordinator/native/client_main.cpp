@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "coordinator/native/native_server.h"
+#include "coordinator/native/protocol.h"
 
 namespace {
 
@@ -152,7 +153,7 @@ class LineConn {
 
 struct Options {
     std::string host = "127.0.0.1";
-    int port = 7070;
+    int port = phi::native::k_default_port;
     bool chat = false;
     std::string system;
     int max_tokens = 256;

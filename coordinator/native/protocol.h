@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -13,5 +14,9 @@ using phi::invalid_utf8_offset;  // common/utf8.h
 
 /// The hello frame's version: a client must refuse a server whose protocol it does not know.
 inline constexpr const char* k_server_name = "phi-cluster";
+
+/// The native protocol's port in configs/default.yaml and phi-client's default, so that
+/// `phi-client "hi"` reaches the default cluster (tests/coordinator/app checks they agree).
+inline constexpr uint16_t k_default_port = 8700;
 
 }  // namespace phi::native

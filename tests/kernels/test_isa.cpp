@@ -64,3 +64,16 @@ TEST(Isa, Names) {
 }
 
 }  // namespace
+
+TEST(Isa, LevelFromFeatureBits) {
+    EXPECT_EQ(best_isa(0), Isa::Scalar);
+    EXPECT_EQ(best_isa(isa_features(Isa::Avx2)), Isa::Avx2);
+    EXPECT_EQ(best_isa(isa_features(Isa::Avx2) & ~uint64_t(k_feature_fma)), Isa::Scalar);
+    EXPECT_EQ(best_isa(isa_features(Isa::Avx512)), Isa::Avx512);
+    EXPECT_EQ(best_isa(isa_features(Isa::Avx512) | k_feature_avx512vnni), Isa::Avx512);
+    // AVX-512 without DQ runs the AVX2 kernels.
+    EXPECT_EQ(best_isa(isa_features(Isa::Avx512) & ~uint64_t(k_feature_avx512dq)), Isa::Avx2);
+    EXPECT_EQ(best_isa(cpu_features()), supported_isas().back());
+    EXPECT_EQ(feature_names(k_feature_avx2 | k_feature_avx512bf16), "avx2 avx512bf16");
+    EXPECT_EQ(feature_names(0), "none");
+}

@@ -9,6 +9,7 @@
 #include "sharding/weight_names.h"
 #include "tests/support/fixtures.h"
 #include "worker/model_weights.h"
+#include "worker/shard_sizing.h"
 
 namespace phi {
 namespace {
@@ -52,6 +53,13 @@ TEST_P(ShardLoading, EachRankReadsItsPlanAndShardsReassemble) {
             const ShardPlan plan = make_shard_plan(cfg, world, r);
             ranks.push_back(load_model_weights(ckpt, cfg, plan, DType::F32));
             EXPECT_EQ(ranks.back().checkpoint_bytes_read, expected_bytes(cfg, plan)) << "world " << world << " rank " << r;
+            // The start-up sizing, from the shape alone, agrees with what is loaded (f32) and planned (bf16).
+            EXPECT_EQ(int64_t(ranks.back().resident_bytes), shard_weight_bytes(cfg, plan, DType::F32))
+                << "world " << world << " rank " << r;
+            size_t planned_bf16 = 0;
+            for (const HeldTensor& h : plan_model_weights(ckpt, cfg, plan, DType::BF16)) planned_bf16 += h.bytes;
+            EXPECT_EQ(int64_t(planned_bf16), shard_weight_bytes(cfg, plan, DType::BF16))
+                << "world " << world << " rank " << r;
             resident_max = std::max(resident_max, ranks.back().resident_bytes);
         }
         std::printf("[%s] tp %d: %zu bytes resident per rank (max)\n", GetParam().c_str(), world, resident_max);

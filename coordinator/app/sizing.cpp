@@ -1,0 +1,68 @@
+// Start-up sizing: shape arithmetic (worker/shard_sizing) applied to the cluster's config.
+#include "coordinator/app/sizing.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "common/error.h"
+#include "sharding/shard_plan.h"
+#include "worker/shard_sizing.h"
+
+namespace phi::app {
+
+namespace {
+
+std::string gib(int64_t bytes) { return fmt::format("{:.2f} GiB", double(bytes) / double(int64_t(1) << 30)); }
+
+std::string kv_dtype_word(DType t) { return t == DType::BF16 ? "bf16" : "fp32"; }
+
+}  // namespace
+
+ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int world, int rank) {
+    const ShardPlan plan = make_shard_plan(mc, world, rank);
+    ClusterSizing s;
+    s.world = world;
+    s.rank = rank;
+    s.weight_dtype = cfg.dtype == "bf16" ? DType::BF16 : DType::F32;
+    s.kv_dtype = cfg.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
+    s.weight_bytes = shard_weight_bytes(mc, plan, s.weight_dtype);
+    s.kv_bytes_per_token = kv_bytes_per_token(mc, plan, s.kv_dtype);
+    s.block_size = cfg.block_size;
+    if (cfg.kv_blocks > 0) {
+        s.kv_blocks = cfg.kv_blocks;
+    } else {
+        s.kv_blocks = cfg.kv_bytes / (s.kv_bytes_per_token * cfg.block_size);
+        PHI_CHECK(s.kv_blocks >= 1, "kv_cache.bytes {} holds no block of {} tokens ({} bytes per token per rank)",
+                  cfg.kv_bytes, cfg.block_size, s.kv_bytes_per_token);
+    }
+    s.kv_tokens = s.kv_blocks * s.block_size;
+    s.kv_bytes = s.kv_tokens * s.kv_bytes_per_token;
+    s.max_context_from_model = cfg.max_context == 0;
+    s.max_context = s.max_context_from_model ? mc.max_position_embeddings : cfg.max_context;
+    s.largest_request = std::min(s.max_context, s.kv_tokens);
+    return s;
+}
+
+void check_sizing(const ClusterSizing& s) {
+    if (s.max_context <= s.kv_tokens) return;
+    const int64_t blocks_needed = (s.max_context + s.block_size - 1) / s.block_size;
+    PHI_FAIL("batching.max_context {}{} does not fit one sequence's KV cache: each rank's cache holds {} tokens "
+             "({} blocks of {}, {} bytes per token per rank in {}). Set batching.max_context to at most {}, or give "
+             "the cache at least kv_cache.blocks: {} (kv_cache.bytes: {}){}",
+             s.max_context, s.max_context_from_model ? " (0 in the config: the model's max_position_embeddings)" : "",
+             s.kv_tokens, s.kv_blocks, s.block_size, s.kv_bytes_per_token, kv_dtype_word(s.kv_dtype), s.kv_tokens,
+             blocks_needed, blocks_needed * s.block_size * s.kv_bytes_per_token,
+             s.kv_dtype == DType::F32 ? ", or halve the bytes per token with kv_cache.dtype: bf16" : "");
+}
+
+std::string describe_sizing(const ClusterSizing& s) {
+    return fmt::format(
+        "rank {}/{}: weights {} ({} linear weights), KV cache {} ({}, {} bytes per token) = {} tokens in {} blocks "
+        "of {}; largest request that fits: {} tokens (max_context {})",
+        s.rank, s.world, gib(s.weight_bytes), s.weight_dtype == DType::BF16 ? "bf16" : "fp32", gib(s.kv_bytes),
+        kv_dtype_word(s.kv_dtype), s.kv_bytes_per_token, s.kv_tokens, s.kv_blocks, s.block_size, s.largest_request,
+        s.max_context);
+}
+
+}  // namespace phi::app
