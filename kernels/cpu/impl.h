@@ -18,12 +18,14 @@ namespace phi::kernels::cpu {
 /// rope precomputes cos/sin of one position on the stack: rotary_dim / 2 must not exceed this.
 constexpr int64_t k_rope_max_half = 512;
 
-/// Arguments of paged_attention after validation, plus per-thread scratch for the scores.
-struct AttentionArgs {
-    float* out;            // [n, n_heads, head_dim]
-    const float* q;        // [n, n_heads, head_dim]
-    const float* k_cache;  // [num_blocks, block_size, n_kv_heads, head_dim]
-    const float* v_cache;  // [num_blocks, block_size, n_kv_heads, head_dim]
+/// Arguments of paged_attention after validation, plus per-thread scratch for the scores. T is the
+/// cache's element: float, or uint16_t for a bf16 cache (widened to fp32 exactly on load).
+template <typename T>
+struct AttentionArgsT {
+    float* out;        // [n, n_heads, head_dim]
+    const float* q;    // [n, n_heads, head_dim]
+    const T* k_cache;  // [num_blocks, block_size, n_kv_heads, head_dim]
+    const T* v_cache;  // [num_blocks, block_size, n_kv_heads, head_dim]
     KvLayout layout;
     const int32_t* block_table;  // [ceil((start_pos + n) / block_size)]
     int64_t start_pos;
@@ -39,6 +41,8 @@ struct AttentionArgs {
     float* scratch;          // [max_threads, queries_per_item, heads_per_item, scratch_stride]
     int64_t scratch_stride;  // >= the most keys one query sees: min(start_pos + n, window)
 };
+using AttentionArgs = AttentionArgsT<float>;
+using AttentionArgsBf16 = AttentionArgsT<uint16_t>;
 
 /// Int8 activations of a quantized linear (quantize_activations' buffers): q [n, cols],
 /// d [n, cols / 32], sum [n, cols / 32].
@@ -54,6 +58,7 @@ struct QuantActs {
                     float eps);                                                                              \
     void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);                \
     void paged_attention(const AttentionArgs& a);                                                            \
+    void paged_attention(const AttentionArgsBf16& a);                                                        \
     void linear_quant_f32(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias); \
     void linear_quant_i8(float* y, const QuantActs& a, int64_t n, const QuantWeightView& w,                  \
                          const float* bias, bool vnni);
@@ -67,6 +72,8 @@ void add_inplace(float* y, const float* x, int64_t count);
 void rope(float* x, const int32_t* pos, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim,
           const float* inv_freq, float attn_scale);
 void kv_write(float* k_cache, float* v_cache, const KvLayout& layout, const int32_t* block_table,
+              int64_t start_pos, int64_t n, const float* k, const float* v);
+void kv_write(uint16_t* k_cache, uint16_t* v_cache, const KvLayout& layout, const int32_t* block_table,
               int64_t start_pos, int64_t n, const float* k, const float* v);
 void embedding(float* out, const WeightView& emb, const int32_t* ids, int64_t n, int64_t row_offset);
 }  // namespace ref

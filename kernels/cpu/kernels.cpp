@@ -121,9 +121,20 @@ void kv_write(float* k_cache, float* v_cache, const KvLayout& layout, const int3
     ref::kv_write(k_cache, v_cache, layout, block_table, start_pos, n, k, v);
 }
 
-void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, const float* v_cache,
-                     const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
-                     int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window) {
+void kv_write(uint16_t* k_cache, uint16_t* v_cache, const KvLayout& layout, const int32_t* block_table,
+              int64_t start_pos, int64_t n, const float* k, const float* v) {
+    check_layout(layout, "kv_write");
+    PHI_CHECK(start_pos >= 0 && n >= 0, "kv_write: bad start_pos {} or n {}", start_pos, n);
+    check_blocks(layout, block_table, start_pos + n, "kv_write");
+    ref::kv_write(k_cache, v_cache, layout, block_table, start_pos, n, k, v);
+}
+
+namespace {
+
+template <typename T>
+void paged_attention_checked(Isa isa, float* out, const float* q, const T* k_cache, const T* v_cache,
+                             const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
+                             int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window) {
     check_layout(layout, "paged_attention");
     PHI_CHECK(start_pos >= 0 && n >= 0 && n_heads > 0,
               "paged_attention: bad start_pos {}, n {} or n_heads {}", start_pos, n, n_heads);
@@ -148,9 +159,9 @@ void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, 
     const int64_t stride = (max_keys + 15) / 16 * 16;
     // Uninitialised (every score is written before it is read); one allocation per call.
     const std::unique_ptr<float[]> scratch(new float[size_t(threads * qb * hb * stride)]);
-    const AttentionArgs a{out,       q,  k_cache,       v_cache, layout, block_table,
-                          start_pos, n,  n_heads,       q_to_kv, scale,  sliding_window,
-                          qb,        hb, scratch.get(), stride};
+    const AttentionArgsT<T> a{out,       q,  k_cache,       v_cache, layout, block_table,
+                              start_pos, n,  n_heads,       q_to_kv, scale,  sliding_window,
+                              qb,        hb, scratch.get(), stride};
     switch (isa) {
         case Isa::Scalar:
             ref::paged_attention(a);
@@ -162,6 +173,22 @@ void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, 
             avx512::paged_attention(a);
             return;
     }
+}
+
+}  // namespace
+
+void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, const float* v_cache,
+                     const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
+                     int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window) {
+    paged_attention_checked(isa, out, q, k_cache, v_cache, layout, block_table, start_pos, n, n_heads, q_to_kv,
+                            scale, sliding_window);
+}
+
+void paged_attention(Isa isa, float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                     const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
+                     int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window) {
+    paged_attention_checked(isa, out, q, k_cache, v_cache, layout, block_table, start_pos, n, n_heads, q_to_kv,
+                            scale, sliding_window);
 }
 
 void embedding(float* out, const WeightView& emb, const int32_t* ids, int64_t n, int64_t row_offset) {

@@ -66,12 +66,23 @@ struct KvLayout {
 void kv_write(float* k_cache, float* v_cache, const KvLayout& layout, const int32_t* block_table,
               int64_t start_pos, int64_t n, const float* k, const float* v);
 
+/// The same into a bf16 cache (`kv_cache.dtype: bf16`): each K and V element rounded to bf16 (nearest
+/// even, as torch's `.to(torch.bfloat16)`), halving the cache's bytes per token.
+void kv_write(uint16_t* k_cache, uint16_t* v_cache, const KvLayout& layout, const int32_t* block_table,
+              int64_t start_pos, int64_t n, const float* k, const float* v);
+
 /// Causal attention of one sequence's n new queries over its cached keys/values (which already
 /// hold the new tokens). Query i sits at position start_pos + i and sees keys at positions
 /// p <= start_pos + i, and p > start_pos + i - sliding_window when sliding_window > 0.
 /// q, out: [n, n_heads, head_dim]; q_to_kv: [n_heads] local KV head of each local query head.
 /// Scores and softmax in fp32, scaled by `scale`, accumulated in position order.
 void paged_attention(Isa isa, float* out, const float* q, const float* k_cache, const float* v_cache,
+                     const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
+                     int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window);
+
+/// The same over a bf16 cache: K and V are widened to fp32 exactly as they are read, so the result is
+/// bitwise that of the fp32 overload over a cache holding the same rounded values.
+void paged_attention(Isa isa, float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                      const KvLayout& layout, const int32_t* block_table, int64_t start_pos, int64_t n,
                      int64_t n_heads, const int32_t* q_to_kv, float scale, int64_t sliding_window);
 

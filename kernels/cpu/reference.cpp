@@ -131,8 +131,15 @@ void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, fl
     }
 }
 
-// One (query, head) pair at a time (the reference ignores the SIMD levels' blocking).
-void paged_attention(const AttentionArgs& a) {
+namespace {
+
+inline float widen(float x) { return x; }
+inline float widen(uint16_t x) { return bf16_to_f32(x); }
+
+// One (query, head) pair at a time (the reference ignores the SIMD levels' blocking). T: float,
+// or uint16_t for a bf16 cache, widened to fp32 exactly.
+template <typename T>
+void paged_attention_impl(const AttentionArgsT<T>& a) {
     const int64_t d = a.layout.head_dim;
     const int64_t bs = a.layout.block_size;
     const int64_t nkv = a.layout.n_kv_heads;
@@ -148,15 +155,15 @@ void paged_attention(const AttentionArgs& a) {
         float* out = a.out + pair * d;    // [d]
         float* sc = a.scratch + int64_t(omp_get_thread_num()) * a.queries_per_item * a.heads_per_item *
                                     a.scratch_stride;  // [qpos + 1 - lo]
-        auto row = [&](const float* cache, int64_t p) {
+        auto row = [&](const T* cache, int64_t p) {
             const int64_t blk = a.block_table[p / bs];
             return cache + ((blk * bs + p % bs) * nkv + kvh) * d;
         };
         float mx = -INFINITY;
         for (int64_t p = lo; p <= qpos; ++p) {
-            const float* k = row(a.k_cache, p);
+            const T* k = row(a.k_cache, p);
             float s = 0.0f;
-            for (int64_t j = 0; j < d; ++j) s += q[j] * k[j];
+            for (int64_t j = 0; j < d; ++j) s += q[j] * widen(k[j]);
             s *= a.scale;
             sc[p - lo] = s;
             mx = std::max(mx, s);
@@ -171,11 +178,16 @@ void paged_attention(const AttentionArgs& a) {
         for (int64_t j = 0; j < d; ++j) out[j] = 0.0f;
         for (int64_t p = lo; p <= qpos; ++p) {
             const float prob = sc[p - lo] * inv;
-            const float* v = row(a.v_cache, p);
-            for (int64_t j = 0; j < d; ++j) out[j] += prob * v[j];
+            const T* v = row(a.v_cache, p);
+            for (int64_t j = 0; j < d; ++j) out[j] += prob * widen(v[j]);
         }
     }
 }
+
+}  // namespace
+
+void paged_attention(const AttentionArgs& a) { paged_attention_impl(a); }
+void paged_attention(const AttentionArgsBf16& a) { paged_attention_impl(a); }
 
 void gelu_new(float* x, int64_t count) {
 #pragma omp parallel for schedule(static) if (count >= k_parallel_min_transcendental)
@@ -243,6 +255,20 @@ void kv_write(float* k_cache, float* v_cache, const KvLayout& layout, const int3
         const int64_t off = (blk * layout.block_size + p % layout.block_size) * row;
         std::memcpy(k_cache + off, k + t * row, size_t(row) * sizeof(float));
         std::memcpy(v_cache + off, v + t * row, size_t(row) * sizeof(float));
+    }
+}
+
+void kv_write(uint16_t* k_cache, uint16_t* v_cache, const KvLayout& layout, const int32_t* block_table,
+              int64_t start_pos, int64_t n, const float* k, const float* v) {
+    const int64_t row = layout.n_kv_heads * layout.head_dim;  // one token's K (or V)
+    for (int64_t t = 0; t < n; ++t) {
+        const int64_t p = start_pos + t;
+        const int64_t blk = block_table[p / layout.block_size];
+        const int64_t off = (blk * layout.block_size + p % layout.block_size) * row;
+        for (int64_t j = 0; j < row; ++j) {
+            k_cache[off + j] = f32_to_bf16(k[t * row + j]);
+            v_cache[off + j] = f32_to_bf16(v[t * row + j]);
+        }
     }
 }
 

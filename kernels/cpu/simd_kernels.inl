@@ -236,7 +236,12 @@ void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, fl
     }
 }
 
-void paged_attention(const AttentionArgs& a) {
+namespace {
+
+// One body for both cache element types: V::load widens a bf16 row exactly, so a bf16 cache gives
+// the bits an fp32 cache holding the same rounded values gives.
+template <typename T>
+void paged_attention_impl(const AttentionArgsT<T>& a) {
     const int64_t d = a.layout.head_dim;
     const int64_t bs = a.layout.block_size;
     const int64_t row = a.layout.n_kv_heads * d;  // one position's K (or V), all KV heads
@@ -251,11 +256,11 @@ void paged_attention(const AttentionArgs& a) {
         return a.sliding_window > 0 ? max64(0, qpos - a.sliding_window + 1) : int64_t(0);
     };
     // Calls fn(p, row of position p) for p in [p_lo, p_hi], walking the block table block by block.
-    auto for_positions = [&](const float* cache, int64_t p_lo, int64_t p_hi, auto&& fn) {
+    auto for_positions = [&](const T* cache, int64_t p_lo, int64_t p_hi, auto&& fn) {
         for (int64_t p = p_lo; p <= p_hi;) {
             const int64_t slot0 = p % bs;
             const int64_t p_end = min64(p_hi + 1, p - slot0 + bs);
-            const float* r = cache + (int64_t(a.block_table[p / bs]) * bs + slot0) * row;  // [n_kv_heads, d]
+            const T* r = cache + (int64_t(a.block_table[p / bs]) * bs + slot0) * row;  // [n_kv_heads, d]
             for (; p < p_end; ++p, r += row) fn(p, r);
         }
     };
@@ -271,14 +276,14 @@ void paged_attention(const AttentionArgs& a) {
         // position p sits at sc[(i * nh + h) * stride + p - first_visible(pos0 + i)].
 
         // Scores in position order; each K row is loaded once for all the item's queries.
-        for_positions(a.k_cache, first_visible(pos0), pos0 + nq - 1, [&](int64_t p, const float* kp) {
+        for_positions(a.k_cache, first_visible(pos0), pos0 + nq - 1, [&](int64_t p, const T* kp) {
             for (int64_t i = 0; i < nq; ++i) {
                 const int64_t lo = first_visible(pos0 + i);
                 if (p < lo || p > pos0 + i) continue;
                 const float* qi = a.q + ((i0 + i) * a.n_heads + h0) * d;  // [nh, d]
                 for (int64_t h = 0; h < nh; ++h) {
                     const float* qh = qi + h * d;
-                    const float* kr = kp + int64_t(a.q_to_kv[h0 + h]) * d;
+                    const T* kr = kp + int64_t(a.q_to_kv[h0 + h]) * d;
                     F acc = V::zero();
                     int64_t e = 0;
                     for (; e < d_full; e += V::k_width) acc = V::fma(V::load(qh + e), V::load(kr + e), acc);
@@ -319,13 +324,13 @@ void paged_attention(const AttentionArgs& a) {
             kv_lo = min64(kv_lo, a.q_to_kv[h0 + h]);
             kv_hi = max64(kv_hi, a.q_to_kv[h0 + h] + 1);
         }
-        const int64_t span_bytes = (kv_hi - kv_lo) * d * int64_t(sizeof(float));
+        const int64_t span_bytes = (kv_hi - kv_lo) * d * int64_t(sizeof(T));
         const int64_t p_first = first_visible(pos0), p_last = pos0 + nq - 1;
         for (int64_t pb = p_first; pb <= p_last; pb += k_pv_block) {
             const int64_t pe = min64(p_last, pb + k_pv_block - 1);
             if (pe < p_last) {
                 for_positions(a.v_cache, pe + 1, min64(p_last, pe + k_pv_block),
-                              [&](int64_t, const float* vp) {
+                              [&](int64_t, const T* vp) {
                                   const char* base = reinterpret_cast<const char*>(vp + kv_lo * d);
                                   for (int64_t off = 0; off < span_bytes; off += 64)
                                       _mm_prefetch(base + off, _MM_HINT_T1);
@@ -366,8 +371,8 @@ void paged_attention(const AttentionArgs& a) {
                             }
                         }
                         if (walk_lo <= walk_hi) {
-                            for_positions(a.v_cache, walk_lo, walk_hi, [&](int64_t p, const float* vp) {
-                                const float* vr = vp + kv_off + e0;
+                            for_positions(a.v_cache, walk_lo, walk_hi, [&](int64_t p, const T* vp) {
+                                const T* vr = vp + kv_off + e0;
                                 F vv[k_pv_v];
 #pragma GCC unroll 4
                                 for (int u = 0; u < k_pv_v; ++u) {
@@ -409,3 +414,8 @@ void paged_attention(const AttentionArgs& a) {
         }
     }
 }
+
+}  // namespace
+
+void paged_attention(const AttentionArgs& a) { paged_attention_impl(a); }
+void paged_attention(const AttentionArgsBf16& a) { paged_attention_impl(a); }

@@ -167,6 +167,59 @@ TEST(Attention, KvWritePlacesTokensInBlocks) {
     }
 }
 
+// kv_cache.dtype: bf16. K and V are rounded to bf16 on write (nearest even, as torch) and widened
+// exactly on read, so at every level attention over the bf16 cache is bitwise attention over an fp32
+// cache holding the rounded values, and every level stays within rounding of the scalar reference.
+TEST(Attention, Bf16CacheIsTheFp32CacheOfRoundedValues) {
+    uint32_t seed = 300;
+    for (const Case& c : k_cases) {
+        const AttnProblem s(c, seed += 7);
+        const int64_t row = c.n_kv_heads * c.head_dim;
+        std::vector<uint16_t> k16(s.k_cache.size(), 0x7fc0), v16(s.v_cache.size(), 0x7fc0);  // NaN: never read
+        const int64_t start = s.start();
+        kv_write(k16.data(), v16.data(), s.layout, s.block_table.data(), 0, start, s.k.data(), s.v.data());
+        kv_write(k16.data(), v16.data(), s.layout, s.block_table.data(), start, c.n, s.k.data() + start * row,
+                 s.v.data() + start * row);
+        std::vector<float> k_rounded(k16.size()), v_rounded(v16.size());
+        for (size_t i = 0; i < k16.size(); ++i) {
+            k_rounded[i] = bf16_to_f32(k16[i]);
+            v_rounded[i] = bf16_to_f32(v16[i]);
+        }
+        for (int64_t p = 0; p < c.ctx; ++p) {
+            const int64_t off = (s.block_table[p / c.block_size] * c.block_size + p % c.block_size) * row;
+            for (int64_t e = 0; e < row; ++e) {
+                ASSERT_EQ(k16[off + e], f32_to_bf16(s.k[p * row + e]));
+                ASSERT_EQ(v16[off + e], f32_to_bf16(s.v[p * row + e]));
+            }
+        }
+        const int64_t qrow = c.n_heads * c.head_dim;
+        auto run = [&](Isa isa, auto* kc, auto* vc) {
+            std::vector<float> out(size_t(c.n * qrow), NAN);
+            paged_attention(isa, out.data(), s.q.data(), kc, vc, s.layout, s.block_table.data(), start, c.n,
+                            c.n_heads, s.q_to_kv.data(), s.scale(), c.window);
+            return out;
+        };
+        const std::vector<float> ref16 = run(Isa::Scalar, k16.data(), v16.data());
+        for (Isa isa : levels_to_test()) {
+            const std::vector<float> out16 = run(isa, k16.data(), v16.data());
+            EXPECT_TRUE(bitwise_equal(out16, run(isa, k_rounded.data(), v_rounded.data())))
+                << isa_label(isa) << " ctx=" << c.ctx << " head_dim=" << c.head_dim;
+            for (size_t i = 0; i < out16.size(); ++i) {
+                ASSERT_NEAR(out16[i], ref16[i], 2e-6 + 1e-5 * std::fabs(ref16[i]))
+                    << isa_label(isa) << " ctx=" << c.ctx << " i=" << i;
+            }
+        }
+    }
+    // Rounding: a tie goes to the even bf16 value, as torch's .to(torch.bfloat16).
+    const KvLayout one{1, 1, 1, 2};
+    const int32_t table[1] = {0};
+    const float kv[2] = {1.0f + 1.0f / 256.0f, 1.0f + 3.0f / 256.0f};  // halfway cases: down to 1, up to 1+4/256
+    uint16_t kc[2], vc[2];
+    kv_write(kc, vc, one, table, 0, 1, kv, kv);
+    EXPECT_EQ(bf16_to_f32(kc[0]), 1.0f);
+    EXPECT_EQ(bf16_to_f32(kc[1]), 1.0f + 4.0f / 256.0f);
+}
+
 TEST(Attention, RejectsBadBlockIdsAndHeadMap) {
     AttnProblem s({10, 2, 2, 2, 8, 4, 0}, 3);
     std::vector<float> out(2 * 2 * 8);
