@@ -40,6 +40,7 @@ struct Engine::Sequence {
     BlockKey last_key{};          // key chain up to `published` (valid when published > 0)
     bool long_rope = false;
     bool finished = false;
+    std::string sink_error;  // what the sink threw, when it did
     int64_t cached_prompt_tokens = 0;
     uint64_t rng_seed = 0;
 
@@ -52,7 +53,8 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
       cfg_(cfg),
       max_context_(cfg.max_context > 0 ? cfg.max_context : exec.model().config().max_position_embeddings),
       vocab_limit_(cfg.vocab_limit > 0 ? std::min(cfg.vocab_limit, model_cfg_.vocab_size) : model_cfg_.vocab_size),
-      blocks_(exec.model().kv_cache().layout().num_blocks, exec.model().block_size()) {
+      blocks_(exec.model().kv_cache().layout().num_blocks, exec.model().block_size()),
+      max_seq_tokens_(std::min(max_context_, blocks_.num_blocks() * blocks_.block_size() + 1)) {
     PHI_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_batched_tokens > 0, "max_num_seqs and max_batched_tokens must be > 0");
     PHI_CHECK(max_context_ > 0, "max context must be > 0");
     stats_.kv_blocks_total = blocks_.num_blocks();
@@ -78,11 +80,21 @@ uint64_t Engine::submit(EngineRequest req, EventSink sink) {
                           fmt::format("the prompt has {} tokens; this server's context is {} tokens, which leaves no "
                                       "room to generate",
                                       P, max_context_));
-    const int64_t bs = blocks_.block_size();
-    if ((P + 1 + bs - 1) / bs > blocks_.num_blocks())
+    // A sequence never needs more KV slots than the whole cache (see max_sequence_tokens): what
+    // could only run by outgrowing it is refused here rather than stalling the queue later.
+    const int64_t cache_tokens = blocks_.num_blocks() * blocks_.block_size();
+    if (P >= max_seq_tokens_)
         throw SubmitError(SubmitError::Kind::Invalid,
-                          fmt::format("the prompt needs {} KV blocks but the cache has {}", (P + bs) / bs,
-                                      blocks_.num_blocks()));
+                          fmt::format("the prompt has {} tokens but this server's whole KV cache holds {} tokens, "
+                                      "which leaves no room to generate",
+                                      P, cache_tokens));
+    if (req.params.max_tokens && P + *req.params.max_tokens > max_seq_tokens_)
+        throw SubmitError(
+            SubmitError::Kind::Invalid,
+            fmt::format("the prompt's {} tokens plus max_tokens {} exceed the {} tokens one sequence can reach on "
+                        "this server (its whole KV cache holds {} tokens); lower max_tokens to at most {}",
+                        P, *req.params.max_tokens, max_seq_tokens_, cache_tokens, max_seq_tokens_ - P),
+            "max_tokens");
     auto s = std::make_unique<Sequence>();
     s->prompt_len = P;
     s->tokens = req.prompt;
@@ -190,7 +202,26 @@ void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) 
             case FinishReason::Error: ++stats_.finished_error; break;
         }
     }
-    if (s.sink) s.sink(e);
+    if (!deliver(s, e)) s.sink = nullptr;  // its last event failed too: nothing more can be said
+}
+
+// A sink is rank 0's own code (detokenizer, stop matcher, transports), outside the step's
+// collectives: an exception there concerns one request, never the cluster. The caller ends the
+// sequence when this returns false; the error path calls the sink once more (for the Finished
+// event), itself contained.
+bool Engine::deliver(Sequence& s, const Event& e) {
+    if (!s.sink) return true;
+    try {
+        s.sink(e);
+        return true;
+    } catch (const std::exception& ex) {
+        log().error("request {}: handling its output failed: {}; ending it with an error", s.id, ex.what());
+        s.sink_error = ex.what();
+    } catch (...) {
+        log().error("request {}: handling its output failed (unknown exception); ending it with an error", s.id);
+        s.sink_error = "unknown exception";
+    }
+    return false;
 }
 
 bool Engine::ensure_blocks(Sequence& s, int64_t tokens) {
@@ -323,6 +354,10 @@ bool Engine::step() {
             p.argmax_limit = int32_t(vocab_limit_);
         plan.seqs.push_back(std::move(p));
     }
+    {
+        std::lock_guard lock(mu_);
+        stats_.step_allowance = exec_.allowance(plan);
+    }
     const auto t_fwd = std::chrono::steady_clock::now();
     exec_.run(plan, &logits_);
     const auto t_sample = std::chrono::steady_clock::now();
@@ -354,12 +389,19 @@ bool Engine::step() {
         e.index = s.generated() - 1;
         e.logprob = r.logprob;
         e.top_logprobs = std::move(r.top_logprobs);
-        if (s.sink) s.sink(e);
+        if (!deliver(s, e)) {
+            finish(s, FinishReason::Error,
+                   fmt::format("the server failed while producing this request's output: {}", s.sink_error));
+            continue;
+        }
         if (s.finished) continue;  // the sink may not cancel synchronously, but be safe
         if (sampling::is_stop_token(s.req.params, cfg_.eos_ids, r.id)) {
             finish(s, FinishReason::Stop);
         } else if ((s.req.params.max_tokens && s.generated() >= *s.req.params.max_tokens) ||
-                   int64_t(s.tokens.size()) >= max_context_) {
+                   int64_t(s.tokens.size()) >= max_seq_tokens_) {
+            // At max_seq_tokens_ the next step would need more blocks than the whole cache (or
+            // pass the context): only then does the sequence end here; short of it, a lack of
+            // free blocks preempts it instead, so its output never depends on other traffic.
             finish(s, FinishReason::Length);
         }
     }
@@ -404,6 +446,12 @@ void Engine::run(const std::function<bool()>& should_stop) {
         }
         const auto now = std::chrono::steady_clock::now();
         if (now - last_beat >= cfg_.heartbeat) {
+            {
+                StepPlan beat;
+                beat.kind = StepKind::Heartbeat;
+                std::lock_guard lock(mu_);
+                stats_.step_allowance = exec_.allowance(beat);
+            }
             exec_.heartbeat();
             last_beat = now;
             std::lock_guard lock(mu_);

@@ -90,14 +90,17 @@ struct EngineStats {
     double comm_all_reduce_seconds = 0;
     std::vector<StepExecutor::RankTimes> rank_times;  // per rank: forward and all-reduce seconds
     std::chrono::steady_clock::time_point last_step_end{};
+    /// Watchdog deadline of each collective of the step (or heartbeat) in progress, else the last.
+    std::chrono::milliseconds step_allowance{0};
 };
 
 /// Thrown by submit when the request can never run or the queue is full.
 class SubmitError : public Error {
 public:
     enum class Kind { Invalid, Overloaded };
-    SubmitError(Kind k, const std::string& msg) : Error(msg), kind(k) {}
+    SubmitError(Kind k, const std::string& msg, std::string param = "") : Error(msg), kind(k), param(std::move(param)) {}
     Kind kind;
+    std::string param;  // the request field to change ("max_tokens"), when one
 };
 
 class Engine {
@@ -128,6 +131,10 @@ public:
 
     const ModelConfig& model_config() const { return model_cfg_; }
     int64_t max_context() const { return max_context_; }
+    /// Most tokens (prompt + generated) one sequence can reach: the context, or the whole KV cache's
+    /// token slots plus the last sampled token (which needs no slot), whichever is smaller. A
+    /// sequence reaching it ends with finish reason `length`.
+    int64_t max_sequence_tokens() const { return max_seq_tokens_; }
     int64_t vocab_limit() const { return vocab_limit_; }
 
 private:
@@ -139,6 +146,7 @@ private:
 
     void take_inbox();
     void finish(Sequence& s, FinishReason reason, const std::string& error = "");
+    bool deliver(Sequence& s, const Event& e);
     void release_blocks(Sequence& s);
     bool ensure_blocks(Sequence& s, int64_t tokens);
     void preempt(Sequence& s);
@@ -153,6 +161,7 @@ private:
     int64_t max_context_;
     int64_t vocab_limit_;
     BlockManager blocks_;
+    int64_t max_seq_tokens_;  // after blocks_: initialized from it
     sampling::Sampler sampler_;
 
     std::map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // engine thread only

@@ -399,7 +399,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         // the io_context (an engine destroyed after it) touches nothing of it.
         serving::OutputSink sink = [weak = weak_from_this(), serial](const serving::OutputEvent& ev) {
             if (auto c = weak.lock(); c && !c->closed_flag_.load(std::memory_order_relaxed))
-                asio::post(c->strand_, [c, serial, ev] { c->on_event(serial, ev); });
+                asio::post(c->strand_, [c, serial, ev] { c->on_event_safe(serial, ev); });
         };
         try {
             l.req = st_->service.submit(std::move(req), std::move(sink));
@@ -422,6 +422,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
 
     // ---- engine events (posted by the sink) ----
+
+    // A failure while framing one request's output (a bug, a value JSON cannot carry) ends that
+    // request with an error done frame; the connection, its other requests and the io thread go on.
+    void on_event_safe(uint64_t serial, const serving::OutputEvent& ev) {
+        try {
+            on_event(serial, ev);
+        } catch (const std::exception& e) {
+            log().error("native: connection {}: sending a request's output failed: {}", id_, e.what());
+            auto it = live_.find(serial);
+            if (it == live_.end() || closed_) return;
+            Live l = std::move(it->second);
+            ids_.erase(l.id);
+            live_.erase(it);
+            st_->service.cancel(l.req);
+            send(ojson{{"type", "done"},
+                       {"id", l.id},
+                       {"finish_reason", "error"},
+                       {"error",
+                        {{"message", fmt::format("the server failed while sending this request's output: {}", e.what())},
+                         {"type", "server_error"},
+                         {"code", "internal_error"}}}});
+        }
+    }
 
     void on_event(uint64_t serial, const serving::OutputEvent& ev) {
         auto it = live_.find(serial);

@@ -37,9 +37,15 @@ public:
     std::atomic<bool> muted{false};
     std::atomic<bool> counted_out{false};  // in_flight_ decremented (exactly once)
 
+    /// From the engine thread. An exception in the detokenizer, the stop matcher or the transport's
+    /// sink ends this request's choice with an error; it never reaches the engine.
     void on_event(int c, const engine::Event& e);
 
 private:
+    void handle_event(int c, const engine::Event& e);
+    void fail_choice(int c, const std::string& what);
+    void deliver(const OutputEvent& ev);
+    bool failing_ = false;  // deliver's error path is running
     void choice_done(int c, const std::string& reason, const std::string& error, std::string tail);
     std::string token_text(int32_t id) const {
         return svc->tok_.id_to_token(id).has_value() ? svc->tok_.decode(std::span<const int32_t>(&id, 1), false) : "";
@@ -48,6 +54,7 @@ private:
 
 void Request::choice_done(int c, const std::string& reason, const std::string& error, std::string tail) {
     Choice& ch = choices[size_t(c)];
+    if (ch.done) return;
     ch.done = true;
     ch.outcome = reason;
     usage.completion_tokens += ch.tokens;
@@ -57,7 +64,7 @@ void Request::choice_done(int c, const std::string& reason, const std::string& e
     ev.text = std::move(tail);
     ev.finish_reason = reason;
     ev.error = error;
-    if (!muted) sink(ev);
+    deliver(ev);
     if (--remaining > 0) return;
     // Every choice is done: the request's outcome is its worst choice's.
     std::string outcome = choices[0].outcome;
@@ -69,10 +76,51 @@ void Request::choice_done(int c, const std::string& reason, const std::string& e
     OutputEvent done;
     done.kind = OutputEvent::Kind::Done;
     done.usage = usage;
-    if (!muted) sink(done);
+    deliver(done);
+}
+
+// The transport's sink failing (formatting, queueing) ends the request with an error, told through
+// the same sink; when that fails too the request is muted. Either way its choices leave the engine
+// and the request leaves the in-flight count.
+void Request::deliver(const OutputEvent& ev) {
+    if (muted) return;
+    std::string what;
+    try {
+        sink(ev);
+        return;
+    } catch (const std::exception& ex) {
+        what = ex.what();
+    }
+    log().error("a request's transport failed to take its output: {}; ending the request with an error", what);
+    if (failing_) {
+        muted = true;  // the error path failed as well: nothing more can be said
+        return;
+    }
+    failing_ = true;
+    for (int c = 0; c < int(choices.size()); ++c) {
+        if (choices[size_t(c)].done) continue;
+        svc->engine_.cancel(choices[size_t(c)].engine_id, engine::FinishReason::Error);
+        choice_done(c, "error", fmt::format("the server failed while sending this request's output: {}", what), "");
+    }
+}
+
+void Request::fail_choice(int c, const std::string& what) {
+    log().error("handling a request's output failed: {}; ending it with an error", what);
+    Choice& ch = choices[size_t(c)];
+    if (ch.done) return;
+    svc->engine_.cancel(ch.engine_id, engine::FinishReason::Error);  // ignored when already finished
+    choice_done(c, "error", fmt::format("the server failed while producing this request's output: {}", what), "");
 }
 
 void Request::on_event(int c, const engine::Event& e) {
+    try {
+        handle_event(c, e);
+    } catch (const std::exception& ex) {
+        fail_choice(c, ex.what());
+    }
+}
+
+void Request::handle_event(int c, const engine::Event& e) {
     Choice& ch = choices[size_t(c)];
     if (ch.done) return;  // stopped by a stop string; the engine's own finish follows
     if (e.kind == engine::Event::Kind::Finished) {
@@ -102,7 +150,8 @@ void Request::on_event(int c, const engine::Event& e) {
     ev.logprob = e.logprob;
     if (logprobs > 0)
         for (const auto& t : e.top_logprobs) ev.top_logprobs.push_back({t.id, token_text(t.id), t.logprob});
-    if (!muted) sink(ev);
+    deliver(ev);
+    if (ch.done) return;  // the transport failed and the choice ended with an error
     if (st.stopped) {
         svc->engine_.cancel(ch.engine_id, engine::FinishReason::Stop);
         choice_done(c, "stop", "", "");
@@ -145,7 +194,18 @@ std::vector<int32_t> Service::prompt_ids(const GenerationRequest& req) const {
     return {};
 }
 
+void Service::fail(const std::string& why) {
+    std::lock_guard lock(failed_mu_);
+    if (failed_) return;
+    failed_why_ = why;
+    failed_ = true;
+}
+
 std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink) {
+    if (failed_) {
+        std::lock_guard lock(failed_mu_);
+        throw ApiError(503, "server_error", failed_why_);
+    }
     if (draining_) throw ApiError(503, "server_error", "the server is shutting down; retry on another instance");
     if (!ready_) throw ApiError(503, "server_error", "the server is still loading");
     if (!req.model.empty() && req.model != model_name_)
@@ -205,7 +265,7 @@ std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink)
                 metrics_.count_request("rejected_overloaded");
                 throw ApiError(429, "rate_limit_error", e.what(), "", limits_.retry_after_s);
             }
-            bad_request(prompt_param, e.what());
+            bad_request(e.param.empty() ? prompt_param : e.param, e.what());
         }
     }
     return r;
@@ -221,10 +281,17 @@ bool Service::healthy(std::string* why) const {
         if (why) *why = w;
         return false;
     };
+    if (failed_) {
+        std::lock_guard lock(failed_mu_);
+        if (why) *why = failed_why_;
+        return false;
+    }
     if (!ready_) return say("loading");
     if (draining_) return say("draining");
     const auto st = engine_.stats();
-    if (st.last_step_end.time_since_epoch().count() != 0 && clock_type::now() - st.last_step_end > stall_after)
+    // A step may legitimately run as long as its watchdog allows (a long prefill): only past that.
+    if (st.last_step_end.time_since_epoch().count() != 0 &&
+        clock_type::now() - st.last_step_end > stall_after + st.step_allowance)
         return say("the engine has not completed a step within its deadline");
     return true;
 }

@@ -129,11 +129,16 @@ public:
     /// Prompt token ids the request would use (for tests and the native protocol's echo).
     std::vector<int32_t> prompt_ids(const GenerationRequest& req) const;
 
-    /// Health for /health: false while draining or when the engine loop has not completed a step
-    /// or heartbeat within `stall_after`; `why` says which.
+    /// Health for /health: false while loading, draining or failed, or when the engine loop has not
+    /// completed a step or heartbeat within `stall_after` plus the watchdog allowance of the step in
+    /// progress; `why` says which.
     bool healthy(std::string* why) const;
     void set_ready(bool ready) { ready_ = ready; }
     void begin_drain() { draining_ = true; }
+    /// The cluster is going down (a lost rank, a teardown signal): /health says `why` with 503 and
+    /// new requests get 503. Thread-safe; the first reason stays.
+    void fail(const std::string& why);
+    bool failed() const { return failed_.load(); }
     bool draining() const { return draining_; }
     int64_t in_flight() const { return in_flight_.load(); }
 
@@ -155,6 +160,9 @@ private:
     Metrics& metrics_;
     std::atomic<bool> ready_{false};
     std::atomic<bool> draining_{false};
+    std::atomic<bool> failed_{false};
+    mutable std::mutex failed_mu_;
+    std::string failed_why_;
     std::atomic<int64_t> in_flight_{0};
 };
 

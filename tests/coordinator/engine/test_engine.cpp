@@ -320,6 +320,91 @@ TEST(Engine, PrefixCacheIsNotFooledByA64BitHashCollision) {
     EXPECT_EQ(run_all(cold.engine(), {greedy_request(prompt_a, 8)}, 1)[0], a);
 }
 
+// Issue 13: what can never fit the KV cache is refused at admission; a sequence without max_tokens
+// ends with `length` exactly where the next step would need more blocks than the whole cache, alone
+// or among other traffic, and what was queued behind it runs.
+TEST(Engine, RefusesWhatCanNeverFitTheCacheAndEndsAtTheWholeCache) {
+    EngineConfig cfg;
+    cfg.max_num_seqs = 4;
+    cfg.max_batched_tokens = 16;
+    cfg.prefix_caching = false;
+    Harness h("phi1", 8, 4, cfg);  // 32 token slots; the model's context is far longer
+    if (!h.leader()) return h.follow();
+    Engine& e = h.engine();
+    EXPECT_EQ(e.max_sequence_tokens(), 33);
+    EngineRequest r;
+    r.prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    r.params.temperature = 0;
+    r.params.max_tokens = 24;  // 34 tokens: one more than the cache can ever hold
+    try {
+        e.submit(r, nullptr);
+        ADD_FAILURE() << "a request that can never fit the KV cache was admitted";
+    } catch (const SubmitError& err) {
+        EXPECT_EQ(err.kind, SubmitError::Kind::Invalid);
+        EXPECT_EQ(err.param, "max_tokens");
+        EXPECT_NE(std::string(err.what()).find("at most 23"), std::string::npos) << err.what();
+    }
+    r.params.max_tokens = 23;  // exactly fits
+    const auto fits = run_all(e, {r}, 1);
+    EXPECT_EQ(fits[0].reason, FinishReason::Length);
+    EXPECT_EQ(fits[0].tokens.size(), 23u);
+
+    r.params.max_tokens.reset();  // grows until the whole cache is its
+    const auto alone = run_all(e, {r}, 1);
+    EXPECT_EQ(alone[0].reason, FinishReason::Length);
+    EXPECT_EQ(alone[0].tokens.size(), 23u);
+    EXPECT_EQ(alone[0].tokens, fits[0].tokens);
+    // Among other traffic (which preempts it for blocks) its output is the same, and the requests
+    // queued behind it all finish.
+    auto others = make_requests(6, h.vocab_limit(), 6, false);
+    std::vector<EngineRequest> mixed = {r};
+    mixed.insert(mixed.end(), others.begin(), others.end());
+    const auto together = run_all(e, mixed, 7);
+    EXPECT_EQ(together[0], alone[0]);
+    for (size_t i = 1; i < together.size(); ++i) EXPECT_EQ(together[i].reason, FinishReason::Length) << i;
+    EXPECT_EQ(e.stats().kv_blocks_used, 0);
+}
+
+// Issue 13: an exception in one request's sink (rank 0's own output handling) ends that request with
+// an error; the step goes on and the other requests are untouched.
+TEST(Engine, SinkExceptionEndsOnlyItsRequest) {
+    Harness h("phi1", 64, 4);
+    if (!h.leader()) return h.follow();
+    Engine& e = h.engine();
+    const auto reqs = make_requests(3, h.vocab_limit(), 8, false);
+    const auto alone = solo(e, reqs);
+    std::vector<Outcome> out(reqs.size());
+    std::string error;
+    int finished_calls = 0;
+    for (size_t i = 0; i < reqs.size(); ++i)
+        e.submit(reqs[i], [&, i](const Event& ev) {
+            if (i == 1 && ev.kind == Event::Kind::Token && ev.index == 2) throw std::runtime_error("detokenizer broke");
+            if (i == 2 && ev.kind == Event::Kind::Finished) {
+                ++finished_calls;
+                throw std::runtime_error("transport broke at the end");
+            }
+            if (ev.kind == Event::Kind::Token) out[i].tokens.push_back(ev.token);
+            if (ev.kind == Event::Kind::Finished) {
+                out[i].reason = ev.reason;
+                out[i].done = true;
+                if (i == 1) error = ev.error;
+            }
+        });
+    int guard = 0;
+    do {
+        ASSERT_NO_THROW(e.step());
+    } while (!e.idle() && ++guard < 1000);
+    EXPECT_TRUE(e.idle());
+    EXPECT_EQ(out[0], alone[0]);
+    EXPECT_EQ(out[1].reason, FinishReason::Error);
+    EXPECT_NE(error.find("detokenizer broke"), std::string::npos) << error;
+    EXPECT_EQ(out[1].tokens, std::vector<int32_t>(alone[1].tokens.begin(), alone[1].tokens.begin() + 2));
+    EXPECT_EQ(out[2].tokens, alone[2].tokens);
+    EXPECT_EQ(finished_calls, 1);  // a failing final event is not retried
+    EXPECT_EQ(e.stats().kv_blocks_used, 0);
+    EXPECT_EQ(e.stats().finished_error, 1);
+}
+
 // Seeded sampled and greedy tokens at this world size equal a single-rank engine's in-process.
 TEST(Engine, SameTokensAtEveryTpSize) {
     Harness h("phi3_128k_longrope", 256, 4);  // crosses LongRoPE's original length

@@ -177,6 +177,45 @@ TEST(Service, ErrorsForContextOverflowUnknownModelAndDraining) {
     EXPECT_EQ(status({{"prompt", "x"}}, false), 503);
 }
 
+// Issue 13: a transport that throws while taking one request's output ends that request with an
+// error (told through the same sink when it can be); the engine thread and other requests go on.
+TEST(Service, TransportExceptionEndsOnlyItsRequest) {
+    test::ServingHarness h;
+    const GenerationRequest r =
+        parse_generation_request({{"prompt", "abc"}, {"max_tokens", 12}, {"temperature", 0}, {"ignore_eos", true}}, false);
+    Collected ok;
+    h.service().submit(r, ok.sink(1));
+    Collected broken;
+    OutputSink inner = broken.sink(1);
+    std::atomic<int> tokens{0};
+    h.service().submit(r, [&](const OutputEvent& e) {
+        if (e.kind == OutputEvent::Kind::Token && ++tokens == 3) throw std::runtime_error("socket buffer exploded");
+        inner(e);
+    });
+    Collected mute;  // throws on every event: the request is muted, yet leaves the in-flight count
+    OutputSink mute_inner = mute.sink(1);
+    h.service().submit(r, [&](const OutputEvent& e) {
+        mute_inner(e);
+        throw std::runtime_error("always broken");
+    });
+    ok.wait();
+    broken.wait();
+    EXPECT_EQ(ok.reasons[0], "length");
+    EXPECT_EQ(ok.ids[0].size(), 12u);
+    EXPECT_EQ(broken.reasons[0], "error");
+    EXPECT_EQ(broken.ids[0].size(), 2u);
+    for (int i = 0; i < 500 && (h.service().in_flight() != 0 || h.engine().stats().kv_blocks_used != 0); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(h.service().in_flight(), 0);
+    EXPECT_EQ(h.engine().stats().kv_blocks_used, 0);
+    EXPECT_EQ(mute.ids[0].size(), 1u);  // its first token, then nothing more
+    // The engine still serves.
+    Collected after;
+    h.service().submit(r, after.sink(1));
+    after.wait();
+    EXPECT_EQ(after.ids[0], ok.ids[0]);
+}
+
 TEST(Service, CancelFreesBlocksAndMetricsRender) {
     test::ServingHarness h;
     Collected c;
