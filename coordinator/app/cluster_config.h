@@ -42,9 +42,11 @@ struct ClusterConfig {
     double request_deadline_s = 0;  // 0: none
     double shutdown_timeout_s = 30;
     std::string log_level = "info";
-    std::chrono::milliseconds watchdog_step_base{10000};
+    // Stall detection within step_base + heartbeat while idle (the heartbeat is a round trip), and
+    // within max(step_base, 3 x the step's measured time) while busy; see worker/step_executor.h.
+    std::chrono::milliseconds watchdog_step_base{5000};
     std::chrono::milliseconds heartbeat{1000};
-    std::chrono::milliseconds plan_wait{10000};
+    std::chrono::milliseconds plan_wait{5000};
 };
 
 /// Parses YAML text; `origin` names the file in messages; relative paths resolve against `base_dir`.

@@ -63,13 +63,9 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     return ids;
 }
 
-// Ranks > 0 leave shutdown to rank 0's plan: the drain signal (SIGUSR1 from scripts/mpirun.sh, or
-// SIGTERM) must not end them early.
-void ignore_shutdown_signals() {
-    std::signal(SIGTERM, SIG_IGN);
-    std::signal(SIGUSR1, SIG_IGN);
-    std::signal(SIGINT, SIG_IGN);
-}
+// Ranks > 0 leave a drain to rank 0's plan: SIGUSR1 (scripts/mpirun.sh's drain) must not end them
+// early. SIGTERM/SIGINT keep their default action: teardown (coordinator/app/signals.h).
+void ignore_drain_signal() { std::signal(SIGUSR1, SIG_IGN); }
 
 int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     PHI_CHECK(a.tp == 0 || a.tp == comm.size(),
@@ -93,7 +89,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
                    model->config().n_layers, model->config().d_model, model->config().n_heads,
                    kernels::cpu::isa_name(opts.isa));
     if (comm.rank() != 0) {
-        ignore_shutdown_signals();
+        ignore_drain_signal();
         exec.follow();
         return 0;
     }
@@ -266,7 +262,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(cli, argc, argv);
 
     // Block the shutdown signals before MPI starts its own threads, so every thread inherits the
-    // mask: in server mode one thread takes them with sigwait (app/server.cpp); a thread of MPI's
+    // mask: in server mode one thread takes them with sigwait (app/signals.h); a thread of MPI's
     // with the default action would otherwise be killed by the drain signal.
     sigset_t sigs;
     sigemptyset(&sigs);

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "coordinator/app/launch_checks.h"
 #include "coordinator/app/model_setup.h"
+#include "coordinator/app/signals.h"
 #include "coordinator/app/sizing.h"
 #include "coordinator/engine/engine.h"
 #include "coordinator/http/http_server.h"
@@ -24,13 +25,17 @@
 namespace phi::app {
 namespace {
 
-sigset_t shutdown_signals() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    return set;
+// Runs an io_context until it is stopped; a handler's exception (a bug) is logged and the thread
+// goes on serving the other connections instead of ending the process.
+void run_io(boost::asio::io_context& io) {
+    for (;;) {
+        try {
+            io.run();
+            return;
+        } catch (const std::exception& e) {
+            log().error("io thread: a handler failed: {}", e.what());
+        }
+    }
 }
 
 }  // namespace
@@ -45,7 +50,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     PHI_CHECK(cfg.backend == "cpu",
               "backend: cuda is not served by this build yet: the CUDA kernels are tested on their own "
               "(scripts/gpu_check.sh); use backend: cpu");
-    // Signals are taken by one thread with sigwait (below); every thread inherits the mask.
+    // Signals are taken by one thread with sigwait (signals.h); every thread inherits the mask.
     const sigset_t sigs = shutdown_signals();
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
@@ -69,7 +74,16 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
                comm.size(), cfg.model.string(), model->weights().resident_bytes, threads,
                kernels::cpu::isa_name(opts.isa), opts.kv.num_blocks, opts.kv.block_size);
     if (comm.rank() != 0) {
-        exec.follow();  // returns on rank 0's shutdown plan; signals stay blocked here
+        // Teardown (mpirun saw a rank die, or the operator's raw SIGTERM): nothing to hand over
+        // here, so go at once. Drain (SIGUSR1) is rank 0's: this rank waits for its shutdown plan.
+        SignalWatcher signals(
+            [rank = comm.rank()](int sig) {
+                log().warn("rank {}: signal {}: the cluster is being torn down; exiting", rank, sig);
+                log().flush();
+                std::_Exit(1);
+            },
+            nullptr);
+        exec.follow();  // returns on rank 0's shutdown plan
         return 0;
     }
 
@@ -85,13 +99,15 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     PHI_CHECK(tok.vocab_size() <= mc.vocab_size, "the tokenizer in {} has {} tokens but the model's vocabulary has only {} rows",
               cfg.tokenizer.string(), tok.vocab_size(), mc.vocab_size);
     ec.heartbeat = cfg.heartbeat;
+    // Before the engine owns the cache: every rank times the largest step the engine will run.
+    exec.calibrate(cfg.max_batched_tokens);
     engine::Engine engine(exec, ec);
     serving::Metrics metrics;
     serving::ServiceLimits limits;
     limits.max_prompt_tokens = cfg.max_prompt_tokens;
     limits.request_deadline = std::chrono::milliseconds(int64_t(cfg.request_deadline_s * 1000));
     serving::Service svc(engine, tok, cfg.model_name, limits, metrics);
-    svc.stall_after = cfg.watchdog_step_base + cfg.heartbeat * 2;
+    svc.stall_after = cfg.heartbeat * 2;
 
     boost::asio::io_context io;
     auto work = boost::asio::make_work_guard(io);
@@ -114,28 +130,54 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         log().info("OpenAI-compatible HTTP listening on {}:{}", cfg.http.host, web->port());
     }
     std::vector<std::thread> io_threads;
-    for (int i = 0; i < 2; ++i) io_threads.emplace_back([&io] { io.run(); });
+    for (int i = 0; i < 2; ++i) io_threads.emplace_back([&io] { run_io(io); });
 
-    std::atomic<int> signals{0};
-    std::thread signal_thread([&] {
-        for (;;) {
-            int sig = 0;
-            if (sigwait(&sigs, &sig) != 0) continue;
-            if (sig == SIGUSR1 && signals.load() < 0) return;  // our own wake-up at exit
-            const int n = ++signals;
-            if (n == 1) {
-                log().info("signal {}: draining (no new requests; {} in flight, up to {} s)", sig, svc.in_flight(),
-                           cfg.shutdown_timeout_s);
-                svc.begin_drain();
-                if (tcp) tcp->stop_accepting();
-                if (web) web->stop_accepting();
-                engine.notify();
-            } else {
-                log().warn("second signal {}: exiting now", sig);
-                std::_Exit(1);
-            }
+    // Teardown (a lost or stalled rank, or SIGTERM/SIGINT): the engine thread may be stuck in a
+    // collective, so every client is failed from the io threads; the process then exits without
+    // waiting for anything else (mpirun SIGKILLs the ranks a few seconds after its SIGTERM).
+    std::atomic<bool> tearing_down{false};
+    auto teardown = [&](const std::string& why, int code) {
+        if (tearing_down.exchange(true)) {
+            for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // the first caller exits
         }
-    });
+        log().critical("{}; failing every client and exiting", why);
+        const std::string msg = why + "; this request cannot finish";
+        svc.fail(why);
+        if (tcp) {
+            tcp->fail_all(msg);
+            tcp->close_all();
+        }
+        if (web) web->fail_all(msg);
+        // Until every failed client's error is on the wire (a peer that does not read has at most
+        // this long): these frames are the only word the clients get.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+        while (std::chrono::steady_clock::now() < until &&
+               ((tcp && tcp->connections() > 0) || (web && web->unflushed_failures() > 0)))
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        log().flush();
+        std::_Exit(code);
+    };
+
+    std::atomic<bool> draining{false};
+    SignalWatcher signals(
+        [&](int sig) {
+            teardown(fmt::format("signal {} at rank 0: the cluster is being torn down (a rank was lost, or the "
+                                 "operator stopped it; drain with SIGUSR1)",
+                                 sig),
+                     1);
+        },
+        [&] {
+            if (draining.exchange(true)) {
+                log().info("SIGUSR1: already draining ({} in flight)", svc.in_flight());
+                return;
+            }
+            log().info("SIGUSR1: draining (no new requests; {} in flight, up to {} s)", svc.in_flight(),
+                       cfg.shutdown_timeout_s);
+            svc.begin_drain();
+            if (tcp) tcp->stop_accepting();
+            if (web) web->stop_accepting();
+            engine.notify();
+        });
     svc.set_ready(true);
     log().info("serving '{}' on {} rank(s)", cfg.model_name, comm.size());
 
@@ -143,7 +185,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     std::chrono::steady_clock::time_point drain_deadline{};
     try {
         engine.run([&] {
-            if (signals.load() == 0) return false;
+            if (!draining.load()) return false;
             const auto now = std::chrono::steady_clock::now();
             if (drain_deadline == std::chrono::steady_clock::time_point{})
                 drain_deadline = now + std::chrono::milliseconds(int64_t(cfg.shutdown_timeout_s * 1000));
@@ -154,12 +196,9 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
             return true;
         });
     } catch (const std::exception& e) {
-        // A lost or stalled rank: tell every client, then end (mpirun ends the other ranks).
-        log().critical("{}", e.what());
-        engine.abort_all(engine::FinishReason::Error, "the cluster lost a rank; this request cannot finish");
-        if (tcp) tcp->fail_all("the cluster lost a rank");
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the io threads write the errors
-        std::_Exit(2);
+        // Only the step's forward, plan and collectives throw here (a request's own output
+        // handling is contained by the engine and the Service): a lost or stalled rank.
+        teardown(fmt::format("the cluster lost a rank ({})", e.what()), 2);
     }
     // Graceful: let the last frames go out, close the listeners and connections, release the ranks.
     if (tcp) tcp->close_all();  // closes each connection once its queued frames are written (<= ~2 s)
@@ -171,9 +210,6 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     work.reset();
     io.stop();
     for (auto& t : io_threads) t.join();
-    signals = -1000;
-    pthread_kill(signal_thread.native_handle(), SIGUSR1);
-    signal_thread.join();
     exec.shutdown();
     log().info("shut down cleanly after {} steps", engine.stats().steps);
     return code;

@@ -125,6 +125,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     int64_t created;
 
     std::atomic<size_t> open{0};
+    std::atomic<int64_t> unflushed_failures{0};  // see HttpServer::fail_all
     std::mutex conns_mu;
     std::list<std::weak_ptr<Connection>> conns;
 
@@ -193,6 +194,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     /// From any thread: close now, cancelling an unfinished request.
     void close_from_server() {
         net::post(exec_, [self = shared_from_this()] { self->close_now("server closing connections"); });
+    }
+
+    /// From any thread (the caller counted this connection in srv_->unflushed_failures): ends an
+    /// in-flight request with an error and closes once it is written.
+    void fail_from_server(const std::string& message) {
+        net::post(exec_, [self = shared_from_this(), message] { self->fail(message); });
     }
 
   private:
@@ -559,6 +566,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         disarm(write_timer_, write_seq_);
         if (ec) return close_now("write failed");
         if (!out_.empty()) return do_write();
+        flushed_failure();
         if (response_queued_ && (!ex_ || ex_->done)) exchange_done();
     }
 
@@ -605,6 +613,36 @@ class Connection : public std::enable_shared_from_this<Connection> {
         watch();
     }
 
+    // ---- failing (teardown) ----
+
+    void fail(const std::string& message) {
+        keep_alive_ = false;
+        if (closed_ || !ex_ || ex_->done) {  // nothing in flight to tell
+            srv_->unflushed_failures.fetch_sub(1);
+            if (!closed_ && !ex_ && !response_queued_ && !writing_now_ && out_.empty()) close_now("server failing");
+            return;
+        }
+        failing_ = true;  // counted until the error is written or the connection closes
+        Exchange& x = *ex_;
+        x.done = true;
+        srv_->svc.cancel(x.request);
+        x.request.reset();
+        auto hold = std::move(self_hold_);  // released when this handler returns
+        if (x.stream) {
+            send_event(dump(error_body(503, "server_error", message)));
+            end_stream();
+        } else {
+            respond_error(503, "server_error", message);
+        }
+        if (!writing_now_ && out_.empty()) flushed_failure();
+    }
+
+    void flushed_failure() {
+        if (!failing_) return;
+        failing_ = false;
+        srv_->unflushed_failures.fetch_sub(1);
+    }
+
     // ---- closing ----
 
     void cancel_request() {
@@ -620,6 +658,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         closed_ = true;
         if (ex_ && !ex_->done) log().debug("http: closing a connection with a request in flight ({})", why);
         cancel_request();
+        flushed_failure();
         read_timer_.cancel();
         write_timer_.cancel();
         beast::error_code ec;
@@ -689,6 +728,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool writing_now_ = false;
     bool watching_ = false, resume_after_watch_ = false;
     bool closed_ = false;
+    bool failing_ = false;  // fail() wrote an error that is not yet all on the wire
     std::array<char, 4096> linger_buf_{};
     size_t lingered_ = 0;
 };
@@ -786,6 +826,21 @@ void HttpServer::close_connections() {
             if (auto c = w.lock()) live.push_back(std::move(c));
     }
     for (auto& c : live) c->close_from_server();
+}
+
+void HttpServer::fail_all(const std::string& message) {
+    std::vector<std::shared_ptr<Connection>> live;
+    {
+        std::lock_guard lock(impl_->conns_mu);
+        for (auto& w : impl_->conns)
+            if (auto c = w.lock()) live.push_back(std::move(c));
+    }
+    impl_->unflushed_failures.fetch_add(int64_t(live.size()));
+    for (auto& c : live) c->fail_from_server(message);
+}
+
+size_t HttpServer::unflushed_failures() const {
+    return size_t(std::max<int64_t>(0, impl_->unflushed_failures.load()));
 }
 
 size_t HttpServer::connections() const {

@@ -67,6 +67,12 @@ class HttpServer {
     void stop_accepting();
     /// Closes every open connection; their unfinished requests are cancelled.
     void close_connections();
+    /// Ends every in-flight request at once, from the io threads (the engine thread may be stuck in
+    /// a collective): a stream gets an SSE error event and `data: [DONE]`, a plain request a 503
+    /// error body; each such connection then closes. For a lost rank or a teardown signal.
+    void fail_all(const std::string& message);
+    /// Connections whose fail_all error is not yet fully written (0 once all are on the wire).
+    size_t unflushed_failures() const;
     /// Open connections.
     size_t connections() const;
     /// The server's own Prometheus lines (connections, responses by status class); /metrics
