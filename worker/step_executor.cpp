@@ -8,21 +8,48 @@
 namespace phi {
 
 StepExecutor::StepExecutor(PhiModel& model, Communicator& comm, const WatchdogOptions& watchdog)
-    : model_(model), comm_(comm), wd_(watchdog) {
-    if (wd_.per_token.count() == 0) {
-        // 2 FLOPs per weight per token at a pessimistic 1 GFLOP/s per rank: a hang detector,
-        // not a performance bound.
-        const ModelConfig& c = model.config();
-        const double weights = double(c.n_layers) * double(c.d_model) *
-                               double(4 * c.d_model + 3 * c.d_ff) / double(model.plan().world);
-        wd_.per_token = std::chrono::microseconds(int64_t(2.0 * weights / 1e9 * 1e6) + 1);
-    }
-}
+    : model_(model), comm_(comm), wd_(watchdog) {}
 
-std::chrono::milliseconds StepExecutor::step_deadline(const StepPlan& plan) const {
+namespace {
+int64_t plan_tokens(const StepPlan& plan) {
     int64_t tokens = 0;
     for (const SeqPlan& s : plan.seqs) tokens += int64_t(s.tokens.size());
-    return wd_.step_base + std::chrono::duration_cast<std::chrono::milliseconds>(wd_.per_token * tokens);
+    return tokens;
+}
+}  // namespace
+
+std::chrono::milliseconds StepExecutor::allowance(const StepPlan& plan) const {
+    const int64_t tokens = plan_tokens(plan);
+    const std::optional<double> expected = times_.expected(plan.kind, tokens);
+    // A step of real work larger than anything measured: no basis for a tight deadline yet.
+    if (!expected) return plan.kind == StepKind::Forward && tokens > 0 ? wd_.unmeasured : wd_.step_base;
+    const auto scaled = std::chrono::milliseconds(int64_t(wd_.step_factor * *expected * 1000.0) + 1);
+    return std::max(wd_.step_base, scaled);
+}
+
+void StepExecutor::record(const StepPlan& plan, std::chrono::steady_clock::time_point start) {
+    times_.record(plan.kind, plan_tokens(plan),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
+void StepExecutor::calibrate(int64_t tokens) {
+    PHI_CHECK(comm_.rank() == 0, "only rank 0 decides steps");
+    const auto& kv = model_.kv_cache().layout();
+    tokens = std::min({tokens, kv.num_blocks * kv.block_size, model_.config().max_position_embeddings});
+    if (tokens <= 0) return;
+    StepPlan plan;
+    SeqPlan s;
+    s.tokens.assign(size_t(tokens), 0);
+    for (int32_t b = 0; b < int32_t((tokens + kv.block_size - 1) / kv.block_size); ++b) s.block_table.push_back(b);
+    s.argmax_limit = 1;  // no logits gather: the forward is what is timed
+    plan.seqs.push_back(std::move(s));
+    std::vector<float> logits;
+    const auto t0 = std::chrono::steady_clock::now();
+    run(plan, &logits);
+    log().info("watchdog calibration: a {}-token step took {:.3f} s; a step's collectives may take {}x the recent "
+               "time of steps of its size, at least {} ms",
+               tokens, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+               wd_.step_factor, wd_.step_base.count());
 }
 
 void StepExecutor::send(const StepPlan& plan) {
@@ -34,7 +61,7 @@ void StepExecutor::send(const StepPlan& plan) {
 
 StepPlan StepExecutor::receive() {
     uint64_t n = 0;
-    comm_.set_timeout(wd_.plan_wait);
+    comm_.set_timeout(next_step_ == 0 ? std::max(wd_.plan_wait, wd_.first_plan_wait) : wd_.plan_wait);
     comm_.broadcast(&n, sizeof(n), 0);
     PHI_CHECK(n > 0 && n < (uint64_t(1) << 31), "rank {}: step plan of {} bytes announced", comm_.rank(), n);
     std::vector<uint8_t> bytes(n);
@@ -46,8 +73,16 @@ int64_t StepExecutor::execute(const StepPlan& plan, std::vector<float>* logits) 
     PHI_CHECK(plan.step == next_step_, "rank {} expected step {} but got step {}", comm_.rank(), next_step_,
               plan.step);
     ++next_step_;
+    if (plan.kind == StepKind::Heartbeat && comm_.size() > 1) {
+        // A round trip: a broadcast alone completes on rank 0 without a stalled follower.
+        comm_.set_timeout(allowance(plan));
+        const uint64_t mine[1] = {plan.step};
+        std::vector<uint64_t> all(size_t(comm_.size()));
+        comm_.all_gather_u64(mine, 1, all.data());
+        return 0;
+    }
     if (plan.kind != StepKind::Forward) return 0;
-    comm_.set_timeout(step_deadline(plan));
+    comm_.set_timeout(allowance(plan));
     std::vector<SeqStep> seqs;
     seqs.reserve(plan.seqs.size());
     for (const SeqPlan& s : plan.seqs) {
@@ -91,9 +126,12 @@ int64_t StepExecutor::run(const StepPlan& plan_in, std::vector<float>* logits) {
     PHI_CHECK(comm_.rank() == 0, "only rank 0 decides steps");
     StepPlan plan = plan_in;
     plan.step = next_step_;
-    comm_.set_timeout(step_deadline(plan));
+    const auto t0 = std::chrono::steady_clock::now();
+    comm_.set_timeout(allowance(plan));
     if (comm_.size() > 1) send(plan);
-    return execute(plan, logits);
+    const int64_t rows = execute(plan, logits);
+    record(plan, t0);
+    return rows;
 }
 
 void StepExecutor::heartbeat() {
@@ -120,7 +158,9 @@ void StepExecutor::follow() {
             log().debug("rank {}: shutdown after {} steps", comm_.rank(), next_step_);
             return;
         }
+        const auto t0 = std::chrono::steady_clock::now();
         execute(plan, nullptr);
+        record(plan, t0);
     }
 }
 

@@ -1,7 +1,9 @@
 // StepExecutor: how a StepPlan reaches every rank and runs. Rank 0 broadcasts the encoded plan,
 // every rank runs PhiModel::forward on its shard, then all ranks compare a hash of the state they
 // applied; ranks > 0 sit in follow() until a Shutdown plan arrives. The watchdog deadline of each
-// step's collectives is derived from the step's work.
+// step's collectives comes from the measured times of earlier steps of that kind and size
+// (StepTimes); rank 0 measures the largest step at start-up (calibrate). A heartbeat is a round
+// trip, so rank 0 notices a stalled follower while idle too.
 #pragma once
 
 #include <chrono>
@@ -11,15 +13,21 @@
 #include "cluster/communicator.h"
 #include "cluster/step_plan.h"
 #include "worker/phi_model.h"
+#include "worker/step_times.h"
 
 namespace phi {
 
 struct WatchdogOptions {
-    /// Deadline of a step's collectives = base + per-token allowance x tokens in the step.
+    /// Each collective of a step may take max(step_base, step_factor x the step's expected time),
+    /// the expected time being the recent time of steps of that kind and size (StepTimes).
     std::chrono::milliseconds step_base{10000};
-    std::chrono::microseconds per_token{0};  // 0: derived from the model size (see executor)
+    double step_factor = 3.0;
+    /// A step larger than any measured so far (before calibrate(), or offline) may take this long.
+    std::chrono::milliseconds unmeasured{600000};
     /// How long ranks > 0 wait for the next plan; rank 0 sends heartbeats more often while idle.
     std::chrono::milliseconds plan_wait{120000};
+    /// The first plan may come later: rank 0 loads its tokenizer and calibrates first.
+    std::chrono::milliseconds first_plan_wait{600000};
 };
 
 class StepExecutor {
@@ -29,8 +37,14 @@ public:
     /// Rank 0: broadcast `plan`, run it, check the ranks agree. Returns logit rows (see
     /// PhiModel::forward); `logits` receives them.
     int64_t run(const StepPlan& plan, std::vector<float>* logits);
-    /// Rank 0: an empty plan that keeps the followers' plan-wait deadline from expiring.
+    /// Rank 0: an empty plan that keeps the followers' plan-wait deadline from expiring, and a round
+    /// trip through every rank (a stalled follower throws CommTimeout here within step_base).
     void heartbeat();
+    /// Rank 0, before serving: one timed forward of `tokens` tokens (blocks 0.. of the cache, which
+    /// must be unused), so that every rank knows the time of the largest step before any request.
+    void calibrate(int64_t tokens);
+    /// The deadline each collective of `plan` gets on this rank.
+    std::chrono::milliseconds allowance(const StepPlan& plan) const;
     /// Rank 0: tells every rank to leave follow().
     void shutdown();
     /// Ranks > 0: receive and run plans until Shutdown.
@@ -53,7 +67,7 @@ private:
     StepPlan receive();
     void send(const StepPlan& plan);
     int64_t execute(const StepPlan& plan, std::vector<float>* logits);
-    std::chrono::milliseconds step_deadline(const StepPlan& plan) const;
+    void record(const StepPlan& plan, std::chrono::steady_clock::time_point start);
 
     PhiModel& model_;
     Communicator& comm_;
@@ -62,6 +76,7 @@ private:
     uint64_t last_activation_hash_ = 0;
     double forward_seconds_ = 0;
     std::vector<RankTimes> rank_times_;
+    StepTimes times_;
 };
 
 }  // namespace phi
