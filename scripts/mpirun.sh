@@ -21,8 +21,10 @@
 #    killing any: rank 0 drains (finishes in-flight requests, then releases the other ranks) and
 #    every rank exits 0. A second SIGTERM/SIGINT is passed on as SIGTERM (immediate stop).
 #  - when a rank fails, mpirun SIGTERMs the others and SIGKILLs them PHI_KILL_TIMEOUT seconds
-#    later (default 3). OpenMPI waits out that whole period even when every rank is already gone,
-#    so it bounds how fast a failed cluster exits and is kept short.
+#    later (default 1). OpenMPI waits out that period even when every rank is already gone, and
+#    (measured with OpenMPI 4.1) the survivors' SIGTERM itself comes only one period after the
+#    failure, so it bounds how fast clients hear of a lost rank and is kept short. SIGTERM at a
+#    rank is teardown (coordinator/app/signals.h): rank 0 tells its clients within it.
 # Usage: scripts/mpirun.sh [--hostfile FILE | --host h1:slots,h2:slots] -np N <program> [args...]
 #        (MPMD: ... -np 1 prog args : -np 1 env PHI_CPU_ISA=avx2 prog args)
 set -euo pipefail
@@ -53,7 +55,7 @@ done
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_mpi_yield_when_idle=1
-export OMPI_MCA_odls_base_sigkill_timeout=${PHI_KILL_TIMEOUT:-3}
+export OMPI_MCA_odls_base_sigkill_timeout=${PHI_KILL_TIMEOUT:-1}
 transport=${PHI_MPI_TRANSPORT:-auto}
 case "$transport" in
   auto) [ "$multi_host" -eq 1 ] && transport=network || transport=shm ;;

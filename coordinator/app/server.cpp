@@ -149,8 +149,9 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         }
         if (web) web->fail_all(msg);
         // Until every failed client's error is on the wire (a peer that does not read has at most
-        // this long): these frames are the only word the clients get.
-        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+        // this long, within mpirun's SIGTERM -> SIGKILL period, scripts/mpirun.sh): these frames
+        // are the only word the clients get.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(800);
         while (std::chrono::steady_clock::now() < until &&
                ((tcp && tcp->connections() > 0) || (web && web->unflushed_failures() > 0)))
             std::this_thread::sleep_for(std::chrono::milliseconds(5));

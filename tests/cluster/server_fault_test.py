@@ -307,7 +307,7 @@ def run_once(case):
             exit_limit = (10 if case.startswith("kill") else 15) * slack
             if t_exit is not None and t_exit > exit_limit:
                 fails.append(f"exit {t_exit:.1f} s after the fault (limit {exit_limit:.0f} s)")
-        if fails:
+        if fails or os.environ.get("PHI_FAULT_VERBOSE"):
             c.dump()
         return row, fails
     finally:
