@@ -130,6 +130,23 @@ int main() {
     }
     auto find = [&](Kind k, int si) -> const Copies& { return store[size_t(int(k) * 4 + si)]; };
 
+    // Load-time cost of the quantizer (bf16 source, the fc1 shape).
+    {
+        const Shape& s = shapes[2];
+        std::vector<uint16_t> w(size_t(s.rows * s.cols));
+        for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(hash_value(i) * 0.05f);
+        for (QuantFormat f : {QuantFormat::Q8, QuantFormat::Q4}) {
+            const double t = best_time(
+                [&](size_t) {
+                    (void)quantize(f, WeightView{w.data(), DType::BF16, s.rows, s.cols});
+                },
+                1, thread_cpu);
+            std::printf("quantize %s %s: %.1f ns/weight (%.1f s for 2.7e9 weights)\n",
+                        std::string(quant_format_name(f)).c_str(), s.name, t / double(w.size()) * 1e9,
+                        t / double(w.size()) * 2.7e9);
+        }
+    }
+
     const int64_t n_max = 16;
     std::vector<float> x(size_t(n_max) * 10240), y(size_t(n_max) * 10240);
     for (size_t i = 0; i < x.size(); ++i) x[i] = hash_value(i + 12345);
