@@ -71,7 +71,11 @@ ListenAddress address(const YAML::Node& n, const std::string& path) {
 void walk(const YAML::Node& node, const std::string& prefix, const std::map<std::string, Handler>& schema) {
     PHI_CHECK(node.IsMap(), "{}: must be a mapping of keys to values", prefix.empty() ? "config" : prefix);
     for (const auto& kv : node) {
-        const std::string key = kv.first.as<std::string>();
+        // YAML allows any node as a key ("[a]: 1", "? {tcp: x}"); ours are plain names.
+        PHI_CHECK(kv.first.IsScalar(), "{}: a key must be a plain name, not a {} ({})",
+                  prefix.empty() ? "config" : prefix, kv.first.IsSequence() ? "list" : kv.first.IsMap() ? "mapping" : "null",
+                  YAML::Dump(kv.first));
+        const std::string key = kv.first.Scalar();
         const std::string path = prefix.empty() ? key : prefix + "." + key;
         auto it = schema.find(key);
         if (it == schema.end()) {
@@ -153,6 +157,8 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     try {
         walk(root, "", schema);
     } catch (const Error& e) {
+        PHI_FAIL("{}: {}", origin, e.message());
+    } catch (const YAML::Exception& e) {  // none is expected: every node is checked before it is read
         PHI_FAIL("{}: {}", origin, e.what());
     }
     PHI_CHECK(have_model, "{}: 'model' (the model folder) is required", origin);

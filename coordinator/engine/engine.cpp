@@ -72,7 +72,7 @@ uint64_t Engine::submit(EngineRequest req, EventSink sink) {
     try {
         req.params.validate(vocab_limit_);
     } catch (const Error& e) {
-        throw SubmitError(SubmitError::Kind::Invalid, e.what());
+        throw SubmitError(SubmitError::Kind::Invalid, e.message());
     }
     const int64_t P = int64_t(req.prompt.size());
     if (P >= max_context_)

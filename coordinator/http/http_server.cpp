@@ -18,6 +18,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <list>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -25,6 +26,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "coordinator/http/openai_format.h"
+#include "coordinator/serving/post_gate.h"
 #include "coordinator/serving/service.h"
 
 namespace phi::http {
@@ -87,12 +89,6 @@ int64_t unix_now() {
         .count();
 }
 
-// Sinks run on the engine thread; they post to connections only while the server exists.
-struct Gate {
-    std::mutex mu;
-    bool open = true;
-};
-
 class Connection;
 
 }  // namespace
@@ -115,7 +111,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     net::io_context& io;
     serving::Service& svc;
     HttpOptions opts;
-    std::shared_ptr<Gate> gate = std::make_shared<Gate>();
+    // Sinks run on the engine thread; they post to connections only while the server exists.
+    std::shared_ptr<serving::PostGate> gate = std::make_shared<serving::PostGate>();
 
     std::mutex acceptor_mu;  // the acceptor is used from io threads and from stop_accepting()
     tcp::acceptor acceptor;
@@ -128,6 +125,24 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     std::atomic<int64_t> unflushed_failures{0};  // see HttpServer::fail_all
     std::mutex conns_mu;
     std::list<std::weak_ptr<Connection>> conns;
+    // Connections with a request in the engine, kept alive until it is done or they close. Held
+    // here rather than by the connection itself, so the server's destructor can let go of them
+    // (a self-reference would keep one alive after its io_context is gone).
+    std::unordered_map<const Connection*, std::shared_ptr<Connection>> held;
+
+    void hold(std::shared_ptr<Connection> c) {
+        std::lock_guard lock(conns_mu);
+        held.emplace(c.get(), std::move(c));
+    }
+    /// The connection's hold, released by the caller (it may be the last reference).
+    std::shared_ptr<Connection> unhold(const Connection* c) {
+        std::lock_guard lock(conns_mu);
+        auto it = held.find(c);
+        if (it == held.end()) return nullptr;
+        auto out = std::move(it->second);
+        held.erase(it);
+        return out;
+    }
 
     std::atomic<uint64_t> id_counter{0};
     uint64_t id_salt = 0;
@@ -162,12 +177,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         : srv_(std::move(srv)),
           socket_(std::move(socket)),
           exec_(socket_.get_executor()),
+          mailbox_(srv_->gate->open(exec_)),
           read_timer_(exec_),
           write_timer_(exec_) {
         srv_->open.fetch_add(1);
     }
 
     ~Connection() {
+        srv_->gate->close(*mailbox_);
         cancel_request();
         srv_->open.fetch_sub(1);
         std::lock_guard lock(srv_->conns_mu);
@@ -276,7 +293,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                         std::string(req.method_string().data(), req.method_string().size()),
                         std::string(req.target().data(), req.target().size()), e.what());
             if (ex_ || response_queued_) return close_now("internal error");
-            respond_error(500, "server_error", e.what());
+            respond_error(500, "server_error", user_message(e));
         }
     }
 
@@ -398,25 +415,50 @@ class Connection : public std::enable_shared_from_this<Connection> {
             fo.logprobs = gr.logprobs;
             fo.include_usage = ex->include_usage;
             ex->format = std::make_unique<OpenAiResponse>(fo, svc.tokenizer());
-            // The sink holds no strong reference to the connection: a connection that went away
-            // simply drops its events.
-            serving::OutputSink sink = [gate = srv_->gate, exec = exec_, weak = weak_from_this(),
+            // The sink holds neither the connection nor an executor (post_gate.h): a connection
+            // or server that went away simply drops its events.
+            // Tokenizing and templating run on the Service's pool, not on this network thread;
+            // the outcome comes back to this strand (through the gate, like the events).
+            srv_->hold(shared_from_this());  // kept until the request is done or the connection closes
+            svc.prepare_async(std::move(gr), [gate = srv_->gate, box = mailbox_, weak = weak_from_this(), ex,
+                                              chat](serving::PrepareResult r) {
+                gate->post(*box, [weak, ex, chat, r = std::move(r)]() mutable {
+                    if (auto c = weak.lock()) c->on_prepared(ex, chat, std::move(r));
+                });
+            });
+        } catch (const serving::ApiError& e) {
+            srv_->unhold(this);
+            return reject(e);
+        } catch (const std::exception& e) {
+            srv_->unhold(this);
+            log().error("http: request failed before it started: {}", e.what());
+            return reject(serving::ApiError(500, "server_error", user_message(e)));
+        }
+    }
+
+    // On the strand, once the pool has prepared the request: submit it, or answer its error.
+    void on_prepared(const std::shared_ptr<Exchange>& ex, bool chat, serving::PrepareResult r) {
+        auto hold = srv_->unhold(this);  // re-taken below while the request runs
+        if (closed_) return;             // the connection closed meanwhile: nothing was submitted
+        try {
+            if (r.error) throw *r.error;
+            // The sink holds neither the connection nor an executor (post_gate.h): a connection
+            // or server that went away simply drops its events.
+            serving::OutputSink sink = [gate = srv_->gate, box = mailbox_, weak = weak_from_this(),
                                         seq = ex->seq](const serving::OutputEvent& ev) {
-                std::lock_guard lock(gate->mu);
-                if (!gate->open) return;
-                net::post(exec, [weak, seq, ev] {
+                gate->post(*box, [weak, seq, ev] {
                     if (auto c = weak.lock()) c->on_event_safe(seq, ev);
                 });
             };
-            ex->request = svc.submit(std::move(gr), std::move(sink));
+            ex->request = srv_->svc.submit(std::move(*r.prepared), std::move(sink));
         } catch (const serving::ApiError& e) {
             return reject(e);
         } catch (const std::exception& e) {
             log().error("http: request failed before it started: {}", e.what());
-            return reject(serving::ApiError(500, "server_error", e.what()));
+            return reject(serving::ApiError(500, "server_error", user_message(e)));
         }
         ex_ = ex;
-        self_hold_ = shared_from_this();  // kept until the request is done or the connection closes
+        srv_->hold(shared_from_this());
         if (ex->stream) start_stream(chat);
         watch();
     }
@@ -467,7 +509,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
             case serving::OutputEvent::Kind::Done: {
                 x.done = true;
                 x.request.reset();
-                auto hold = std::move(self_hold_);  // released when this handler returns
+                auto hold = srv_->unhold(this);  // released when this handler returns
                 if (x.stream) {
                     if (x.include_usage) send_event(x.format->usage_chunk(ev.usage));
                     end_stream();
@@ -627,7 +669,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         x.done = true;
         srv_->svc.cancel(x.request);
         x.request.reset();
-        auto hold = std::move(self_hold_);  // released when this handler returns
+        auto hold = srv_->unhold(this);  // released when this handler returns
         if (x.stream) {
             send_event(dump(error_body(503, "server_error", message)));
             end_stream();
@@ -664,7 +706,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         beast::error_code ec;
         socket_.shutdown(tcp::socket::shutdown_both, ec);
         socket_.close(ec);
-        self_hold_.reset();
+        srv_->unhold(this);  // last: it may be the last reference (a caller holds its own)
     }
 
     // After a final response with Connection: close: stop sending, then read and drop what the
@@ -708,6 +750,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::shared_ptr<HttpServer::Impl> srv_;
     tcp::socket socket_;
     net::any_io_executor exec_;  // the connection's strand
+    std::shared_ptr<serving::PostGate::Mailbox> mailbox_;  // exec_, for the sinks
     net::steady_timer read_timer_, write_timer_;
     uint64_t read_seq_ = 0, write_seq_ = 0;
     std::list<std::weak_ptr<Connection>>::iterator reg_;
@@ -721,7 +764,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
     std::shared_ptr<Exchange> ex_;
     uint64_t exchange_seq_ = 0;
-    std::shared_ptr<Connection> self_hold_;
     bool response_queued_ = false;
 
     std::string out_, writing_;
@@ -747,6 +789,9 @@ void HttpServer::Impl::do_accept() {
 void HttpServer::Impl::on_accept(beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted) return;
     if (ec) {
+        // The timer is shared with stop_accepting() (any thread): both touch it under the lock.
+        std::lock_guard lock(acceptor_mu);
+        if (!accepting) return;
         log().warn("http: accept failed: {}; retrying", ec.message());
         retry_timer.expires_after(std::chrono::milliseconds(100));
         retry_timer.async_wait([self = shared_from_this()](beast::error_code ec) {
@@ -765,11 +810,14 @@ HttpServer::HttpServer(net::io_context& io, serving::Service& svc, const HttpOpt
 
 HttpServer::~HttpServer() {
     stop_accepting();
-    {
-        std::lock_guard lock(impl_->gate->mu);
-        impl_->gate->open = false;
-    }
+    impl_->gate->close_all();
     close_connections();
+    std::unordered_map<const Connection*, std::shared_ptr<Connection>> held;
+    {
+        std::lock_guard lock(impl_->conns_mu);
+        held.swap(impl_->held);
+    }
+    // Dropped outside the lock: a connection's destructor takes it.
 }
 
 void HttpServer::start() {

@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "coordinator/native/protocol.h"
+#include "coordinator/serving/post_gate.h"
 #include "coordinator/serving/service.h"
 
 namespace phi::native {
@@ -124,6 +125,8 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
 
     mutable std::mutex mu;  // guards conns
     std::vector<std::weak_ptr<Connection>> conns;
+    // Sinks run on the engine thread; they post to connections only while the server exists.
+    std::shared_ptr<serving::PostGate> gate = std::make_shared<serving::PostGate>();
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -132,8 +135,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         : st_(std::move(st)),
           socket_(std::move(sock)),
           strand_(socket_.get_executor()),
+          mailbox_(st_->gate->open(strand_)),
           timer_(strand_),
           id_(id) {}
+    ~Connection() { st_->gate->close(*mailbox_); }
 
     const Strand& strand() const { return strand_; }
 
@@ -191,7 +196,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   private:
     struct Live {
         std::string id;
-        std::shared_ptr<serving::Request> req;
+        std::shared_ptr<serving::Request> req;  // null while the request is being prepared
+        bool cancel_when_submitted = false;     // a cancel frame came while it was being prepared
         int n = 1;
         int logprobs = -1;
         int64_t completion_tokens = 0;
@@ -238,7 +244,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                     handle_line(line_);
                 } catch (const std::exception& e) {  // a bug must not take the io thread down
                     log().error("native: connection {}: frame failed: {}", id_, e.what());
-                    send(error_frame(nullptr, "server_error", "internal_error", e.what(), ""));
+                    send(error_frame(nullptr, "server_error", "internal_error", user_message(e), ""));
                 }
             }
             line_.clear();
@@ -387,7 +393,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         try {
             req = serving::parse_generation_request(body, has_messages);
         } catch (const serving::ApiError& e) {
-            return send(api_error_frame(id, e, f, has_ids));
+            return send(api_error_frame(id, e, has_ids));
         }
         const uint64_t serial = next_serial_++;
         Live l;
@@ -395,22 +401,59 @@ class Connection : public std::enable_shared_from_this<Connection> {
         l.n = req.n;
         l.logprobs = req.logprobs;
         l.reasons.resize(size_t(req.n));
-        // The sink holds no executor of its own (only the connection does), so a sink that outlives
-        // the io_context (an engine destroyed after it) touches nothing of it.
-        serving::OutputSink sink = [weak = weak_from_this(), serial](const serving::OutputEvent& ev) {
-            if (auto c = weak.lock(); c && !c->closed_flag_.load(std::memory_order_relaxed))
-                asio::post(c->strand_, [c, serial, ev] { c->on_event_safe(serial, ev); });
-        };
+        // Tokenizing and templating run on the Service's pool, not on this network thread; the
+        // outcome comes back to this strand (through the gate, like the events). Meanwhile the
+        // request is live (its id taken, a cancel remembered).
         try {
-            l.req = st_->service.submit(std::move(req), std::move(sink));
+            st_->service.prepare_async(std::move(req), [gate = st_->gate, box = mailbox_, weak = weak_from_this(),
+                                                        serial](serving::PrepareResult r) {
+                gate->post(*box, [weak, serial, r = std::move(r)]() mutable {
+                    if (auto c = weak.lock(); c && !c->closed_) c->on_prepared(serial, std::move(r));
+                });
+            });
         } catch (const serving::ApiError& e) {
-            return send(api_error_frame(id, e, f, has_ids));
-        } catch (const std::exception& e) {
-            log().error("native: submit failed: {}", e.what());
-            return send(error_frame(id, "server_error", "internal_error", e.what(), ""));
+            return send(api_error_frame(id, e, has_ids));
         }
         ids_[id] = serial;
         live_.emplace(serial, std::move(l));
+        prompt_ids_kind_[serial] = has_ids;  // for the error frame, should preparing fail
+    }
+
+    // On the strand, once the pool has prepared request `serial`: submit it, or answer its error.
+    void on_prepared(uint64_t serial, serving::PrepareResult r) {
+        const bool has_ids = prompt_ids_kind_[serial];
+        prompt_ids_kind_.erase(serial);
+        auto it = live_.find(serial);
+        if (it == live_.end()) return;  // failed or closed meanwhile: nothing was submitted
+        Live& l = it->second;
+        auto drop = [&] {
+            ids_.erase(l.id);
+            live_.erase(it);
+        };
+        const std::string id = l.id;
+        if (r.error) {
+            drop();
+            return send(api_error_frame(id, *r.error, has_ids));
+        }
+        // The sink holds neither the connection nor an executor (post_gate.h), so a sink that
+        // outlives the connection or the io_context (an engine destroyed after it) touches neither.
+        serving::OutputSink sink = [gate = st_->gate, box = mailbox_, weak = weak_from_this(),
+                                    serial](const serving::OutputEvent& ev) {
+            gate->post(*box, [weak, serial, ev] {
+                if (auto c = weak.lock(); c && !c->closed_) c->on_event_safe(serial, ev);
+            });
+        };
+        try {
+            l.req = st_->service.submit(std::move(*r.prepared), std::move(sink));
+        } catch (const serving::ApiError& e) {
+            drop();
+            return send(api_error_frame(id, e, has_ids));
+        } catch (const std::exception& e) {
+            drop();
+            log().error("native: submit failed: {}", e.what());
+            return send(error_frame(id, "server_error", "internal_error", user_message(e), ""));
+        }
+        if (l.cancel_when_submitted) st_->service.cancel(l.req);
     }
 
     void on_cancel(const json& f) {
@@ -418,7 +461,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (!rid) return;
         auto it = ids_.find(*rid);
         if (it == ids_.end()) return;  // finished already (its done frame is on the way) or never existed
-        st_->service.cancel(live_.at(it->second).req);
+        Live& l = live_.at(it->second);
+        if (!l.req) {
+            l.cancel_when_submitted = true;  // still being prepared
+            return;
+        }
+        st_->service.cancel(l.req);
     }
 
     // ---- engine events (posted by the sink) ----
@@ -523,16 +571,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                        {"code", code}}}};
     }
 
-    ojson api_error_frame(const std::string& id, const serving::ApiError& e, const json& frame,
-                          bool ids_prompt) const {
+    ojson api_error_frame(const std::string& id, const serving::ApiError& e, bool ids_prompt) const {
         std::string param = e.param;
         if (ids_prompt && param == "prompt") param = "prompt_ids";
-        if (param.empty()) {
-            // Sampling checks say "top_p must be in (0, 1], got 1.5": name the field when it leads.
-            const std::string msg = e.what();
-            const std::string word = msg.substr(0, msg.find(' '));
-            if (!word.empty() && frame.contains(word)) param = word;
-        }
         ojson out = error_frame(id, e.type, code_for(e, st_->service.draining()), e.what(), param);
         if (e.retry_after_s)
             out["retry_after_ms"] = int64_t(*e.retry_after_s) * 1000;
@@ -591,7 +632,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     void close(const char* why) {
         if (closed_) return;
         closed_ = true;
-        closed_flag_ = true;
+        st_->gate->close(*mailbox_);
         if (!live_.empty())
             log().debug("native: connection {} closed ({}); cancelling {} request(s)", id_, why,
                         live_.size());
@@ -610,6 +651,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::shared_ptr<ServerState> st_;
     Socket socket_;
     Strand strand_;
+    std::shared_ptr<serving::PostGate::Mailbox> mailbox_;  // strand_, for the sinks
     asio::steady_timer timer_;
     const uint64_t id_;
 
@@ -623,9 +665,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool writing_ = false;
     bool closing_ = false;  // close_after_flush: no new frames are read
     bool closed_ = false;
-    std::atomic<bool> closed_flag_{false};  // closed_, for the engine thread's sinks
 
     std::map<uint64_t, Live> live_;                  // by serial, i.e. in submission order
+    std::map<uint64_t, bool> prompt_ids_kind_;       // requests being prepared: sent prompt_ids?
     std::unordered_map<std::string, uint64_t> ids_;  // client id -> serial
     uint64_t next_serial_ = 1;
 };
@@ -666,6 +708,7 @@ NativeServer::NativeServer(asio::io_context& ioc, serving::Service& service, con
 }
 
 NativeServer::~NativeServer() {
+    state_->gate->close_all();
     stop_accepting();
     close_all();
 }

@@ -8,7 +8,16 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
+
 namespace phi::sampling {
+
+/// A parameter out of range: `param` is its API name, the message says the allowed range.
+class InvalidParam : public Error {
+public:
+    InvalidParam(std::string param, const std::string& message) : Error(message), param(std::move(param)) {}
+    std::string param;
+};
 
 /// Most top-n logprobs a request may ask for (OpenAI's top_logprobs limit, vLLM's default max_logprobs).
 inline constexpr int k_max_logprobs = 20;
@@ -50,7 +59,7 @@ struct SamplingParams {
 
     bool greedy() const { return temperature < k_greedy_temperature; }
 
-    /// Throws phi::Error naming the first parameter out of range ("top_p must be in (0, 1], got 1.5").
+    /// Throws InvalidParam naming the first parameter out of range ("top_p must be in (0, 1], got 1.5").
     /// With token_limit > 0 (the tokenizer's size) stop_token_ids must also be below it.
     void validate(int64_t token_limit = 0) const;
 };

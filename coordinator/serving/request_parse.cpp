@@ -143,11 +143,20 @@ GenerationRequest parse_generation_request(const json& body, bool chat) {
     boolean(body, "stream", false);  // type check; the transport acts on it
 
     sampling::SamplingParams& sp = r.params;
-    int64_t max_tokens = integer(body, "max_completion_tokens", -1);
-    if (max_tokens < 0) max_tokens = integer(body, "max_tokens", chat ? -1 : 16);  // OpenAI's completions default
-    if (max_tokens == 0 || max_tokens < -1 || max_tokens > INT32_MAX)
-        bad_request("max_tokens", fmt::format("'max_tokens' must be at least 1, got {}", max_tokens));
-    if (max_tokens > 0) sp.max_tokens = int32_t(max_tokens);
+    // Which field a client sent decides (never a sentinel value: -1 is a value, and an invalid one).
+    // max_completion_tokens is OpenAI's newer name and wins when both are given.
+    const bool completion_field = field(body, "max_completion_tokens") != nullptr;
+    r.max_tokens_param = completion_field ? "max_completion_tokens" : "max_tokens";
+    const char* max_param = r.max_tokens_param.c_str();
+    integer(body, "max_tokens", 0);  // type check, even when max_completion_tokens wins
+    if (field(body, max_param)) {
+        const int64_t max_tokens = integer(body, max_param, 0);
+        if (max_tokens < 1 || max_tokens > INT32_MAX)
+            bad_request(max_param, fmt::format("'{}' must be between 1 and {}, got {}", max_param, INT32_MAX, max_tokens));
+        sp.max_tokens = int32_t(max_tokens);
+    } else if (!chat) {
+        sp.max_tokens = 16;  // OpenAI's completions default; chat generates up to the context
+    }
     const int64_t n = integer(body, "n", 1);
     if (n < 1 || n > 128) bad_request("n", fmt::format("'n' must be between 1 and 128, got {}", n));
     r.n = int(n);

@@ -17,7 +17,9 @@ using clock_type = std::chrono::steady_clock;
 class Request {
 public:
     struct Choice {
-        uint64_t engine_id = 0;
+        // Written by the submitting thread after engine.submit returns, read by cancel (any
+        // thread); the engine thread uses its events' request_id instead, which it may see first.
+        std::atomic<uint64_t> engine_id{0};
         std::unique_ptr<tokenizer::IncrementalDecoder> decoder;
         std::unique_ptr<sampling::StopMatcher> stop;
         bool done = false;
@@ -153,14 +155,19 @@ void Request::handle_event(int c, const engine::Event& e) {
     deliver(ev);
     if (ch.done) return;  // the transport failed and the choice ended with an error
     if (st.stopped) {
-        svc->engine_.cancel(ch.engine_id, engine::FinishReason::Stop);
+        svc->engine_.cancel(e.request_id, engine::FinishReason::Stop);
         choice_done(c, "stop", "", "");
     }
 }
 
 Service::Service(engine::Engine& engine, const tokenizer::Tokenizer& tok, std::string model_name,
                  const ServiceLimits& limits, Metrics& metrics)
-    : engine_(engine), tok_(tok), model_name_(std::move(model_name)), limits_(limits), metrics_(metrics) {
+    : engine_(engine),
+      tok_(tok),
+      model_name_(std::move(model_name)),
+      limits_(limits),
+      metrics_(metrics),
+      pool_(limits.prepare_threads, limits.max_preparing) {
     if (!tok.chat_template().empty()) chat_ = std::make_unique<chat::ChatTemplate>(chat::ChatTemplate::compile(tok.chat_template()));
 }
 
@@ -180,7 +187,7 @@ std::vector<int32_t> Service::prompt_ids(const GenerationRequest& req) const {
             try {
                 text = chat_->render(chat::ChatTemplate::hf_context(req.messages, req.add_generation_prompt, req.tools, specials));
             } catch (const Error& e) {
-                bad_request("messages", fmt::format("the chat template rejected these messages: {}", e.what()));
+                bad_request("messages", fmt::format("the chat template rejected these messages: {}", user_message(e)));
             }
             return tok_.encode_chat(text);
         }
@@ -201,7 +208,7 @@ void Service::fail(const std::string& why) {
     failed_ = true;
 }
 
-std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink) {
+PreparedRequest Service::prepare(GenerationRequest req) const {
     if (failed_) {
         std::lock_guard lock(failed_mu_);
         throw ApiError(503, "server_error", failed_why_);
@@ -221,13 +228,48 @@ std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink)
         bad_request(prompt_param, fmt::format("the prompt has {} tokens; at most {} are allowed (context {} tokens)",
                                               ids.size(), max_prompt, ctx));
     if (req.params.max_tokens && int64_t(ids.size()) + *req.params.max_tokens > ctx)
-        bad_request("max_tokens", fmt::format("'max_tokens' {} plus the prompt's {} tokens exceeds the context of {} tokens",
-                                              *req.params.max_tokens, ids.size(), ctx));
+        bad_request(req.max_tokens_param,
+                    fmt::format("'{}' {} plus the prompt's {} tokens exceeds the context of {} tokens",
+                                req.max_tokens_param, *req.params.max_tokens, ids.size(), ctx));
     try {
         req.params.validate(engine_.vocab_limit());
-    } catch (const Error& e) {
-        bad_request("", e.what());
+    } catch (const sampling::InvalidParam& e) {
+        bad_request(e.param == "max_tokens" ? req.max_tokens_param : e.param, e.message());
     }
+    return PreparedRequest{std::move(req), std::move(ids)};
+}
+
+void Service::prepare_async(GenerationRequest req, std::function<void(PrepareResult)> done) {
+    auto job = [this, req = std::move(req), done = std::move(done)]() mutable {
+        PrepareResult r;
+        try {
+            r.prepared = prepare(std::move(req));
+        } catch (const ApiError& e) {
+            r.error = e;
+        } catch (const std::exception& e) {
+            log().error("preparing a request failed: {}", e.what());
+            r.error = ApiError(500, "server_error", user_message(e));
+        }
+        done(std::move(r));
+    };
+    if (!pool_.try_post(std::move(job))) {
+        metrics_.count_request("rejected_overloaded");
+        throw ApiError(429, "rate_limit_error",
+                       fmt::format("the server is at capacity ({} requests waiting to be tokenized); retry later",
+                                   limits_.max_preparing),
+                       "", limits_.retry_after_s);
+    }
+}
+
+std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
+    if (failed_) {
+        std::lock_guard lock(failed_mu_);
+        throw ApiError(503, "server_error", failed_why_);
+    }
+    if (draining_) throw ApiError(503, "server_error", "the server is shutting down; retry on another instance");
+    GenerationRequest& req = p.req;
+    const std::vector<int32_t>& ids = p.ids;
+    const char* prompt_param = req.kind == PromptKind::Chat ? "messages" : "prompt";
 
     auto r = std::make_shared<Request>();
     r->svc = this;
@@ -236,11 +278,10 @@ std::shared_ptr<Request> Service::submit(GenerationRequest req, OutputSink sink)
     r->logprobs = req.logprobs;
     r->remaining = req.n;
     r->usage.prompt_tokens = int64_t(ids.size());
-    for (int c = 0; c < req.n; ++c) {
-        Request::Choice ch;
+    r->choices = std::vector<Request::Choice>(size_t(req.n));  // built in place: Choice does not move
+    for (Request::Choice& ch : r->choices) {
         ch.decoder = std::make_unique<tokenizer::IncrementalDecoder>(tok_, req.skip_special_tokens);
         ch.stop = std::make_unique<sampling::StopMatcher>(req.params.stop);
-        r->choices.push_back(std::move(ch));
     }
     std::optional<clock_type::time_point> deadline;
     if (limits_.request_deadline.count() > 0) deadline = clock_type::now() + limits_.request_deadline;

@@ -4,7 +4,9 @@
 // reports usage and metrics. The HTTP (OpenAI) and native TCP servers both sit on it.
 //
 // Threads: submit/cancel/health/metrics are thread-safe. Output sinks are called on the engine
-// thread and must not block (post the event to the connection's executor).
+// thread and must not block (post the event to the connection's executor). Tokenization and chat
+// templating (prepare) are CPU work proportional to the prompt: the servers run them on the
+// Service's small bounded pool (prepare_async), never on their network threads.
 #pragma once
 
 #include <atomic>
@@ -22,6 +24,7 @@
 #include "coordinator/engine/engine.h"
 #include "coordinator/sampling/sampling_params.h"
 #include "coordinator/serving/metrics.h"
+#include "coordinator/serving/work_pool.h"
 
 namespace phi::tokenizer {
 class Tokenizer;
@@ -65,6 +68,7 @@ struct GenerationRequest {
     int logprobs = -1;                      // -1: none; 0: the chosen token's; k: also the top k
     std::string model;                      // as the client named it (checked against ours when non-empty)
     std::string cache_salt;                 // prefix-cache salt (engine::PrefixCacheScope); empty: shared
+    std::string max_tokens_param = "max_tokens";  // the field the client set it with (for errors)
 };
 
 /// Reads the OpenAI request fields shared by /v1/completions, /v1/chat/completions and the native
@@ -110,6 +114,20 @@ struct ServiceLimits {
     std::chrono::milliseconds request_deadline{0};  // 0: none
     int max_n = 8;
     int retry_after_s = 1;          // hint on 429
+    int prepare_threads = 2;        // the pool that tokenizes and templates requests
+    size_t max_preparing = 64;      // requests waiting for that pool; beyond: 429
+};
+
+/// A request tokenized and checked (Service::prepare), ready for the engine.
+struct PreparedRequest {
+    GenerationRequest req;
+    std::vector<int32_t> ids;
+};
+
+/// prepare_async's outcome: the prepared request, or the error to answer.
+struct PrepareResult {
+    std::optional<PreparedRequest> prepared;
+    std::optional<ApiError> error;
 };
 
 class Request;
@@ -120,9 +138,19 @@ public:
             const ServiceLimits& limits, Metrics& metrics);
     ~Service();
 
-    /// Tokenizes and submits. Throws ApiError (400 invalid, 404 unknown model, 429 overloaded,
+    /// Checks and tokenizes (the chat template for chat requests). Throws ApiError (400 invalid,
+    /// 404 unknown model, 503 draining). Thread-safe.
+    PreparedRequest prepare(GenerationRequest req) const;
+    /// prepare() on the Service's pool; `done` runs there with the outcome (post it on to the
+    /// caller's executor). Throws ApiError 429 when max_preparing requests already wait.
+    void prepare_async(GenerationRequest req, std::function<void(PrepareResult)> done);
+    /// Submits a prepared request's choices to the engine. Throws ApiError (429 overloaded,
     /// 503 draining). Events for every choice go to `sink`; the last one is Kind::Done.
-    std::shared_ptr<Request> submit(GenerationRequest req, OutputSink sink);
+    std::shared_ptr<Request> submit(PreparedRequest p, OutputSink sink);
+    /// prepare() then submit(), on the caller's thread.
+    std::shared_ptr<Request> submit(GenerationRequest req, OutputSink sink) {
+        return submit(prepare(std::move(req)), std::move(sink));
+    }
     /// Ends every unfinished choice with finish_reason "cancelled" (idempotent; the client left).
     void cancel(const std::shared_ptr<Request>& r);
 
@@ -164,6 +192,7 @@ private:
     mutable std::mutex failed_mu_;
     std::string failed_why_;
     std::atomic<int64_t> in_flight_{0};
+    WorkPool pool_;  // last: its threads stop before the members they use
 };
 
 }  // namespace phi::serving

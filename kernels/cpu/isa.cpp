@@ -1,6 +1,8 @@
-// Run-time choice of the CPU kernel level: CPUID via __builtin_cpu_supports, overridable with
+// Run-time choice of the CPU kernel level: CPUID, overridable with
 // PHI_CPU_ISA=scalar|avx2|avx512 (so tests and benchmarks can force each fallback).
 #include "kernels/cpu/isa.h"
+
+#include <cpuid.h>
 
 #include <utility>
 
@@ -21,20 +23,45 @@ std::string_view isa_name(Isa isa) {
     return "?";
 }
 
+namespace {
+
+// XCR0: which register states the OS saves on a context switch.
+uint64_t xgetbv0() {
+    uint32_t lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t(hi) << 32) | lo;
+}
+
+}  // namespace
+
+// CPUID read directly: GCC's __builtin_cpu_supports knows these names, but clang 14 rejects "f16c"
+// ("invalid cpu feature string"), and the sanitizer and fuzz builds use clang.
 uint64_t cpu_features() {
-    __builtin_cpu_init();
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
+    // AVX needs the XMM and YMM states saved (XCR0 bits 1, 2); AVX-512 also opmask, ZMM_Hi256 and
+    // Hi16_ZMM (bits 5-7). FMA, F16C and AVX-VNNI are VEX-encoded, so they need the AVX state too.
+    const uint64_t xcr0 = osxsave ? xgetbv0() : 0;
+    const bool os_avx = avx && (xcr0 & 0x6) == 0x6;
+    const bool os_avx512 = os_avx && (xcr0 & 0xE0) == 0xE0;
     uint64_t f = 0;
     auto add = [&](bool has, uint64_t bit) { f |= has ? bit : 0; };
-    add(__builtin_cpu_supports("avx2"), k_feature_avx2);
-    add(__builtin_cpu_supports("fma"), k_feature_fma);
-    add(__builtin_cpu_supports("f16c"), k_feature_f16c);
-    add(__builtin_cpu_supports("avx512f"), k_feature_avx512f);
-    add(__builtin_cpu_supports("avx512bw"), k_feature_avx512bw);
-    add(__builtin_cpu_supports("avx512vl"), k_feature_avx512vl);
-    add(__builtin_cpu_supports("avx512dq"), k_feature_avx512dq);
-    add(__builtin_cpu_supports("avx512vnni"), k_feature_avx512vnni);
-    add(__builtin_cpu_supports("avx512bf16"), k_feature_avx512bf16);
-    add(__builtin_cpu_supports("avxvnni"), k_feature_avxvnni);
+    add(os_avx && (c & (1u << 12)), k_feature_fma);
+    add(os_avx && (c & (1u << 29)), k_feature_f16c);
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        const unsigned max_subleaf = a;
+        add(os_avx && (b & (1u << 5)), k_feature_avx2);
+        add(os_avx512 && (b & (1u << 16)), k_feature_avx512f);
+        add(os_avx512 && (b & (1u << 17)), k_feature_avx512dq);
+        add(os_avx512 && (b & (1u << 30)), k_feature_avx512bw);
+        add(os_avx512 && (b & (1u << 31)), k_feature_avx512vl);
+        add(os_avx512 && (c & (1u << 11)), k_feature_avx512vnni);
+        if (max_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+            add(os_avx && (a & (1u << 4)), k_feature_avxvnni);
+            add(os_avx512 && (a & (1u << 5)), k_feature_avx512bf16);
+        }
+    }
     return f;
 }
 

@@ -4,19 +4,19 @@
 
 #include "common/error.h"
 #include "kernels/cpu/impl.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/quant.h"
 
 namespace phi::kernels::cpu {
 
 bool quant_uses_vnni(Isa isa) {
-    __builtin_cpu_init();
     switch (isa) {
         case Isa::Scalar:
             return false;
         case Isa::Avx2:
-            return __builtin_cpu_supports("avxvnni");
+            return (cpu_features() & k_feature_avxvnni) != 0;
         case Isa::Avx512:
-            return __builtin_cpu_supports("avx512vnni");
+            return (cpu_features() & k_feature_avx512vnni) != 0;
     }
     return false;
 }

@@ -4,12 +4,11 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/isa.h"
+
 namespace phi::kernels::cpu::test {
 
-bool have_f16c() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c");
-}
+bool have_f16c() { return (cpu_features() & k_feature_f16c) != 0; }
 
 uint16_t hw_f32_to_f16(float f) {
     return uint16_t(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0));

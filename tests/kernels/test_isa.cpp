@@ -57,6 +57,26 @@ TEST(Isa, EnvOverride) {
     }
 }
 
+// Our CPUID reading agrees with GCC's __builtin_cpu_supports (which clang 14 cannot compile for
+// "f16c": the reason the detection reads CPUID itself).
+#if defined(__GNUC__) && !defined(__clang__)
+TEST(Isa, CpuFeaturesAgreeWithTheCompiler) {
+    __builtin_cpu_init();
+    const uint64_t f = cpu_features();
+    auto has = [&](uint64_t bit) { return (f & bit) != 0; };
+    EXPECT_EQ(has(k_feature_avx2), bool(__builtin_cpu_supports("avx2")));
+    EXPECT_EQ(has(k_feature_fma), bool(__builtin_cpu_supports("fma")));
+    EXPECT_EQ(has(k_feature_f16c), bool(__builtin_cpu_supports("f16c")));
+    EXPECT_EQ(has(k_feature_avx512f), bool(__builtin_cpu_supports("avx512f")));
+    EXPECT_EQ(has(k_feature_avx512bw), bool(__builtin_cpu_supports("avx512bw")));
+    EXPECT_EQ(has(k_feature_avx512vl), bool(__builtin_cpu_supports("avx512vl")));
+    EXPECT_EQ(has(k_feature_avx512dq), bool(__builtin_cpu_supports("avx512dq")));
+    EXPECT_EQ(has(k_feature_avx512vnni), bool(__builtin_cpu_supports("avx512vnni")));
+    EXPECT_EQ(has(k_feature_avx512bf16), bool(__builtin_cpu_supports("avx512bf16")));
+    EXPECT_EQ(has(k_feature_avxvnni), bool(__builtin_cpu_supports("avxvnni")));
+}
+#endif
+
 TEST(Isa, Names) {
     EXPECT_EQ(isa_name(Isa::Scalar), "scalar");
     EXPECT_EQ(isa_name(Isa::Avx2), "avx2");

@@ -18,6 +18,8 @@ std::string error_of(const std::string& yaml) {
         parse_cluster_config(yaml, "test.yaml", "/base");
     } catch (const Error& e) {
         return e.what();
+    } catch (const std::exception& e) {
+        return std::string("<escaped: ") + e.what() + ">";  // e.g. yaml-cpp's own "bad conversion"
     }
     return "<accepted>";
 }
@@ -73,6 +75,18 @@ TEST(ClusterConfig, ErrorsNameTheKeyPath) {
               std::string::npos);
     EXPECT_NE(error_of("model: m\nwatchdog:\n  heartbeat_ms: 5000\n  plan_wait_ms: 6000\n").find("plan_wait_ms"),
               std::string::npos);
+}
+
+// YAML keys may be any node; ours are plain names, and a list or mapping key is named by its path
+// (the YAML fuzzer found these escaping as yaml-cpp's "bad conversion").
+TEST(ClusterConfig, NonScalarKeysAreNamedByTheirPath) {
+    EXPECT_NE(error_of("[a]: 1\n").find("config: a key must be a plain name, not a list"), std::string::npos)
+        << error_of("[a]: 1\n");
+    const std::string nested = error_of("model: m\nlisten:\n  ? tcp: x\n  : 1\n");
+    EXPECT_NE(nested.find("listen: a key must be a plain name, not a mapping"), std::string::npos) << nested;
+    const std::string deep = error_of("model: m\nkv_cache:\n  ? [1, 2]\n  : 3\n");
+    EXPECT_NE(deep.find("kv_cache: a key must be a plain name"), std::string::npos) << deep;
+    EXPECT_EQ(error_of("model: m\n? ~\n: 1\n").find("<escaped"), std::string::npos);
 }
 
 }  // namespace

@@ -9,7 +9,15 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <regex>
 #include <thread>
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "coordinator/http/http_server.h"
 #include "tests/coordinator/http/http_client.h"
@@ -161,6 +169,9 @@ void expect_error(const Response& r, unsigned status, const std::string& param =
     if (!mentions.empty()) {
         EXPECT_NE(e["message"].get<std::string>().find(mentions), std::string::npos) << r.body;
     }
+    // Internal source locations ("[sampling_params.cpp:21]") are for logs, never for clients.
+    static const std::regex k_location(R"(\[[A-Za-z0-9_]+\.(cpp|h|cu):[0-9]+\])");
+    EXPECT_FALSE(std::regex_search(e["message"].get<std::string>(), k_location)) << r.body;
 }
 
 TEST_F(Http, CompletionNonStreamingAndStreamingAgree) {
@@ -387,9 +398,21 @@ TEST_F(Http, MalformedRequests) {
         {"max_tokens string", "/v1/completions", R"({"prompt": "a", "max_tokens": "x"})", 400, "max_tokens",
          ""},
         {"max_tokens zero", "/v1/completions", R"({"prompt": "a", "max_tokens": 0})", 400, "max_tokens", ""},
-        {"temperature -1", "/v1/completions", R"({"prompt": "a", "temperature": -1})", 400, "",
+        {"max_tokens -1", "/v1/completions", R"({"prompt": "a", "max_tokens": -1})", 400, "max_tokens", ""},
+        {"max_completion_tokens -1", "/v1/chat/completions",
+         R"({"messages": [{"role": "user", "content": "a"}], "max_completion_tokens": -1})", 400,
+         "max_completion_tokens", ""},
+        {"max_completion_tokens past context", "/v1/completions",
+         R"({"prompt": "a", "max_completion_tokens": 4096})", 400, "max_completion_tokens", ""},
+        {"temperature -1", "/v1/completions", R"({"prompt": "a", "temperature": -1})", 400, "temperature",
          "temperature"},
-        {"top_p 2", "/v1/completions", R"({"prompt": "a", "top_p": 2})", 400, "", "top_p"},
+        {"top_p 2", "/v1/completions", R"({"prompt": "a", "top_p": 2})", 400, "top_p", "top_p"},
+        {"repetition_penalty 0", "/v1/chat/completions",
+         R"({"messages": [{"role": "user", "content": "a"}], "repetition_penalty": 0})", 400,
+         "repetition_penalty", ""},
+        {"stop_token_ids past the vocabulary", "/v1/completions",
+         R"({"prompt": "a", "stop_token_ids": [99999]})", 400, "stop_token_ids", ""},
+        {"cache_salt empty", "/v1/completions", R"({"prompt": "a", "cache_salt": ""})", 400, "cache_salt", ""},
         {"n 0", "/v1/completions", R"({"prompt": "a", "n": 0})", 400, "n", ""},
         {"n above max_n", "/v1/completions", R"({"prompt": "a", "n": 9})", 400, "n", ""},
         {"messages not array", "/v1/chat/completions", R"({"messages": "hi"})", 400, "messages", ""},
@@ -725,6 +748,154 @@ TEST(HttpLimits, MaxConnections) {
     EXPECT_TRUE(eventually([&] { return env.server().connections() <= 1; }));
     Client d(env.port());
     EXPECT_EQ(d.get("/health").status, 200u);
+}
+
+// A request's sink lives in the engine, which may outlive the server and its io_context (the
+// engine is declared first). It must not keep an executor of the io_context: destroying one after
+// the io_context is gone is a use-after-free (UBSan/ASan found it at this test suite's teardown).
+TEST(HttpLifetimes, SinksOutliveTheServerAndItsIoContext) {
+    phi::test::ServingHarnessOptions ho;
+    ho.kv_blocks = 2560;
+    phi::test::ServingHarness harness(ho);
+    {
+        net::io_context io;
+        HttpOptions opts;
+        opts.host = "127.0.0.1";
+        opts.port = 0;
+        HttpServer server(io, harness.service(), opts);
+        server.start();
+        std::thread t([&] { io.run(); });
+        Client c(server.port());
+        c.send(bhttp::verb::post, "/v1/completions",
+               completion("outlive", 4000, {{"stream", true}, {"ignore_eos", true}, {"n", 2}}).dump());
+        int tokens = 0;
+        c.read_stream([&](const SseEvent&) { return ++tokens < 3; });
+        io.stop();  // the connection is neither closed nor cancelled: its request stays in the engine
+        t.join();
+    }  // the server, then the io_context, are destroyed with the request running
+    // The engine keeps calling the sinks, then ends the request (its connection died with the
+    // io_context) and destroys them.
+    EXPECT_TRUE(eventually([&] { return harness.service().in_flight() == 0; }, std::chrono::seconds(120)));
+    EXPECT_TRUE(eventually([&] { return harness.engine().stats().kv_blocks_used == 0; }));
+}
+
+// Tokenizing a huge prompt happens off the network threads: with ONE io thread, a health check
+// sent right after a request with several MiB of prompt is answered before that request's own
+// answer (here a 400: the prompt is longer than the context, found only by tokenizing it). On the
+// io thread the tokenization would have answered the big request first.
+TEST(HttpIo, TokenizationDoesNotBlockTheNetworkThread) {
+    phi::test::ServingHarness harness;
+    net::io_context io;
+    HttpOptions opts;
+    opts.host = "127.0.0.1";
+    opts.port = 0;
+    opts.max_body_bytes = size_t(32) << 20;
+    HttpServer server(io, harness.service(), opts);
+    server.start();
+    std::thread t([&] { io.run(); });
+    std::string text;
+    uint64_t x = 88172645463325252ull;
+    while (text.size() < (size_t(6) << 20)) {  // no two words alike: no cache shortens it
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        for (int i = 0; i < 6; ++i) text += char('a' + (x >> (6 * i)) % 26);
+        text += ' ';
+    }
+    Client big(server.port(), std::chrono::seconds(300));
+    big.send(bhttp::verb::post, "/v1/completions", json{{"prompt", text}, {"max_tokens", 1}}.dump());
+    auto rejected = [&] {
+        const std::string m = harness.service().metrics_text();
+        const std::string key = "phi_requests_total{outcome=\"rejected_4xx\"} ";
+        const size_t at = m.find(key);
+        return at == std::string::npos ? 0 : std::stoi(m.substr(at + key.size()));
+    };
+    // Wait until the server has the whole body (it is then tokenizing), then ask for health.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    Client small(server.port());
+    EXPECT_EQ(small.get("/health").status, 200u);
+    EXPECT_EQ(rejected(), 0) << "the big request was answered first: it was tokenized on the io thread";
+    const Response r = big.read_response();
+    expect_error(r, 400, "prompt", "tokens");
+    server.stop_accepting();
+    server.close_connections();
+    io.stop();
+    t.join();
+}
+
+// Raw POSIX pieces for the descriptor-exhaustion test (the Beast client needs descriptors of its own).
+int raw_socket() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_GE(fd, 0);
+    return fd;
+}
+bool raw_connect(int fd, uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0;
+}
+std::string raw_health(int fd) {
+    const std::string req = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    EXPECT_EQ(::write(fd, req.data(), req.size()), ssize_t(req.size()));
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, size_t(n));
+    return out;
+}
+
+// Holds the process's descriptors up to a lowered limit, so accept() fails with EMFILE.
+class DescriptorFamine {
+  public:
+    DescriptorFamine() {
+        ::getrlimit(RLIMIT_NOFILE, &saved_);
+        int probe = ::open("/dev/null", O_RDONLY);
+        rlimit low = saved_;
+        low.rlim_cur = rlim_t(probe + 16);
+        ::close(probe);
+        ::setrlimit(RLIMIT_NOFILE, &low);
+        for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) fds_.push_back(fd);
+    }
+    ~DescriptorFamine() { end(); }
+    void end() {
+        for (int fd : fds_) ::close(fd);
+        fds_.clear();
+        ::setrlimit(RLIMIT_NOFILE, &saved_);
+    }
+
+  private:
+    rlimit saved_{};
+    std::vector<int> fds_;
+};
+
+// Out of descriptors, accept fails and is retried on a timer; the server serves the waiting client
+// once descriptors are free. stop_accepting() from another thread while a retry is pending must
+// not race with it (the timer was touched from an io thread and the caller's thread without a
+// common lock: ThreadSanitizer's report).
+TEST(HttpLimits, AcceptRetriesWhenOutOfDescriptorsAndStopsCleanly) {
+    Env env;
+    const uint16_t port = env.port();
+    {
+        const int fd = raw_socket();
+        DescriptorFamine famine;
+        ASSERT_TRUE(raw_connect(fd, port));  // the kernel completes it; the server cannot accept it
+        std::this_thread::sleep_for(std::chrono::milliseconds(350));  // a few failed accepts and retries
+        famine.end();
+        EXPECT_EQ(raw_health(fd).rfind("HTTP/1.1 200", 0), 0u);
+        ::close(fd);
+    }
+    {
+        const int fd = raw_socket();
+        DescriptorFamine famine;
+        ASSERT_TRUE(raw_connect(fd, port));
+        for (int i = 0; i < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(7));
+        env.server().stop_accepting();  // while the retry timer runs
+        famine.end();
+        ::close(fd);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // a retry, had one survived the stop
+    const int late = raw_socket();
+    EXPECT_FALSE(raw_connect(late, port)) << "the server still accepts after stop_accepting";
+    ::close(late);
 }
 
 }  // namespace

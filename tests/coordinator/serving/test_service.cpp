@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "tests/support/serving_harness.h"
 
@@ -82,6 +83,22 @@ TEST(ParseRequest, ErrorsNameTheField) {
     EXPECT_EQ(error_param({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"top_logprobs", 3}}, true),
               "top_logprobs");
     EXPECT_EQ(error_param({{"prompt", "a"}, {"model", 1}}, false), "model");
+}
+
+// -1 is a value a client may send (and an invalid one), not "absent"; errors name the field sent.
+TEST(ParseRequest, MaxTokensFields) {
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"max_tokens", -1}}, false), "max_tokens");
+    EXPECT_EQ(error_param({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"max_tokens", -1}}, true),
+              "max_tokens");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"max_completion_tokens", -1}}, false), "max_completion_tokens");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"max_completion_tokens", 0}, {"max_tokens", 5}}, false),
+              "max_completion_tokens");
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"max_completion_tokens", 3}, {"max_tokens", "x"}}, false), "max_tokens");
+    EXPECT_EQ(parse_generation_request({{"prompt", "a"}, {"max_completion_tokens", 3}, {"max_tokens", 7}}, false)
+                  .params.max_tokens,
+              3);
+    EXPECT_EQ(parse_generation_request({{"prompt", "a"}}, false).params.max_tokens, 16);
+    EXPECT_FALSE(parse_generation_request({{"messages", {{{"role", "user"}, {"content", "x"}}}}}, true).params.max_tokens);
 }
 
 TEST(ParseRequest, CacheSalt) {
@@ -214,6 +231,105 @@ TEST(Service, TransportExceptionEndsOnlyItsRequest) {
     h.service().submit(r, after.sink(1));
     after.wait();
     EXPECT_EQ(after.ids[0], ok.ids[0]);
+}
+
+// Range errors found when the request is admitted name their field, and no message carries an
+// internal source location.
+TEST(Service, RangeErrorsNameTheFieldWithoutSourceLocations) {
+    test::ServingHarness h;
+    auto error = [&](const json& body) {
+        try {
+            h.service().submit(parse_generation_request(body, false), [](const OutputEvent&) {});
+        } catch (const ApiError& e) {
+            EXPECT_EQ(std::string(e.what()).find(".cpp:"), std::string::npos) << e.what();
+            return e.param;
+        }
+        return std::string("<accepted>");
+    };
+    EXPECT_EQ(error({{"prompt", "a"}, {"top_p", 1.5}}), "top_p");
+    EXPECT_EQ(error({{"prompt", "a"}, {"temperature", -0.5}}), "temperature");
+    EXPECT_EQ(error({{"prompt", "a"}, {"min_p", 2}}), "min_p");
+    EXPECT_EQ(error({{"prompt", "a"}, {"presence_penalty", 3}}), "presence_penalty");
+    EXPECT_EQ(error({{"prompt", "a"}, {"frequency_penalty", -3}}), "frequency_penalty");
+    EXPECT_EQ(error({{"prompt", "a"}, {"repetition_penalty", 0}}), "repetition_penalty");
+    EXPECT_EQ(error({{"prompt", "a"}, {"stop", {""}}}), "stop");
+    EXPECT_EQ(error({{"prompt", "a"}, {"stop_token_ids", {99999}}}), "stop_token_ids");
+    EXPECT_EQ(error({{"prompt", "a"}, {"max_completion_tokens", 100000}}), "max_completion_tokens");
+}
+
+// A stop string ends the choice and its engine sequence at once (the engine finishes it as
+// "stop", not by running to max_tokens). The stop comes from the engine thread, which may see the
+// request's first token before submit() has returned its engine id; it must not read that id
+// while the submitting thread writes it (ThreadSanitizer's report) nor cancel a stale one.
+TEST(Service, StopStringEndsTheEngineSequence) {
+    test::ServingHarness h;
+    GenerationRequest greedy =
+        parse_generation_request({{"prompt", "xyz"}, {"max_tokens", 30}, {"temperature", 0}, {"ignore_eos", true}}, false);
+    Collected full;
+    h.service().submit(greedy, full.sink(1));
+    full.wait();
+    ASSERT_FALSE(full.text[0].empty());
+    GenerationRequest with_stop = greedy;
+    with_stop.params.max_tokens = 2000;
+    with_stop.params.stop = {full.text[0].substr(0, 1)};  // stops at the first token
+    with_stop.n = 4;
+    const int64_t length0 = h.engine().stats().finished_length;
+    for (int i = 0; i < 8; ++i) {
+        Collected cut;
+        h.service().submit(with_stop, cut.sink(4));
+        cut.wait();
+        for (const auto& r : cut.reasons) EXPECT_EQ(r, "stop");
+    }
+    for (int i = 0; i < 500 && h.engine().stats().kv_blocks_used != 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(h.engine().stats().kv_blocks_used, 0);
+    EXPECT_EQ(h.engine().stats().finished_length, length0) << "a stopped choice ran on to max_tokens";
+}
+
+// Text whose tokenization takes a while (no two words alike, so no cache helps).
+std::string slow_text(size_t bytes) {
+    std::string t;
+    uint64_t x = 88172645463325252ull;
+    while (t.size() < bytes) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        for (int i = 0; i < 6; ++i) t += char('a' + (x >> (6 * i)) % 26);
+        t += ' ';
+    }
+    return t;
+}
+
+// Tokenization runs on the Service's pool (off the caller's thread), and the pool is bounded:
+// past max_preparing waiting requests, prepare_async refuses with 429.
+TEST(Service, PreparationRunsOnABoundedPool) {
+    test::ServingHarnessOptions o;
+    o.limits.prepare_threads = 1;
+    o.limits.max_preparing = 1;
+    test::ServingHarness h(o);
+    const GenerationRequest big = parse_generation_request({{"prompt", slow_text(2 << 20)}}, false);
+    std::mutex mu;
+    std::condition_variable cv;
+    int answered = 0, refused = 0;
+    bool off_thread = true;
+    const auto caller = std::this_thread::get_id();
+    for (int i = 0; i < 4; ++i) {
+        try {
+            h.service().prepare_async(big, [&](PrepareResult r) {
+                std::lock_guard lock(mu);
+                off_thread = off_thread && std::this_thread::get_id() != caller;
+                EXPECT_TRUE(r.error && r.error->status == 400 && r.error->param == "prompt");  // too long
+                ++answered;
+                cv.notify_all();
+            });
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.status, 429);
+            EXPECT_TRUE(e.retry_after_s.has_value());
+            ++refused;
+        }
+    }
+    EXPECT_GE(refused, 1) << "four 2 MiB prompts queued behind one busy thread with room for one";
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(120), [&] { return answered == 4 - refused; }));
+    EXPECT_TRUE(off_thread);
 }
 
 TEST(Service, CancelFreesBlocksAndMetricsRender) {
