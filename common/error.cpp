@@ -7,12 +7,7 @@ namespace phi {
 
 void throw_error(const char* file, int line, const std::string& msg) {
     const char* base = std::strrchr(file, '/');
-    throw Error(msg, fmt::format("{}:{}", base ? base + 1 : file, line));
-}
-
-std::string user_message(const std::exception& e) {
-    if (const auto* pe = dynamic_cast<const Error*>(&e)) return pe->message();
-    return e.what();
+    throw Error(fmt::format("{} [{}:{}]", msg, base ? base + 1 : file, line));
 }
 
 }  // namespace phi

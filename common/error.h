@@ -9,22 +9,11 @@
 
 namespace phi {
 
-/// The one exception type of phi-cluster. `what()` is meant for an operator's eyes (with the source
-/// location of a failed check); `message()` is the same text without it, for a client's.
+/// The one exception type of phi-cluster. `what()` is meant for an operator's eyes.
 class Error : public std::runtime_error {
 public:
-    explicit Error(const std::string& msg) : std::runtime_error(msg), message_(msg) {}
-    /// `where` ("file.cpp:12") is appended to what() only.
-    Error(const std::string& msg, const std::string& where)
-        : std::runtime_error(msg + " [" + where + "]"), message_(msg) {}
-    const std::string& message() const { return message_; }
-
-private:
-    std::string message_;
+    explicit Error(const std::string& msg) : std::runtime_error(msg) {}
 };
-
-/// What a client may be shown of `e`: a phi::Error's message() (no source location), else what().
-std::string user_message(const std::exception& e);
 
 [[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
 

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "common/error.h"
+#include "common/user_message.h"
 
 namespace phi::app {
 namespace {
@@ -157,7 +158,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     try {
         walk(root, "", schema);
     } catch (const Error& e) {
-        PHI_FAIL("{}: {}", origin, e.message());
+        PHI_FAIL("{}: {}", origin, user_message(e));
     } catch (const YAML::Exception& e) {  // none is expected: every node is checked before it is read
         PHI_FAIL("{}: {}", origin, e.what());
     }

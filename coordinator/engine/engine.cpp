@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "common/user_message.h"
 #include "common/log.h"
 #include "worker/generate.h"
 
@@ -72,7 +73,7 @@ uint64_t Engine::submit(EngineRequest req, EventSink sink) {
     try {
         req.params.validate(vocab_limit_);
     } catch (const Error& e) {
-        throw SubmitError(SubmitError::Kind::Invalid, e.message());
+        throw SubmitError(SubmitError::Kind::Invalid, user_message(e));
     }
     const int64_t P = int64_t(req.prompt.size());
     if (P >= max_context_)

@@ -24,6 +24,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "common/user_message.h"
 #include "common/log.h"
 #include "coordinator/http/openai_format.h"
 #include "coordinator/serving/post_gate.h"

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/user_message.h"
 #include "common/log.h"
 #include "coordinator/native/protocol.h"
 #include "coordinator/serving/post_gate.h"

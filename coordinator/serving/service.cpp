@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/log.h"
+#include "common/user_message.h"
 #include "coordinator/chat/chat_template.h"
 #include "coordinator/sampling/stop_matcher.h"
 #include "coordinator/tokenizer/tokenizer.h"
@@ -234,7 +235,7 @@ PreparedRequest Service::prepare(GenerationRequest req) const {
     try {
         req.params.validate(engine_.vocab_limit());
     } catch (const sampling::InvalidParam& e) {
-        bad_request(e.param == "max_tokens" ? req.max_tokens_param : e.param, e.message());
+        bad_request(e.param == "max_tokens" ? req.max_tokens_param : e.param, user_message(e));
     }
     return PreparedRequest{std::move(req), std::move(ids)};
 }
