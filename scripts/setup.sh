@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git python3 python3-venv
       libopenmpi-dev openmpi-bin libyaml-cpp-dev libboost-dev nlohmann-json3-dev
       libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev zlib1g-dev libssl-dev
-      curl)
+      curl
+      clang libclang-rt-14-dev llvm libomp-14-dev)  # the sanitizer and fuzz jobs (scripts/sanitize.sh)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
