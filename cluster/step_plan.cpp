@@ -112,15 +112,6 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
     return p;
 }
 
-uint64_t fnv1a(const void* data, size_t n, uint64_t h) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; ++i) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 uint64_t step_state_hash(const StepPlan& p) {
     uint64_t h = fnv1a(&p.step, sizeof(p.step));
     for (const SeqPlan& s : p.seqs) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/hash.h"
+
 namespace phi {
 
 enum class StepKind : uint8_t {
@@ -42,8 +44,5 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes);
 /// Hash of the state a rank applied in this step (step number, sequence ids, lengths, block
 /// tables, rope modes): equal on every rank when all ranks follow the same plan.
 uint64_t step_state_hash(const StepPlan& plan);
-
-/// FNV-1a over raw bytes; `seed` chains calls.
-uint64_t fnv1a(const void* data, size_t n, uint64_t seed = 1469598103934665603ull);
 
 }  // namespace phi

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi {
 

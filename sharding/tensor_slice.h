@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common/aligned_buffer.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 #include "sharding/safetensors.h"
 #include "sharding/shard_plan.h"
 

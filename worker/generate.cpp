@@ -17,9 +17,9 @@ int64_t argmax(std::span<const float> logits, int64_t limit) {
     return best;
 }
 
-GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, int64_t max_new,
+GreedyResult generate_greedy(ModelRunner& model, std::span<const int32_t> prompt, int64_t max_new,
                              int64_t sample_limit, int32_t first_block) {
-    PHI_CHECK(model.plan().world == 1, "generate_greedy(PhiModel&) is for single-rank models");
+    PHI_CHECK(model.world() == 1, "generate_greedy(ModelRunner&) is for single-rank models");
     LocalCommunicator comm;
     StepExecutor exec(model, comm, WatchdogOptions{});
     return generate_greedy(exec, prompt, max_new, sample_limit, first_block);
@@ -27,14 +27,14 @@ GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, i
 
 GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt, int64_t max_new,
                              int64_t sample_limit, int32_t first_block) {
-    PhiModel& model = exec.model();
+    ModelRunner& model = exec.model();
     PHI_CHECK(!prompt.empty(), "empty prompt");
     const ModelConfig& cfg = model.config();
     const int64_t bs = model.block_size();
     const int64_t max_len = int64_t(prompt.size()) + max_new;
     const int64_t n_blocks = (max_len + bs - 1) / bs;
-    PHI_CHECK(first_block + n_blocks <= model.kv_cache().layout().num_blocks,
-              "KV cache of {} blocks cannot hold {} tokens", model.kv_cache().layout().num_blocks, max_len);
+    PHI_CHECK(first_block + n_blocks <= model.kv_blocks(), "KV cache of {} blocks cannot hold {} tokens",
+              model.kv_blocks(), max_len);
     std::vector<int32_t> table(static_cast<size_t>(n_blocks));
     std::iota(table.begin(), table.end(), first_block);
 
@@ -43,7 +43,7 @@ GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt
     int64_t cached = 0;  // tokens whose K/V are in the cache
     bool cache_long = false;
     std::vector<float> logits;
-    const int64_t vp = model.plan().vocab_padded;
+    const int64_t vp = model.vocab_padded();
     while (int64_t(res.tokens.size()) < max_new) {
         const int64_t total = int64_t(seq.size());
         const bool long_rope = uses_long_rope(cfg, total);

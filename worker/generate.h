@@ -1,4 +1,4 @@
-// A minimal single-sequence driver over PhiModel: greedy decoding with a private block range and
+// A minimal single-sequence driver over a ModelRunner: greedy decoding with a private block range and
 // HF's LongRoPE rule (when a sequence first grows past original_max_position_embeddings, its whole
 // cache is recomputed with long factors). Used by tests and by `phi-worker --prompt` until the
 // engine's scheduler drives the model.
@@ -28,7 +28,7 @@ GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt
                              int64_t sample_limit, int32_t first_block = 0);
 
 /// Same on a single-rank model (builds a local executor).
-GreedyResult generate_greedy(PhiModel& model, std::span<const int32_t> prompt, int64_t max_new,
+GreedyResult generate_greedy(ModelRunner& model, std::span<const int32_t> prompt, int64_t max_new,
                              int64_t sample_limit, int32_t first_block = 0);
 
 /// Index of the largest of the first `limit` values (first one on ties).

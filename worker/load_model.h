@@ -1,13 +1,22 @@
-// Building this rank's PhiModel from an HF model folder: config.json -> ModelConfig, ShardPlan for
-// the communicator's rank and size, then only this rank's slices of the checkpoint.
+// Building this rank's model from an HF model folder: config.json -> ModelConfig, ShardPlan for
+// the communicator's rank and size, then only this rank's slices of the checkpoint, handed to a
+// backend.
 #pragma once
 
 #include <filesystem>
 #include <memory>
 
+#include "kernels/cpu/isa.h"
 #include "worker/phi_model.h"
 
 namespace phi {
+
+/// A CPU model: kernels at `isa`, linear weights in `weight_dtype` (F32 or BF16).
+struct ModelOptions {
+    kernels::cpu::Isa isa = kernels::cpu::Isa::Scalar;
+    DType weight_dtype = DType::F32;
+    KvCacheConfig kv;
+};
 
 std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Communicator& comm,
                                      const ModelOptions& opts);

@@ -1,5 +1,5 @@
-// Pieces of the forward's math that the CPU model (phi_model.cpp) and the GPU model
-// (cuda/cuda_model.cpp) must compute identically: RoPE frequency tables and PhiMoE routing.
+// RoPE frequency tables of a model (short and LongRoPE long), computed once on the host for every
+// backend (HF's formulas, fp32).
 #pragma once
 
 #include <cstdint>
@@ -18,10 +18,5 @@ struct RopeTables {
     float scale_long = 1.0f;
 };
 RopeTables make_rope_tables(const ModelConfig& cfg);
-
-/// PhiMoE sparsemixer, eval path (HF modeling_phimoe.py): top-1 from the max, then top-2 from the
-/// rest, each weight a softmax over the scores within a relative threshold of that max. The
-/// weights are NOT renormalised. scores: [n_experts]; idx, weight: [2].
-void sparsemixer_top2(const float* scores, int64_t n_experts, float jitter_eps, int32_t* idx, float* weight);
 
 }  // namespace phi

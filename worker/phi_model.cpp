@@ -1,7 +1,7 @@
 // The forward. Order of operations follows HF transformers (reference section 3); the places where
-// a collective sits are marked by `comm_.all_reduce_sum` lines: one per layer for the parallel
-// block (attention and MLP partial sums added locally first), two per layer otherwise, plus one
-// for the vocab-parallel embedding.
+// a collective sits are marked by `all_reduce` lines: one per layer for the parallel block
+// (attention and MLP partial sums added locally first), two per layer otherwise, plus one for the
+// vocab-parallel embedding. Every operation is the backend's; this file is the only layer loop.
 #include "worker/phi_model.h"
 
 #include <cmath>
@@ -14,165 +14,307 @@
 #include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
-#include "cluster/step_plan.h"
 #include "worker/model_math.h"
 
 namespace phi {
 
-namespace kc = kernels::cpu;
+using kernels::Buffer;
+using kernels::Tensor;
 
 namespace {
 
-template <class T>
-T* grow(std::vector<T>& v, size_t n) {
-    if (v.size() < n) v.resize(n);
-    return v.data();
+kernels::HostTensor host_of(const OwnedTensor& t) {
+    return kernels::HostTensor{t.bytes.data(), t.dtype, t.rows(), t.cols()};
 }
 
 }  // namespace
 
+/// One layer's weights as the backend holds them.
+struct PhiModel::Layer {
+    Buffer attn_norm_w, attn_norm_b, ffn_norm_w, ffn_norm_b;  // [d]
+    Buffer wqkv, bqkv;                                        // [(nq + 2 nkv) hd, d], [(nq + 2 nkv) hd]
+    Buffer q_norm_w, q_norm_b, k_norm_w, k_norm_b;            // [hd]
+    Buffer wo, bo;                                            // [d, nq hd], [d]
+    Buffer w_up, b_up, w_down, b_down;                        // fc1/gate_up, fc2/down
+    std::vector<Buffer> expert_up, expert_down;               // MoE
+    Buffer router;                                            // [E, d]
+    kernels::MoeWeights moe;                                  // views of the above
+};
+
+/// Activations of one step, on the backend, grown on demand.
+struct PhiModel::Scratch {
+    int64_t tokens = 0, rows = 0;
+    Buffer x, h, qkv, q, k, v, attn, out, mlp, up, act, rows_in, logits;
+};
+
 PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights weights, Communicator& comm,
-                   const ModelOptions& opts)
+                   std::unique_ptr<kernels::Backend> backend, std::unique_ptr<TensorCollectives> collectives,
+                   const PhiModelOptions& opts)
     : cfg_(cfg),
       plan_(plan),
-      w_(std::move(weights)),
+      host_(std::move(weights)),
       comm_(comm),
+      be_(std::move(backend)),
+      coll_(collectives ? std::move(collectives) : make_host_collectives(comm)),
       opts_(opts),
-      kv_(cfg.n_layers, kc::KvLayout{opts.kv.num_blocks, opts.kv.block_size, plan.n_kv_heads_local, cfg.head_dim}) {
+      s_(std::make_unique<Scratch>()) {
     PHI_CHECK(comm.size() == plan.world && comm.rank() == plan.rank,
               "communicator is rank {} of {} but the shard plan is for rank {} of {}", comm.rank(), comm.size(),
               plan.rank, plan.world);
     RopeTables rope = make_rope_tables(cfg);
-    inv_freq_short_ = std::move(rope.inv_freq_short);
-    inv_freq_long_ = std::move(rope.inv_freq_long);
-    rope_scale_short_ = rope.scale_short;
-    rope_scale_long_ = rope.scale_long;
+    rope_ = kernels::RopeSpec{cfg.rotary_dim, std::move(rope.inv_freq_short), std::move(rope.inv_freq_long),
+                              rope.scale_short, rope.scale_long};
+
+    const kernels::WeightFormat wf = opts.weight_format;
+    auto weight = [&](const OwnedTensor& t) { return t.empty() ? Buffer() : be_->upload_weight(host_of(t), wf); };
+    auto param = [&](const OwnedTensor& t) {
+        if (t.empty()) return Buffer();
+        PHI_CHECK(t.dtype == DType::F32, "norm weights, biases and the router are held in fp32, got {}",
+                  dtype_name(t.dtype));
+        return be_->upload_f32(t.f32(), t.rows(), t.cols());
+    };
+    for (const LayerWeights& lw : host_.layers) {
+        Layer l;
+        l.attn_norm_w = param(lw.attn_norm_w);
+        l.attn_norm_b = param(lw.attn_norm_b);
+        l.ffn_norm_w = param(lw.ffn_norm_w);
+        l.ffn_norm_b = param(lw.ffn_norm_b);
+        l.wqkv = weight(lw.wqkv);
+        l.bqkv = param(lw.bqkv);
+        l.q_norm_w = param(lw.q_norm_w);
+        l.q_norm_b = param(lw.q_norm_b);
+        l.k_norm_w = param(lw.k_norm_w);
+        l.k_norm_b = param(lw.k_norm_b);
+        l.wo = weight(lw.wo);
+        l.bo = param(lw.bo);
+        l.w_up = weight(lw.w_up);
+        l.b_up = param(lw.b_up);
+        l.w_down = weight(lw.w_down);
+        l.b_down = param(lw.b_down);
+        l.router = param(lw.router);
+        l.moe.router = l.router;
+        l.moe.jitter_eps = cfg.router_jitter_noise;
+        for (size_t e = 0; e < lw.expert_up.size(); ++e) {
+            l.expert_up.push_back(weight(lw.expert_up[e]));
+            l.expert_down.push_back(weight(lw.expert_down[e]));
+            l.moe.up.push_back(l.expert_up.back());
+            l.moe.down.push_back(l.expert_down.back());
+        }
+        layers_.push_back(std::move(l));
+    }
+    embed_ = weight(host_.embed);
+    lm_head_ = host_.lm_head.empty() ? embed_ : weight(host_.lm_head);  // tied: the embedding shard
+    lm_head_b_ = param(host_.lm_head_b);
+    final_norm_w_ = param(host_.final_norm_w);
+    final_norm_b_ = param(host_.final_norm_b);
+
+    if (!be_->borrows_host_memory()) {
+        // The backend copied every weight: keep one resident copy (the backend's).
+        host_.embed = {};
+        host_.lm_head = {};
+        host_.layers.clear();
+    }
+    be_->create_kv_cache(kernels::KvGeometry{cfg.n_layers, opts.kv.num_blocks, opts.kv.block_size,
+                                             plan.n_kv_heads_local, cfg.head_dim});
+    if (opts.reserve_tokens > 0) reserve(opts.reserve_tokens, opts.reserve_tokens);
     if (auto dir = env_string("PHI_DEBUG_DUMP")) {
         dump_dir_ = *dir;
         std::filesystem::create_directories(*dump_dir_);
     }
 }
 
-void PhiModel::debug_dump(const float* x, int64_t count, const char* name, int64_t layer) const {
+PhiModel::~PhiModel() = default;
+
+void PhiModel::reserve(int64_t T, int64_t R) {
+    Scratch& s = *s_;
+    if (T <= s.tokens && R <= s.rows) return;
+    T = std::max(T, s.tokens);
+    R = std::max(R, s.rows);
+    const int64_t d = cfg_.d_model, hd = cfg_.head_dim, f = plan_.d_ff_local;
+    const int64_t nq = plan_.n_heads_local, nkv = plan_.n_kv_heads_local;
+    const int64_t up_w = cfg_.act == Activation::Silu ? 2 * f : f;
+    s.x = be_->alloc(T, d);
+    s.h = be_->alloc(T, d);
+    s.qkv = be_->alloc(T, (nq + 2 * nkv) * hd);
+    s.q = be_->alloc(T, nq * hd);
+    s.k = be_->alloc(T, nkv * hd);
+    s.v = be_->alloc(T, nkv * hd);
+    s.attn = be_->alloc(T, nq * hd);
+    s.out = be_->alloc(T, d);
+    s.mlp = be_->alloc(T, d);
+    s.up = be_->alloc(T, up_w);
+    s.act = be_->alloc(T, f);
+    s.rows_in = be_->alloc(R, d);
+    s.logits = be_->alloc(R, plan_.vocab_local);
+    s.tokens = T;
+    s.rows = R;
+}
+
+void PhiModel::debug_dump(const Tensor& t, const char* name, int64_t layer) {
     if (!dump_dir_) return;
+    std::vector<float> host(size_t(t.numel()));
+    be_->read(t, host.data());
     const auto path = *dump_dir_ / fmt::format("{}.L{}.r{}.f32", name, layer, plan_.rank);
     std::ofstream f(path, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(x), std::streamsize(count * 4));
+    f.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size() * 4));
 }
 
-void PhiModel::attention(int64_t layer, std::span<const SeqStep> seqs, float* h, float* out) {
-    const LayerWeights& lw = w_.layers[size_t(layer)];
-    const int64_t hd = cfg_.head_dim, nq = plan_.n_heads_local, nkv = plan_.n_kv_heads_local;
-    const int64_t qkv_w = (nq + 2 * nkv) * hd;
-    int64_t T = 0;
-    for (const SeqStep& s : seqs) T += int64_t(s.tokens.size());
+void PhiModel::all_reduce(const Tensor& t) { coll_->all_reduce_sum(t); }
 
-    float* qkv = grow(qkv_, size_t(T * qkv_w));
-    kc::linear(opts_.isa, qkv, h, T, view_of(lw.wqkv), lw.bqkv.empty() ? nullptr : lw.bqkv.f32());
-    // Split rows [q | k | v] into contiguous q, k, v (k and v follow q in t1_).
-    float* q = grow(t1_, size_t(T * qkv_w));
-    float* k = q + T * nq * hd;
-    float* v = k + T * nkv * hd;
-    for (int64_t t = 0; t < T; ++t) {
-        const float* row = qkv + t * qkv_w;
-        std::memcpy(q + t * nq * hd, row, size_t(nq * hd) * 4);
-        std::memcpy(k + t * nkv * hd, row + nq * hd, size_t(nkv * hd) * 4);
-        std::memcpy(v + t * nkv * hd, row + (nq + nkv) * hd, size_t(nkv * hd) * 4);
+void PhiModel::norm(const Tensor& y, const Tensor& x, const Buffer& w, const Buffer& b) {
+    switch (cfg_.norm) {
+        case NormKind::LayerNorm: be_->layer_norm(y, x, w, b, cfg_.norm_eps); return;
+        case NormKind::RmsNorm: be_->rms_norm(y, x, w, cfg_.norm_eps); return;
     }
+}
+
+void PhiModel::attention(const Layer& lw, int64_t layer, const Tensor& h, const Tensor& out) {
+    Scratch& s = *s_;
+    const int64_t T = h.rows, hd = cfg_.head_dim, nq = plan_.n_heads_local, nkv = plan_.n_kv_heads_local;
+    const Tensor qkv = Tensor(s.qkv).reshaped(s.tokens, (nq + 2 * nkv) * hd).row_slice(0, T);
+    be_->linear(qkv, h, lw.wqkv, {.bias = lw.bqkv});
+    // Split rows [q | k | v] into contiguous q, k, v.
+    const Tensor q = Tensor(s.q).row_slice(0, T), k = Tensor(s.k).row_slice(0, T), v = Tensor(s.v).row_slice(0, T);
+    be_->copy_columns(q, qkv, 0);
+    be_->copy_columns(k, qkv, nq * hd);
+    be_->copy_columns(v, qkv, (nq + nkv) * hd);
     if (!lw.q_norm_w.empty()) {
-        kc::layer_norm(opts_.isa, q, q, lw.q_norm_w.f32(), lw.q_norm_b.f32(), T * nq, hd, cfg_.norm_eps);
-        kc::layer_norm(opts_.isa, k, k, lw.k_norm_w.f32(), lw.k_norm_b.f32(), T * nkv, hd, cfg_.norm_eps);
+        be_->layer_norm(q.reshaped(T * nq, hd), q.reshaped(T * nq, hd), lw.q_norm_w, lw.q_norm_b, cfg_.norm_eps);
+        be_->layer_norm(k.reshaped(T * nkv, hd), k.reshaped(T * nkv, hd), lw.k_norm_w, lw.k_norm_b, cfg_.norm_eps);
     }
-
-    float* attn = grow(attn_, size_t(T * nq * hd));
-    const kc::KvLayout& lay = kv_.layout();
-    const float scale = 1.0f / std::sqrt(float(hd));
-    int64_t t0 = 0;
-    for (const SeqStep& s : seqs) {
-        const int64_t n = int64_t(s.tokens.size());
-        const std::vector<float>& inv_freq = s.long_rope ? inv_freq_long_ : inv_freq_short_;
-        const float rs = s.long_rope ? rope_scale_long_ : rope_scale_short_;
-        const int32_t* pos = pos_.data() + t0;
-        kc::rope(opts_.isa, q + t0 * nq * hd, pos, n, nq, hd, cfg_.rotary_dim, inv_freq.data(), rs);
-        kc::rope(opts_.isa, k + t0 * nkv * hd, pos, n, nkv, hd, cfg_.rotary_dim, inv_freq.data(), rs);
-        kc::kv_write(kv_.k(layer), kv_.v(layer), lay, s.block_table.data(), s.start_pos, n, k + t0 * nkv * hd,
-                     v + t0 * nkv * hd);
-        kc::paged_attention(opts_.isa, attn + t0 * nq * hd, q + t0 * nq * hd, kv_.k(layer), kv_.v(layer), lay,
-                            s.block_table.data(), s.start_pos, n, nq, plan_.q_to_kv.data(), scale,
-                            cfg_.sliding_window);
-        t0 += n;
-    }
-    debug_dump(attn, T * nq * hd, "attn_heads", layer);
-    kc::linear(opts_.isa, out, attn, T, view_of(lw.wo), nullptr);  // row-parallel: partial sum
+    be_->rope(q, nq, hd, rope_);
+    be_->rope(k, nkv, hd, rope_);
+    be_->kv_write(layer, k, v);
+    const Tensor attn = Tensor(s.attn).row_slice(0, T);
+    be_->attention(attn, q, layer, nq, plan_.q_to_kv, 1.0f / std::sqrt(float(hd)), cfg_.sliding_window);
+    debug_dump(attn, "attn_heads", layer);
+    be_->linear(out, attn, lw.wo, {});  // row-parallel: partial sum
 }
 
-void PhiModel::dense_mlp(const LayerWeights& lw, const float* h, float* out, int64_t T) {
-    const int64_t f = plan_.d_ff_local;
+void PhiModel::dense_mlp(const Layer& lw, const Tensor& h, const Tensor& out) {
+    Scratch& s = *s_;
+    const int64_t T = h.rows;
     switch (cfg_.act) {
         case Activation::GeluNew: {
-            float* a = grow(t2_, size_t(T * f));
-            kc::linear(opts_.isa, a, h, T, view_of(lw.w_up), lw.b_up.empty() ? nullptr : lw.b_up.f32());
-            kc::gelu_new(opts_.isa, a, T * f);
-            kc::linear(opts_.isa, out, a, T, view_of(lw.w_down), nullptr);
+            const Tensor a = Tensor(s.up).row_slice(0, T);
+            be_->linear(a, h, lw.w_up, {.bias = lw.b_up, .act = kernels::Activation::GeluNew});
+            be_->linear(out, a, lw.w_down, {});
             return;
         }
         case Activation::Silu: {
-            float* gu = grow(t2_, size_t(T * 2 * f));
-            float* a = grow(t3_, size_t(T * f));
-            kc::linear(opts_.isa, gu, h, T, view_of(lw.w_up), nullptr);
-            kc::silu_mul(opts_.isa, a, gu, T, f);
-            kc::linear(opts_.isa, out, a, T, view_of(lw.w_down), nullptr);
+            const Tensor gu = Tensor(s.up).row_slice(0, T);
+            const Tensor a = Tensor(s.act).row_slice(0, T);
+            be_->linear(gu, h, lw.w_up, {});
+            be_->silu_mul(a, gu);
+            be_->linear(out, a, lw.w_down, {});
             return;
         }
     }
 }
 
-void PhiModel::moe_mlp(const LayerWeights& lw, const float* h, float* out, int64_t T) {
-    const int64_t d = cfg_.d_model, E = cfg_.n_experts, f = plan_.d_ff_local;
-    // The router is replicated and its input is bit-identical on every rank (fixed-order
-    // all-reduce), so every rank picks the same experts.
-    std::vector<float> scores(size_t(T * E));
-    kc::linear(opts_.isa, scores.data(), h, T, view_of(lw.router), nullptr);
-    std::vector<int32_t> idx(size_t(T * 2));
-    std::vector<float> wt(size_t(T * 2));
-    for (int64_t t = 0; t < T; ++t)
-        sparsemixer_top2(scores.data() + t * E, E, cfg_.router_jitter_noise, idx.data() + 2 * t, wt.data() + 2 * t);
+void PhiModel::run_layers(int64_t T, int64_t R) {
+    Scratch& s = *s_;
+    const Tensor x = Tensor(s.x).row_slice(0, T), h = Tensor(s.h).row_slice(0, T);
+    const Tensor out = Tensor(s.out).row_slice(0, T), mlp = Tensor(s.mlp).row_slice(0, T);
+    be_->embedding(x, embed_, plan_.vocab.begin);
+    if (plan_.world > 1) all_reduce(x);  // vocab-parallel embedding
+    debug_dump(x, "embed", 0);
 
-    std::memset(out, 0, size_t(T * d) * 4);
-    std::vector<int64_t> rows;
-    std::vector<float> xs, gu, a, y;
-    for (int64_t e = 0; e < E; ++e) {
-        rows.clear();
-        for (int64_t t = 0; t < T; ++t)
-            if (idx[size_t(2 * t)] == e || idx[size_t(2 * t + 1)] == e) rows.push_back(t);
-        if (rows.empty()) continue;
-        const int64_t n = int64_t(rows.size());
-        xs.resize(size_t(n * d));
-        for (int64_t i = 0; i < n; ++i) std::memcpy(&xs[size_t(i * d)], h + rows[size_t(i)] * d, size_t(d) * 4);
-        gu.resize(size_t(n * 2 * f));
-        a.resize(size_t(n * f));
-        y.resize(size_t(n * d));
-        kc::linear(opts_.isa, gu.data(), xs.data(), n, view_of(lw.expert_up[size_t(e)]), nullptr);
-        kc::silu_mul(opts_.isa, a.data(), gu.data(), n, f);
-        kc::linear(opts_.isa, y.data(), a.data(), n, view_of(lw.expert_down[size_t(e)]), nullptr);
-        for (int64_t i = 0; i < n; ++i) {
-            const int64_t t = rows[size_t(i)];
-            const float w = idx[size_t(2 * t)] == e ? wt[size_t(2 * t)] : wt[size_t(2 * t + 1)];
-            float* o = out + t * d;
-            const float* yi = &y[size_t(i * d)];
-            for (int64_t j = 0; j < d; ++j) o[j] += yi[j] * w;
+    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+        const Layer& lw = layers_[size_t(l)];
+        norm(h, x, lw.attn_norm_w, lw.attn_norm_b);
+        debug_dump(h, "attn_norm", l);
+        attention(lw, l, h, out);
+        if (cfg_.parallel_residual) {
+            dense_mlp(lw, h, mlp);
+            be_->add(out, mlp);
+            all_reduce(out);  // attention + MLP partial sums, once per layer
+            be_->add_bias_rows(out, lw.bo);
+            be_->add_bias_rows(out, lw.b_down);
+            be_->add(x, out);
+        } else {
+            all_reduce(out);  // attention output projection
+            be_->add_bias_rows(out, lw.bo);
+            be_->add(x, out);
+            norm(h, x, lw.ffn_norm_w, lw.ffn_norm_b);
+            debug_dump(h, "ffn_norm", l);
+            if (cfg_.arch == Arch::PhiMoE) {
+                be_->moe(out, h, lw.moe);
+            } else {
+                dense_mlp(lw, h, out);
+            }
+            all_reduce(out);  // MLP down projection
+            be_->add(x, out);
         }
+        debug_dump(x, "residual", l);
     }
+
+    // Final norm and LM head only on the rows whose logits are wanted.
+    const Tensor rows_in = Tensor(s.rows_in).row_slice(0, R);
+    be_->gather_logit_rows(rows_in, x);
+    norm(rows_in, rows_in, final_norm_w_, final_norm_b_);
+    be_->linear(Tensor(s.logits).row_slice(0, R), rows_in, lm_head_, {.bias = lm_head_b_});
 }
 
-void PhiModel::gather_logits(std::span<const SeqStep> seqs, const std::vector<float>& local, int64_t R,
-                             std::vector<float>* logits) {
+int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* logits) {
+    const int64_t bs = block_size();
+    kernels::StepBatch& b = batch_;
+    b.seqs.clear();
+    b.ids.clear();
+    b.pos.clear();
+    b.logit_rows.clear();
+    for (const SeqStep& s : seqs) {
+        const int64_t n = int64_t(s.tokens.size());
+        PHI_CHECK(n > 0, "a sequence in the step has no new tokens");
+        PHI_CHECK(s.start_pos >= 0, "negative start position {}", s.start_pos);
+        const int64_t need_blocks = (s.start_pos + n + bs - 1) / bs;
+        PHI_CHECK(int64_t(s.block_table.size()) >= need_blocks,
+                  "block table of {} blocks cannot hold {} tokens with block size {}", s.block_table.size(),
+                  s.start_pos + n, bs);
+        for (int64_t i = 0; i < need_blocks; ++i)
+            PHI_CHECK(s.block_table[size_t(i)] >= 0 && s.block_table[size_t(i)] < opts_.kv.num_blocks,
+                      "block_table[{}] = {} is outside the cache's {} blocks", i, s.block_table[size_t(i)],
+                      opts_.kv.num_blocks);
+        PHI_CHECK(s.adapter == 0, "sequence names LoRA adapter {}, but this model serves no adapters", s.adapter);
+        const int64_t first = b.tokens();
+        b.seqs.push_back(kernels::StepSeq{first, n, s.start_pos, s.block_table, s.long_rope, s.adapter});
+        for (int64_t i = 0; i < n; ++i) {
+            const int32_t id = s.tokens[size_t(i)];
+            PHI_CHECK(id >= 0 && id < cfg_.vocab_size, "token id {} is outside the vocabulary of {}", id,
+                      cfg_.vocab_size);
+            b.ids.push_back(id);
+            b.pos.push_back(int32_t(s.start_pos + i));
+            if (s.all_logits || i == n - 1) b.logit_rows.push_back(int32_t(first + i));
+        }
+    }
+    const int64_t T = b.tokens(), R = b.rows();
+    if (T == 0) return 0;
+    reserve(T, R);
+
+    const bool replayed = be_->begin_step(b, coll_->recordable() && !dump_dir_);
+    if (!replayed) run_layers(T, R);
+    be_->end_step();
+    tokens_computed_ += T;
+    last_T_ = T;
+    collect_logits(seqs, R, logits);
+    return R;
+}
+
+uint64_t PhiModel::activation_hash() { return be_->hash(Tensor(s_->x).row_slice(0, last_T_)); }
+
+void PhiModel::collect_logits(std::span<const SeqStep> seqs, int64_t R, std::vector<float>* logits) {
     const int64_t vl = plan_.vocab_local, vp = plan_.vocab_padded, N = plan_.world;
-    // Rows that need only an argmax travel as (max, id) pairs; the others as whole shards.
-    std::vector<int64_t> full_rows, arg_rows;
-    std::vector<int32_t> arg_limit;
-    {
-        int64_t r = 0;
+    const Tensor local = Tensor(s_->logits).row_slice(0, R);
+    constexpr float k_neg_inf = -std::numeric_limits<float>::infinity();
+    if (N == 1) {
+        if (logits) {
+            logits->resize(size_t(R * vp));
+            be_->read(local, logits->data());
+        }
+    } else {
+        // Rows that need only an argmax travel as (max, id) pairs; the others as whole shards.
+        std::vector<int32_t> full_rows, arg_rows, arg_limit;
+        int32_t r = 0;
         for (const SeqStep& s : seqs) {
             const int64_t rows = s.all_logits ? int64_t(s.tokens.size()) : 1;
             for (int64_t i = 0; i < rows; ++i, ++r) {
@@ -184,171 +326,55 @@ void PhiModel::gather_logits(std::span<const SeqStep> seqs, const std::vector<fl
                 }
             }
         }
-    }
-    const int64_t F = int64_t(full_rows.size()), A = int64_t(arg_rows.size());
-    if (plan_.rank == 0 && logits) logits->assign(size_t(R * vp), -std::numeric_limits<float>::infinity());
-    if (F > 0) {
-        std::vector<float> send(size_t(F * vl));
-        for (int64_t i = 0; i < F; ++i)
-            std::memcpy(&send[size_t(i * vl)], &local[size_t(full_rows[size_t(i)] * vl)], size_t(vl) * 4);
-        std::vector<float> all(plan_.rank == 0 ? size_t(N * F * vl) : 0);
-        comm_.gather(send.data(), F * vl, all.data(), 0);
-        if (plan_.rank == 0 && logits)
-            for (int64_t r = 0; r < N; ++r)
-                for (int64_t i = 0; i < F; ++i)
-                    std::memcpy(logits->data() + full_rows[size_t(i)] * vp + r * vl, &all[size_t((r * F + i) * vl)],
-                                size_t(vl) * 4);
-    }
-    if (A > 0) {
-        // [value, id] per row; the id travels bit-cast in a float slot.
-        std::vector<float> send(size_t(2 * A));
-        for (int64_t i = 0; i < A; ++i) {
-            const float* row = &local[size_t(arg_rows[size_t(i)] * vl)];
-            const int64_t end = std::min<int64_t>(vl, std::max<int64_t>(0, arg_limit[size_t(i)] - plan_.vocab.begin));
-            float best = -std::numeric_limits<float>::infinity();
-            int32_t best_id = -1;
-            for (int64_t j = 0; j < end; ++j)
-                if (row[j] > best || best_id < 0) {
-                    best = row[j];
-                    best_id = int32_t(plan_.vocab.begin + j);
-                }
-            send[size_t(2 * i)] = best;
-            std::memcpy(&send[size_t(2 * i + 1)], &best_id, 4);
+        const int64_t F = int64_t(full_rows.size()), A = int64_t(arg_rows.size());
+        if (plan_.rank == 0 && logits) logits->assign(size_t(R * vp), k_neg_inf);
+        if (F > 0) {
+            std::vector<float> all_local(size_t(R * vl));
+            be_->read(local, all_local.data());
+            std::vector<float> send(size_t(F * vl));
+            for (int64_t i = 0; i < F; ++i)
+                std::memcpy(&send[size_t(i * vl)], &all_local[size_t(full_rows[size_t(i)] * vl)], size_t(vl) * 4);
+            std::vector<float> all(plan_.rank == 0 ? size_t(N * F * vl) : 0);
+            comm_.gather(send.data(), F * vl, all.data(), 0);
+            if (plan_.rank == 0 && logits)
+                for (int64_t rk = 0; rk < N; ++rk)
+                    for (int64_t i = 0; i < F; ++i)
+                        std::memcpy(logits->data() + full_rows[size_t(i)] * vp + rk * vl,
+                                    &all[size_t((rk * F + i) * vl)], size_t(vl) * 4);
         }
-        std::vector<float> all(plan_.rank == 0 ? size_t(N * 2 * A) : 0);
-        comm_.gather(send.data(), 2 * A, all.data(), 0);
-        if (plan_.rank == 0 && logits) {
+        if (A > 0) {
+            const std::vector<kernels::ArgmaxPair> pairs = be_->argmax_rows(local, arg_rows, arg_limit, plan_.vocab.begin);
+            // [value, id] per row; the id travels bit-cast in a float slot.
+            std::vector<float> send(size_t(2 * A));
             for (int64_t i = 0; i < A; ++i) {
-                // Ranks hold increasing ids, so a strict > keeps the lowest id on ties (torch.argmax).
-                float best = 0.0f;
-                int32_t best_id = -1;
-                for (int64_t r = 0; r < N; ++r) {
-                    int32_t id;
-                    std::memcpy(&id, &all[size_t(r * 2 * A + 2 * i + 1)], 4);
-                    const float v = all[size_t(r * 2 * A + 2 * i)];
-                    if (id >= 0 && (best_id < 0 || v > best)) {
-                        best = v;
-                        best_id = id;
+                send[size_t(2 * i)] = pairs[size_t(i)].value;
+                std::memcpy(&send[size_t(2 * i + 1)], &pairs[size_t(i)].id, 4);
+            }
+            std::vector<float> all(plan_.rank == 0 ? size_t(N * 2 * A) : 0);
+            comm_.gather(send.data(), 2 * A, all.data(), 0);
+            if (plan_.rank == 0 && logits) {
+                for (int64_t i = 0; i < A; ++i) {
+                    // Ranks hold increasing ids, so a strict > keeps the lowest id on ties (torch.argmax).
+                    float best = 0.0f;
+                    int32_t best_id = -1;
+                    for (int64_t rk = 0; rk < N; ++rk) {
+                        int32_t id;
+                        std::memcpy(&id, &all[size_t(rk * 2 * A + 2 * i + 1)], 4);
+                        const float v = all[size_t(rk * 2 * A + 2 * i)];
+                        if (id >= 0 && (best_id < 0 || v > best)) {
+                            best = v;
+                            best_id = id;
+                        }
                     }
+                    if (best_id >= 0) (*logits)[size_t(arg_rows[size_t(i)] * vp + best_id)] = 0.0f;
                 }
-                if (best_id >= 0) (*logits)[size_t(arg_rows[size_t(i)] * vp + best_id)] = 0.0f;
             }
         }
-    }
-}
-
-int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* logits) {
-    const int64_t d = cfg_.d_model;
-    int64_t T = 0, R = 0;
-    for (const SeqStep& s : seqs) {
-        const int64_t n = int64_t(s.tokens.size());
-        PHI_CHECK(n > 0, "a sequence in the step has no new tokens");
-        PHI_CHECK(s.start_pos >= 0, "negative start position {}", s.start_pos);
-        const int64_t need_blocks = (s.start_pos + n + block_size() - 1) / block_size();
-        PHI_CHECK(int64_t(s.block_table.size()) >= need_blocks,
-                  "block table of {} blocks cannot hold {} tokens with block size {}", s.block_table.size(),
-                  s.start_pos + n, block_size());
-        T += n;
-        R += s.all_logits ? n : 1;
-    }
-    if (T == 0) return 0;
-
-    // Token ids and absolute positions of every row.
-    std::vector<int32_t> ids(static_cast<size_t>(T));
-    grow(pos_, size_t(T));
-    {
-        int64_t t = 0;
-        for (const SeqStep& s : seqs) {
-            for (size_t i = 0; i < s.tokens.size(); ++i, ++t) {
-                PHI_CHECK(s.tokens[i] >= 0 && s.tokens[i] < cfg_.vocab_size, "token id {} is outside the vocabulary of {}",
-                          s.tokens[i], cfg_.vocab_size);
-                ids[size_t(t)] = s.tokens[i];
-                pos_[size_t(t)] = int32_t(s.start_pos + int64_t(i));
-            }
-        }
-    }
-
-    float* x = grow(x_, size_t(T * d));
-    float* h = grow(h_, size_t(T * d));
-    std::vector<float> out(size_t(T * d)), mlp_out;
-    kc::embedding(x, view_of(w_.embed), ids.data(), T, plan_.vocab.begin);
-    if (plan_.world > 1) comm_.all_reduce_sum(x, T * d);  // vocab-parallel embedding
-    debug_dump(x, T * d, "embed", 0);
-
-    auto norm = [&](float* y, const float* in, const OwnedTensor& w, const OwnedTensor& b, int64_t rows) {
-        switch (cfg_.norm) {
-            case NormKind::LayerNorm:
-                kc::layer_norm(opts_.isa, y, in, w.f32(), b.empty() ? nullptr : b.f32(), rows, d, cfg_.norm_eps);
-                return;
-            case NormKind::RmsNorm: kc::rms_norm(opts_.isa, y, in, w.f32(), rows, d, cfg_.norm_eps); return;
-        }
-    };
-    auto add_bias_rows = [&](float* y, const OwnedTensor& b) {
-        if (b.empty()) return;
-        for (int64_t t = 0; t < T; ++t) kc::add_inplace(opts_.isa, y + t * d, b.f32(), d);
-    };
-
-    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
-        const LayerWeights& lw = w_.layers[size_t(l)];
-        norm(h, x, lw.attn_norm_w, lw.attn_norm_b, T);
-        debug_dump(h, T * d, "attn_norm", l);
-        attention(l, seqs, h, out.data());
-        if (cfg_.parallel_residual) {
-            mlp_out.resize(size_t(T * d));
-            dense_mlp(lw, h, mlp_out.data(), T);
-            kc::add_inplace(opts_.isa, out.data(), mlp_out.data(), T * d);
-            comm_.all_reduce_sum(out.data(), T * d);  // attention + MLP partial sums, once per layer
-            add_bias_rows(out.data(), lw.bo);
-            add_bias_rows(out.data(), lw.b_down);
-            kc::add_inplace(opts_.isa, x, out.data(), T * d);
-        } else {
-            comm_.all_reduce_sum(out.data(), T * d);  // attention output projection
-            add_bias_rows(out.data(), lw.bo);
-            kc::add_inplace(opts_.isa, x, out.data(), T * d);
-            norm(h, x, lw.ffn_norm_w, lw.ffn_norm_b, T);
-            debug_dump(h, T * d, "ffn_norm", l);
-            if (cfg_.arch == Arch::PhiMoE) {
-                moe_mlp(lw, h, out.data(), T);
-            } else {
-                dense_mlp(lw, h, out.data(), T);
-            }
-            comm_.all_reduce_sum(out.data(), T * d);  // MLP down projection
-            kc::add_inplace(opts_.isa, x, out.data(), T * d);
-        }
-        debug_dump(x, T * d, "residual", l);
-    }
-    tokens_computed_ += T;
-    activation_hash_ = fnv1a(x, size_t(T * d) * sizeof(float));
-
-    // Final norm and LM head only on the rows whose logits are wanted.
-    std::vector<float> rows_in(size_t(R * d));
-    {
-        int64_t t = 0, r = 0;
-        for (const SeqStep& s : seqs) {
-            const int64_t n = int64_t(s.tokens.size());
-            const int64_t first = s.all_logits ? 0 : n - 1;
-            for (int64_t i = first; i < n; ++i, ++r)
-                std::memcpy(&rows_in[size_t(r * d)], x + (t + i) * d, size_t(d) * 4);
-            t += n;
-        }
-    }
-    norm(rows_in.data(), rows_in.data(), w_.final_norm_w, w_.final_norm_b, R);
-    const int64_t vl = plan_.vocab_local;
-    std::vector<float> local(size_t(R * vl));
-    kc::linear(opts_.isa, local.data(), rows_in.data(), R, w_.lm_head_view(),
-               w_.lm_head_b.empty() ? nullptr : w_.lm_head_b.f32());
-
-    const int64_t vp = plan_.vocab_padded;
-    if (plan_.world == 1) {
-        if (logits) *logits = std::move(local);
-    } else {
-        gather_logits(seqs, local, R, logits);
     }
     if (logits && plan_.rank == 0) {
         for (int64_t i = 0; i < R; ++i)
-            for (int64_t j = cfg_.vocab_size; j < vp; ++j) (*logits)[size_t(i * vp + j)] = -std::numeric_limits<float>::infinity();
+            for (int64_t j = cfg_.vocab_size; j < vp; ++j) (*logits)[size_t(i * vp + j)] = k_neg_inf;
     }
-    return R;
 }
 
 }  // namespace phi

@@ -1,88 +1,88 @@
 // PhiModel: ONE forward for every Phi variant, driven by ModelConfig (parallel or sequential block,
-// LayerNorm or RMSNorm, GeLU or SwiGLU, dense or MoE MLP), running this rank's shard with the
-// collectives as visible lines. A step takes a batch of sequences, each with new tokens (a prompt
-// chunk or one decode token) and its block table into the paged KV cache.
+// LayerNorm or RMSNorm, GeLU or SwiGLU, dense or MoE MLP, qk_layernorm, tied head, LongRoPE per
+// sequence), written once against the Backend operations (kernels/backend.h), with the collectives
+// as visible lines. A backend (CPU, CUDA) implements operations, never the model.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "cluster/communicator.h"
-#include "kernels/cpu/kernels.h"
+#include "kernels/backend.h"
 #include "sharding/model_config.h"
 #include "sharding/shard_plan.h"
-#include "worker/kv_cache.h"
+#include "worker/model_runner.h"
 #include "worker/model_weights.h"
+#include "worker/tensor_collectives.h"
 
 namespace phi {
 
-/// One sequence's part of a step.
-struct SeqStep {
-    std::span<const int32_t> tokens;       // new tokens, at positions start_pos ..
-    int64_t start_pos = 0;                 // tokens already in the cache
-    std::span<const int32_t> block_table;  // blocks covering positions [0, start_pos + tokens.size())
-    bool long_rope = false;                // LongRoPE: long factors (and long mscale) for this sequence
-    bool all_logits = false;               // logits for every new token, else for the last one only
-    /// > 0 (with all_logits false): only the argmax over ids below this is needed. With more than
-    /// one rank the logits row is then not gathered: each rank sends its shard's (max, id) and
-    /// rank 0's row holds 0 at the winning id and -inf elsewhere.
-    int32_t argmax_limit = 0;
-};
-
-struct ModelOptions {
-    kernels::cpu::Isa isa = kernels::cpu::Isa::Scalar;
-    DType weight_dtype = DType::F32;
+struct PhiModelOptions {
     KvCacheConfig kv;
+    kernels::WeightFormat weight_format = kernels::WeightFormat::F32;
+    /// Scratch is sized for this many tokens per step up front (backends that record steps need
+    /// stable addresses); larger steps grow it.
+    int64_t reserve_tokens = 0;
 };
 
-class PhiModel {
+class PhiModel final : public ModelRunner {
 public:
+    /// `weights` are this rank's shard on the host; the backend reads or copies them (the model
+    /// keeps them while the backend may point at them). `collectives` carries the all-reduces of
+    /// the backend's buffers; `comm` the host-side gathers of logits.
     PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights weights, Communicator& comm,
-             const ModelOptions& opts);
+             std::unique_ptr<kernels::Backend> backend, std::unique_ptr<TensorCollectives> collectives,
+             const PhiModelOptions& opts);
+    ~PhiModel() override;
 
-    /// Runs one step. On rank 0, `logits` (if not null) receives [rows, vocab_padded] fp32 logits,
-    /// rows in sequence order (all new tokens or the last one per sequence); ids >= vocab_size
-    /// are -inf. Other ranks pass null. Returns the number of logit rows.
-    int64_t forward(std::span<const SeqStep> seqs, std::vector<float>* logits);
+    int64_t forward(std::span<const SeqStep> seqs, std::vector<float>* logits) override;
+    uint64_t activation_hash() override;
+    const ModelConfig& config() const override { return cfg_; }
+    int world() const override { return plan_.world; }
+    int64_t vocab_padded() const override { return plan_.vocab_padded; }
+    int64_t kv_blocks() const override { return opts_.kv.num_blocks; }
+    int64_t block_size() const override { return opts_.kv.block_size; }
 
-    const ModelConfig& config() const { return cfg_; }
     const ShardPlan& plan() const { return plan_; }
-    const ModelWeights& weights() const { return w_; }
-    KvCache& kv_cache() { return kv_; }
-    int64_t block_size() const { return kv_.layout().block_size; }
-    /// FNV-1a of the residual stream after the last forward ([tokens, d_model]); identical on
-    /// every rank because every all-reduce result is.
-    uint64_t activation_hash() const { return activation_hash_; }
+    const ModelWeights& weights() const { return host_; }
+    kernels::Backend& backend() { return *be_; }
     /// Tokens whose K/V were computed since construction (decode must add exactly one per step).
     int64_t tokens_computed() const { return tokens_computed_; }
 
 private:
-    void attention(int64_t layer, std::span<const SeqStep> seqs, float* h, float* out);
-    void dense_mlp(const LayerWeights& lw, const float* h, float* out, int64_t T);
-    void moe_mlp(const LayerWeights& lw, const float* h, float* out, int64_t T);
-    void debug_dump(const float* x, int64_t count, const char* name, int64_t layer) const;
-    void gather_logits(std::span<const SeqStep> seqs, const std::vector<float>& local, int64_t rows,
-                       std::vector<float>* logits);
+    struct Layer;
+    struct Scratch;
+    void run_layers(int64_t T, int64_t R);
+    void attention(const Layer& lw, int64_t layer, const kernels::Tensor& h, const kernels::Tensor& out);
+    void dense_mlp(const Layer& lw, const kernels::Tensor& h, const kernels::Tensor& out);
+    void norm(const kernels::Tensor& y, const kernels::Tensor& x, const kernels::Buffer& w,
+              const kernels::Buffer& b);
+    void all_reduce(const kernels::Tensor& t);
+    void debug_dump(const kernels::Tensor& t, const char* name, int64_t layer);
+    void collect_logits(std::span<const SeqStep> seqs, int64_t R, std::vector<float>* logits);
+    void reserve(int64_t T, int64_t R);
 
     ModelConfig cfg_;
     ShardPlan plan_;
-    ModelWeights w_;
+    ModelWeights host_;
     Communicator& comm_;
-    ModelOptions opts_;
-    KvCache kv_;
-    std::vector<float> inv_freq_short_, inv_freq_long_;  // [rotary_dim / 2]
-    float rope_scale_short_ = 1.0f, rope_scale_long_ = 1.0f;
+    std::unique_ptr<kernels::Backend> be_;
+    std::unique_ptr<TensorCollectives> coll_;
+    PhiModelOptions opts_;
+    kernels::RopeSpec rope_;
+
+    std::vector<Layer> layers_;
+    kernels::Buffer embed_, lm_head_, lm_head_b_, final_norm_w_, final_norm_b_;
+    std::unique_ptr<Scratch> s_;
+    kernels::StepBatch batch_;
     std::optional<std::filesystem::path> dump_dir_;
     int64_t tokens_computed_ = 0;
-    uint64_t activation_hash_ = 0;
-
-    // Scratch, grown on demand and reused across steps.
-    std::vector<float> x_, h_, qkv_, attn_, t1_, t2_, t3_;
-    std::vector<int32_t> pos_;
+    int64_t last_T_ = 0;
 };
 
 }  // namespace phi

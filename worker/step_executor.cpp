@@ -7,7 +7,7 @@
 
 namespace phi {
 
-StepExecutor::StepExecutor(PhiModel& model, Communicator& comm, const WatchdogOptions& watchdog)
+StepExecutor::StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog)
     : model_(model), comm_(comm), wd_(watchdog) {}
 
 namespace {
@@ -34,13 +34,13 @@ void StepExecutor::record(const StepPlan& plan, std::chrono::steady_clock::time_
 
 void StepExecutor::calibrate(int64_t tokens) {
     PHI_CHECK(comm_.rank() == 0, "only rank 0 decides steps");
-    const auto& kv = model_.kv_cache().layout();
-    tokens = std::min({tokens, kv.num_blocks * kv.block_size, model_.config().max_position_embeddings});
+    const int64_t block_size = model_.block_size();
+    tokens = std::min({tokens, model_.kv_blocks() * block_size, model_.config().max_position_embeddings});
     if (tokens <= 0) return;
     StepPlan plan;
     SeqPlan s;
     s.tokens.assign(size_t(tokens), 0);
-    for (int32_t b = 0; b < int32_t((tokens + kv.block_size - 1) / kv.block_size); ++b) s.block_table.push_back(b);
+    for (int32_t b = 0; b < int32_t((tokens + block_size - 1) / block_size); ++b) s.block_table.push_back(b);
     s.argmax_limit = 1;  // no logits gather: the forward is what is timed
     plan.seqs.push_back(std::move(s));
     std::vector<float> logits;

@@ -1,5 +1,5 @@
 // StepExecutor: how a StepPlan reaches every rank and runs. Rank 0 broadcasts the encoded plan,
-// every rank runs PhiModel::forward on its shard, then all ranks compare a hash of the state they
+// every rank runs its ModelRunner's forward on its shard, then all ranks compare a hash of the state they
 // applied; ranks > 0 sit in follow() until a Shutdown plan arrives. The watchdog deadline of each
 // step's collectives comes from the measured times of earlier steps of that kind and size
 // (StepTimes); rank 0 measures the largest step at start-up (calibrate). A heartbeat is a round
@@ -12,7 +12,7 @@
 
 #include "cluster/communicator.h"
 #include "cluster/step_plan.h"
-#include "worker/phi_model.h"
+#include "worker/model_runner.h"
 #include "worker/step_times.h"
 
 namespace phi {
@@ -32,10 +32,10 @@ struct WatchdogOptions {
 
 class StepExecutor {
 public:
-    StepExecutor(PhiModel& model, Communicator& comm, const WatchdogOptions& watchdog);
+    StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog);
 
     /// Rank 0: broadcast `plan`, run it, check the ranks agree. Returns logit rows (see
-    /// PhiModel::forward); `logits` receives them.
+    /// ModelRunner::forward); `logits` receives them.
     int64_t run(const StepPlan& plan, std::vector<float>* logits);
     /// Rank 0: an empty plan that keeps the followers' plan-wait deadline from expiring, and a round
     /// trip through every rank (a stalled follower throws CommTimeout here within step_base).
@@ -58,7 +58,7 @@ public:
         double all_reduce_seconds = 0;
     };
     const std::vector<RankTimes>& rank_times() const { return rank_times_; }
-    PhiModel& model() { return model_; }
+    ModelRunner& model() { return model_; }
     const Communicator& comm() const { return comm_; }
     /// Hash of the residual stream after the last step (bit-identical on every rank).
     uint64_t last_activation_hash() const { return last_activation_hash_; }
@@ -69,7 +69,7 @@ private:
     int64_t execute(const StepPlan& plan, std::vector<float>* logits);
     void record(const StepPlan& plan, std::chrono::steady_clock::time_point start);
 
-    PhiModel& model_;
+    ModelRunner& model_;
     Communicator& comm_;
     WatchdogOptions wd_;
     uint64_t next_step_ = 0;

@@ -75,20 +75,25 @@ int main(int argc, char** argv) {
         std::printf("device: %s\nmodel: Phi-3-mini shapes, %lld layers, random bf16 weights\n",
                     kcu::cuda_device_description(0).c_str(), (long long)layers);
         const auto t0 = std::chrono::steady_clock::now();
-        ModelWeights w;
-        for (int64_t l = 0; l < layers; ++l) {
-            LayerWeights lw;
-            lw.attn_norm_w = ones(d);
-            lw.ffn_norm_w = ones(d);
-            lw.wqkv = random_tensor({qkv, d}, DType::BF16, uint32_t(4 * l + 1), 0.02f);
-            lw.wo = random_tensor({d, cfg.n_heads * hd}, DType::BF16, uint32_t(4 * l + 2), 0.02f);
-            lw.w_up = random_tensor({2 * f, d}, DType::BF16, uint32_t(4 * l + 3), 0.02f);
-            lw.w_down = random_tensor({d, f}, DType::BF16, uint32_t(4 * l + 4), 0.02f);
-            w.layers.push_back(std::move(lw));
-        }
-        w.embed = random_tensor({plan.vocab_local, d}, DType::BF16, 7, 0.5f);
-        w.lm_head = random_tensor({plan.vocab_local, d}, DType::BF16, 8, 0.02f);
-        w.final_norm_w = ones(d);
+        // Each model takes its own host copy (uploaded, then freed).
+        auto make_weights = [&] {
+            ModelWeights w;
+            for (int64_t l = 0; l < layers; ++l) {
+                LayerWeights lw;
+                lw.attn_norm_w = ones(d);
+                lw.ffn_norm_w = ones(d);
+                lw.wqkv = random_tensor({qkv, d}, DType::BF16, uint32_t(4 * l + 1), 0.02f);
+                lw.wo = random_tensor({d, cfg.n_heads * hd}, DType::BF16, uint32_t(4 * l + 2), 0.02f);
+                lw.w_up = random_tensor({2 * f, d}, DType::BF16, uint32_t(4 * l + 3), 0.02f);
+                lw.w_down = random_tensor({d, f}, DType::BF16, uint32_t(4 * l + 4), 0.02f);
+                w.layers.push_back(std::move(lw));
+            }
+            w.embed = random_tensor({plan.vocab_local, d}, DType::BF16, 7, 0.5f);
+            w.lm_head = random_tensor({plan.vocab_local, d}, DType::BF16, 8, 0.02f);
+            w.final_norm_w = ones(d);
+            return w;
+        };
+        make_weights();  // timed once for the header line
         const double weight_bytes = double(layers) * double(qkv * d + d * cfg.n_heads * hd + 3 * f * d) * 2 +
                                     double(plan.vocab_local * d) * 2;
         std::printf("weights: %.2f GB (made in %.1f s)\n", weight_bytes / 1e9,
@@ -125,7 +130,8 @@ int main(int argc, char** argv) {
                 o.max_blocks_per_seq = (prompt + steps + block - 1) / block;
                 o.kv_blocks = o.max_blocks_per_seq * batch;
                 o.use_graphs = graphs;
-                CudaModel m(cfg, plan, w, comm, nullptr, o);
+                auto model = make_cuda_model(cfg, plan, make_weights(), comm, nullptr, o);
+                PhiModel& m = *model;
                 std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch)),
                     toks(static_cast<size_t>(batch));
                 for (int64_t i = 0; i < batch; ++i) {

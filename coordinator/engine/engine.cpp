@@ -54,7 +54,7 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
       cfg_(cfg),
       max_context_(cfg.max_context > 0 ? cfg.max_context : exec.model().config().max_position_embeddings),
       vocab_limit_(cfg.vocab_limit > 0 ? std::min(cfg.vocab_limit, model_cfg_.vocab_size) : model_cfg_.vocab_size),
-      blocks_(exec.model().kv_cache().layout().num_blocks, exec.model().block_size()),
+      blocks_(exec.model().kv_blocks(), exec.model().block_size()),
       max_seq_tokens_(std::min(max_context_, blocks_.num_blocks() * blocks_.block_size() + 1)) {
     PHI_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_batched_tokens > 0, "max_num_seqs and max_batched_tokens must be > 0");
     PHI_CHECK(max_context_ > 0, "max context must be > 0");
@@ -363,7 +363,7 @@ bool Engine::step() {
     exec_.run(plan, &logits_);
     const auto t_sample = std::chrono::steady_clock::now();
 
-    const int64_t vp = exec_.model().plan().vocab_padded;
+    const int64_t vp = exec_.model().vocab_padded();
     int64_t new_prompt = 0, new_gen = 0;
     for (size_t i = 0; i < sched.size(); ++i) {
         Sequence& s = *sched[i].seq;

@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/isa.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi::kernels::cpu {
 

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi::kernels::cpu {
 namespace {

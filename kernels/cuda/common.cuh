@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi::kernels::cuda::detail {
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/cuda/device.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi::kernels::cuda {
 

@@ -13,7 +13,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/kernels.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 /// First line of every CUDA test: CI machines have nvcc but no GPU.
 #define PHI_REQUIRE_GPU()                                                    \

@@ -30,12 +30,12 @@ const std::vector<std::string> k_fixtures = {
     "phi1",        "phi2_qkln", "phi3_mini_4k_swa", "phi3_128k_longrope", "phi3_rope_params", "phi4_mini",
     "phi_40q10kv", "phimoe"};
 
-std::unique_ptr<CudaModel> load_cuda(const std::string& fixture, Communicator& comm, bool graphs) {
+std::unique_ptr<PhiModel> load_cuda(const std::string& fixture, Communicator& comm, bool graphs) {
     const auto dir = test::fixture_dir(fixture);
     const ModelConfig cfg = load_model_config(dir / "config.json");
     const ShardPlan plan = make_shard_plan(cfg, comm.size(), comm.rank());
     Checkpoint ckpt(dir);
-    const ModelWeights w = load_model_weights(ckpt, cfg, plan, DType::BF16);
+    ModelWeights w = load_model_weights(ckpt, cfg, plan, DType::BF16);
     CudaModelOptions o;
     o.kv_blocks = 64;
     o.block_size = 4;
@@ -43,7 +43,7 @@ std::unique_ptr<CudaModel> load_cuda(const std::string& fixture, Communicator& c
     o.max_seqs = 8;
     o.max_blocks_per_seq = 32;
     o.use_graphs = graphs;
-    return std::make_unique<CudaModel>(cfg, plan, w, comm, nullptr, o);
+    return make_cuda_model(cfg, plan, std::move(w), comm, nullptr, o);
 }
 
 /// New tokens a decode test can generate without crossing into LongRoPE (which needs a re-prefill).
@@ -116,8 +116,8 @@ TEST_P(CudaModelGolden, PromptLogitsAndTeacherForcedGreedyMatchHf) {
     EXPECT_GT(checked, 0);
 }
 
-/// Greedy decoding on a CudaModel of any rank; rank 0 chooses and broadcasts each token.
-std::vector<int32_t> greedy(CudaModel& m, Communicator& comm, const std::vector<int32_t>& prompt,
+/// Greedy decoding on a GPU model of any rank; rank 0 chooses and broadcasts each token.
+std::vector<int32_t> greedy(PhiModel& m, Communicator& comm, const std::vector<int32_t>& prompt,
                             int64_t max_new, int64_t limit, std::vector<std::vector<float>>* step_logits) {
     const std::vector<int32_t> table = iota_table(32);
     std::vector<int32_t> seq = prompt, out;
@@ -157,8 +157,9 @@ TEST_P(CudaModelGolden, GraphDecodeEqualsEagerDecode) {
     const auto tg = greedy(*graphed, comm, g.prompt, n_new, g.tokenizer_size, &lg);
     EXPECT_EQ(te, tg);
     if (eager->config().arch != Arch::PhiMoE) {
-        EXPECT_EQ(graphed->graph_replays(), n_new - 2);  // after the prefill and one eager decode step
-        EXPECT_EQ(graphed->graphs_captured(), 1);
+        auto& be = static_cast<kernels::cuda::CudaBackend&>(graphed->backend());
+        EXPECT_EQ(be.graph_replays(), n_new - 2);  // after the prefill and one eager decode step
+        EXPECT_EQ(be.graphs_recorded(), 1);
     }
     for (size_t i = 0; i < std::min(le.size(), lg.size()); ++i)
         EXPECT_CLOSE(lg[i], le[i], 1e-5, 0.0) << "step " << i;

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "worker/model_math.h"
+#include "kernels/moe_routing.h"
 #include "kernels/cpu/kernels.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -16,7 +16,7 @@ namespace {
 namespace kc = kernels::cpu;
 using namespace test;
 
-// The CPU reference of moe_route is worker/model_math.h's sparsemixer_top2, which PhiModel uses.
+// The CPU reference of moe_route is kernels/moe_routing.h sparsemixer_top2, which PhiModel uses.
 
 TEST(CudaMoe, RouterAndListsMatchCpu) {
     PHI_REQUIRE_GPU();
@@ -25,7 +25,7 @@ TEST(CudaMoe, RouterAndListsMatchCpu) {
     std::vector<int32_t> idx(static_cast<size_t>(2 * n));
     std::vector<float> w(static_cast<size_t>(2 * n));
     for (int64_t t = 0; t < n; ++t)
-        sparsemixer_top2(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &w[size_t(2 * t)]);
+        kernels::sparsemixer_top2(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &w[size_t(2 * t)]);
     Stream s;
     DeviceBuffer ds = to_device(scores), di(idx.size() * 4), dw(w.size() * 4), doff(size_t(E + 1) * 4),
                  drows(idx.size() * 4), dinv(idx.size() * 4);
@@ -76,7 +76,7 @@ TEST(CudaMoe, MlpMatchesCpu) {
     std::vector<int32_t> idx(static_cast<size_t>(2 * n));
     std::vector<float> wt(static_cast<size_t>(2 * n));
     for (int64_t t = 0; t < n; ++t)
-        sparsemixer_top2(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &wt[size_t(2 * t)]);
+        kernels::sparsemixer_top2(&scores[size_t(t * E)], E, 0.01f, &idx[size_t(2 * t)], &wt[size_t(2 * t)]);
     std::vector<float> want(static_cast<size_t>(n * d), 0.0f);
     for (int64_t e = 0; e < E; ++e) {
         std::vector<int64_t> rows;

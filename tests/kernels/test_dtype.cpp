@@ -7,7 +7,7 @@
 #include <limits>
 #include <random>
 
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi::kernels::cpu::test {
 bool have_f16c();

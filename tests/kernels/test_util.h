@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/isa.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi::kernels::cpu::test {
 

@@ -1,6 +1,6 @@
 // IEEE binary16 <-> binary32 conversions in portable bit manipulation (no F16C needed): round to
 // nearest even, subnormals, infinities and NaNs handled as the hardware instructions do.
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 
 namespace phi {
 

@@ -1,0 +1,95 @@
+#include "tests/support/fake_runner.h"
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/hash.h"
+
+namespace phi::test {
+
+FakeRunner::FakeRunner(int64_t vocab, int64_t max_context, int64_t kv_blocks, int64_t block_size)
+    : vocab_padded_((vocab + 7) / 8 * 8), kv_blocks_(kv_blocks), block_size_(block_size),
+      slots_(size_t(kv_blocks * block_size), -1) {
+    cfg_ = parse_model_config(
+        fmt::format(R"({{"architectures": ["PhiForCausalLM"], "model_type": "phi", "hidden_size": 16,
+            "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": {},
+            "max_position_embeddings": {}, "partial_rotary_factor": 0.5, "layer_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "hidden_act": "gelu_new", "tie_word_embeddings": false}})",
+                    vocab, max_context),
+        "fake model");
+}
+
+std::vector<float> FakeRunner::logits_after(std::span<const int32_t> history) const {
+    // A peaked pseudo-random distribution that depends on the whole history (so a wrong cached
+    // token anywhere changes it), with a clear greedy winner.
+    const uint64_t h = fnv1a(history.data(), history.size() * 4);
+    std::vector<float> row(size_t(vocab_padded_), -std::numeric_limits<float>::infinity());
+    for (int64_t j = 0; j < cfg_.vocab_size; ++j) {
+        const uint64_t x = fnv1a(&j, 8, h);
+        row[size_t(j)] = float(x % 1000) / 250.0f;  // [0, 4)
+    }
+    return row;
+}
+
+std::vector<int32_t> FakeRunner::greedy(std::vector<int32_t> seq, int64_t n, int64_t limit) const {
+    std::vector<int32_t> out;
+    for (int64_t i = 0; i < n; ++i) {
+        const std::vector<float> row = logits_after(seq);
+        int64_t best = 0;
+        for (int64_t j = 1; j < limit; ++j)
+            if (row[size_t(j)] > row[size_t(best)]) best = j;
+        out.push_back(int32_t(best));
+        seq.push_back(int32_t(best));
+    }
+    return out;
+}
+
+int64_t FakeRunner::forward(std::span<const SeqStep> seqs, std::vector<float>* logits) {
+    int64_t T = 0, R = 0;
+    for (const SeqStep& s : seqs) {
+        const int64_t n = int64_t(s.tokens.size());
+        PHI_CHECK(n > 0, "a sequence in the step has no new tokens");
+        const int64_t need = (s.start_pos + n + block_size_ - 1) / block_size_;
+        PHI_CHECK(int64_t(s.block_table.size()) >= need, "block table of {} blocks for {} tokens",
+                  s.block_table.size(), s.start_pos + n);
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t p = s.start_pos + i;
+            const int32_t b = s.block_table[size_t(p / block_size_)];
+            PHI_CHECK(b >= 0 && b < kv_blocks_, "block {} outside the cache", b);
+            slots_[size_t(b * block_size_ + p % block_size_)] = s.tokens[size_t(i)];
+        }
+        T += n;
+        R += s.all_logits ? n : 1;
+    }
+    ++steps_;
+    tokens_computed_ += T;
+    max_step_tokens_ = std::max(max_step_tokens_, T);
+    max_step_seqs_ = std::max(max_step_seqs_, int64_t(seqs.size()));
+    if (logits) logits->clear();
+    uint64_t hash = 0;
+    for (const SeqStep& s : seqs) {
+        const int64_t n = int64_t(s.tokens.size());
+        // The history as the cache holds it: every position read back through the block table.
+        std::vector<int32_t> history;
+        for (int64_t p = 0; p < s.start_pos + n; ++p) {
+            const int32_t b = s.block_table[size_t(p / block_size_)];
+            const int32_t id = slots_[size_t(b * block_size_ + p % block_size_)];
+            PHI_CHECK(id >= 0, "position {} reads a cache slot nothing was written to", p);
+            history.push_back(id);
+        }
+        hash = fnv1a(history.data(), history.size() * 4, hash);
+        const int64_t first = s.all_logits ? 0 : n - 1;
+        for (int64_t i = first; i < n; ++i) {
+            const std::vector<float> row =
+                logits_after(std::span<const int32_t>(history.data(), size_t(s.start_pos + i + 1)));
+            if (logits) logits->insert(logits->end(), row.begin(), row.end());
+        }
+    }
+    last_hash_ = hash;
+    return R;
+}
+
+}  // namespace phi::test
