@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 #include "sharding/model_config.h"
 #include "sharding/shard_plan.h"
 

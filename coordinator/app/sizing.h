@@ -9,7 +9,7 @@
 #include <string>
 
 #include "coordinator/app/cluster_config.h"
-#include "kernels/dtype.h"
+#include "common/dtype.h"
 #include "sharding/model_config.h"
 
 namespace phi::app {
