@@ -360,7 +360,9 @@ assert len(chunks) >= 3, chunks
 comp = list(cl.completions.create(model="phi-test", prompt="def f(", max_tokens=8, stream=True))
 assert len(comp) >= 3
 plain = cl.completions.create(model="phi-test", prompt="def f(", max_tokens=8)
-assert plain.usage.completion_tokens == 8, plain.usage
+# Sampled (the client sends no temperature): it may draw an end token before 8.
+assert plain.usage.completion_tokens == 8 or (plain.choices[0].finish_reason == "stop" and
+                                              1 <= plain.usage.completion_tokens < 8), plain
 assert [m.id for m in cl.models.list()] == ["phi-test"]
 print("openai client ok:", repr(text))
 """

@@ -723,7 +723,7 @@ TEST(HttpLimits, SlowReaderIsCancelled) {
            completion("never read", 4000, {{"stream", true}, {"ignore_eos", true}, {"n", 4}, {"logprobs", 5}})
                .dump());
     EXPECT_TRUE(
-        eventually([&] { return env.engine().stats().finished_cancelled == 4; }, std::chrono::seconds(90)));
+        eventually([&] { return env.engine().stats().finished_cancelled == 4; }, std::chrono::seconds(240)));
     EXPECT_TRUE(eventually([&] { return env.engine().stats().kv_blocks_used == 0; }));
     EXPECT_EQ(env.engine().stats().finished_length, 0);
     EXPECT_TRUE(eventually([&] { return env.server().connections() == 0; }));
