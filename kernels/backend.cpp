@@ -1,6 +1,10 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "common/error.h"
+#include "kernels/argmax_host.h"
 
 namespace phi::kernels {
 
@@ -35,6 +39,20 @@ bool StepBatch::decode_only() const {
     for (const StepSeq& s : seqs)
         if (s.n_tokens != 1) return false;
     return true;
+}
+
+std::vector<ArgmaxPair> argmax_rows_host(const float* logits, int64_t vl, std::span<const int32_t> row_index,
+                                         std::span<const int32_t> limits, int64_t vocab_begin) {
+    std::vector<ArgmaxPair> out(row_index.size());
+    for (size_t i = 0; i < row_index.size(); ++i) {
+        const float* row = logits + int64_t(row_index[i]) * vl;
+        const int64_t end = std::min<int64_t>(vl, std::max<int64_t>(0, limits[i] - vocab_begin));
+        ArgmaxPair best{-std::numeric_limits<float>::infinity(), -1};
+        for (int64_t j = 0; j < end; ++j)
+            if (row[j] > best.value || best.id < 0) best = {row[j], int32_t(vocab_begin + j)};
+        out[i] = best;
+    }
+    return out;
 }
 
 }  // namespace phi::kernels

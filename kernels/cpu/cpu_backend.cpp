@@ -10,6 +10,7 @@
 #include "common/aligned_buffer.h"
 #include "common/error.h"
 #include "common/hash.h"
+#include "kernels/argmax_host.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/moe_routing.h"
 
@@ -216,17 +217,7 @@ public:
 
     std::vector<ArgmaxPair> argmax_rows(const Tensor& logits, std::span<const int32_t> row_index,
                                         std::span<const int32_t> limits, int64_t vocab_begin) override {
-        std::vector<ArgmaxPair> out(row_index.size());
-        const int64_t vl = logits.cols;
-        for (size_t i = 0; i < row_index.size(); ++i) {
-            const float* row = logits.f32() + int64_t(row_index[i]) * vl;
-            const int64_t end = std::min<int64_t>(vl, std::max<int64_t>(0, limits[i] - vocab_begin));
-            ArgmaxPair best{-std::numeric_limits<float>::infinity(), -1};
-            for (int64_t j = 0; j < end; ++j)
-                if (row[j] > best.value || best.id < 0) best = {row[j], int32_t(vocab_begin + j)};
-            out[i] = best;
-        }
-        return out;
+        return argmax_rows_host(logits.f32(), logits.cols, row_index, limits, vocab_begin);
     }
 
 private:

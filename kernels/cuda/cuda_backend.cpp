@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/hash.h"
+#include "kernels/argmax_host.h"
 #include "common/log.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
@@ -253,17 +254,7 @@ public:
         // the pairs is left for later.
         std::vector<float> host(size_t(logits.numel()));
         read(logits, host.data());
-        std::vector<ArgmaxPair> out(row_index.size());
-        const int64_t vl = logits.cols;
-        for (size_t i = 0; i < row_index.size(); ++i) {
-            const float* row = host.data() + int64_t(row_index[i]) * vl;
-            const int64_t end = std::min<int64_t>(vl, std::max<int64_t>(0, limits[i] - vocab_begin));
-            ArgmaxPair best{-std::numeric_limits<float>::infinity(), -1};
-            for (int64_t j = 0; j < end; ++j)
-                if (row[j] > best.value || best.id < 0) best = {row[j], int32_t(vocab_begin + j)};
-            out[i] = best;
-        }
-        return out;
+        return argmax_rows_host(host.data(), logits.cols, row_index, limits, vocab_begin);
     }
 
 private:
