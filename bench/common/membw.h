@@ -2,6 +2,7 @@
 // attention over a long cache) report their fraction against.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 
 namespace phi::bench {
@@ -16,5 +17,28 @@ double measure_read_bandwidth_gbs(size_t bytes = size_t(512) << 20, int threads 
 /// A clock for benchmarks: wall time, or with thread_cpu the calling thread's CPU time, which on a
 /// shared machine leaves out the time the thread was descheduled (meaningful for one thread only).
 double seconds_now(bool thread_cpu);
+
+/// Seconds per call of fn(i): the best of timed batches (each >= min_calls calls and >= 20 ms)
+/// until min_seconds have been timed, so other load on a shared machine inflates it less.
+/// thread_cpu (one thread only) times on the thread's CPU clock.
+template <typename Fn>
+double best_time(double min_seconds, Fn&& fn, size_t min_calls, bool thread_cpu) {
+    for (size_t i = 0; i < 2; ++i) fn(i);  // warm-up
+    double best = 1e30, total = 0.0;
+    size_t i = 0;
+    while (total < min_seconds) {
+        size_t calls = 0;
+        const double t0 = seconds_now(thread_cpu);
+        double el = 0.0;
+        while (el < 0.02 || calls < min_calls) {
+            fn(i++);
+            ++calls;
+            el = seconds_now(thread_cpu) - t0;
+        }
+        best = std::min(best, el / double(calls));
+        total += el;
+    }
+    return best;
+}
 
 }  // namespace phi::bench

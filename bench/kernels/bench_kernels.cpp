@@ -79,30 +79,9 @@ class Weights {
     std::unique_ptr<std::byte, Free> buf_;  // [copies, rows, cols]
 };
 
-/// Seconds per call of fn(i): the best of several timed batches (each >= min_calls calls and
-/// >= 20 ms), so other load on a shared machine inflates the number less.
-template <typename Fn>
-double best_time(Fn&& fn, size_t min_calls, bool thread_cpu) {
-    for (size_t i = 0; i < 2; ++i) fn(i);  // warm-up
-    double best = 1e30, total = 0.0;
-    size_t i = 0;
-    while (total < k_min_seconds) {
-        size_t calls = 0;
-        const double t0 = phi::bench::seconds_now(thread_cpu);
-        double el = 0.0;
-        while (el < 0.02 || calls < min_calls) {
-            fn(i++);
-            ++calls;
-            el = phi::bench::seconds_now(thread_cpu) - t0;
-        }
-        best = std::min(best, el / double(calls));
-        total += el;
-    }
-    return best;
-}
-
 double time_linear(Isa isa, const Weights& w, int64_t n, const float* x, float* y, bool thread_cpu) {
-    return best_time([&](size_t i) { linear(isa, y, x, n, w.view(i), nullptr); }, w.copies(), thread_cpu);
+    return phi::bench::best_time(
+        k_min_seconds, [&](size_t i) { linear(isa, y, x, n, w.view(i), nullptr); }, w.copies(), thread_cpu);
 }
 
 }  // namespace
@@ -177,7 +156,7 @@ int main() {
             paged_attention(isa, out.data(), q.data(), kc.data(), vc.data(), layout, table.data(), ctx - 1, 1,
                             32, q_to_kv.data(), 1.0f / std::sqrt(80.0f), 0);
         };
-        const double t = best_time([&](size_t) { call(); }, 1, thread_cpu);
+        const double t = phi::bench::best_time(k_min_seconds, [&](size_t) { call(); }, 1, thread_cpu);
         const double kv_bytes = 2.0 * double(ctx * 32 * 80) * 4.0;
         std::printf("paged_attention decode (ctx 2048, 32x80, fp32 KV %.0f MB): %.3f ms, %.1f GB/s\n",
                     kv_bytes * 1e-6, t * 1e3, kv_bytes / t * 1e-9);

@@ -77,28 +77,6 @@ struct Config {
     QuantActivations mode;
 };
 
-/// Seconds per call: the best of several timed batches. thread_cpu (one thread only) times on the
-/// thread's CPU clock, so time spent descheduled on a shared machine does not count.
-template <typename Fn>
-double best_time(Fn&& fn, size_t min_calls, bool thread_cpu) {
-    for (size_t i = 0; i < 2; ++i) fn(i);
-    double best = 1e30, total = 0.0;
-    size_t i = 0;
-    while (total < k_min_seconds) {
-        size_t calls = 0;
-        const double t0 = phi::bench::seconds_now(thread_cpu);
-        double el = 0.0;
-        while (el < 0.02 || calls < min_calls) {
-            fn(i++);
-            ++calls;
-            el = phi::bench::seconds_now(thread_cpu) - t0;
-        }
-        best = std::min(best, el / double(calls));
-        total += el;
-    }
-    return best;
-}
-
 double median3(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
@@ -136,7 +114,7 @@ int main() {
         std::vector<uint16_t> w(size_t(s.rows * s.cols));
         for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(hash_value(i) * 0.05f);
         for (QuantFormat f : {QuantFormat::Q8, QuantFormat::Q4}) {
-            const double t = best_time(
+            const double t = phi::bench::best_time(k_min_seconds,
                 [&](size_t) {
                     (void)quantize(f, WeightView{w.data(), DType::BF16, s.rows, s.cols});
                 },
@@ -161,7 +139,7 @@ int main() {
                 double layer = 0.0;
                 for (int si = 0; si < 4; ++si) {
                     const Copies& w = find(configs[c].kind, si);
-                    const double s = best_time(
+                    const double s = phi::bench::best_time(k_min_seconds,
                         [&](size_t i) {
                             if (w.kind == Kind::Bf16) {
                                 const WeightView v{w.bf16[i % w.count()].data(), DType::BF16, w.shape.rows,
