@@ -24,7 +24,8 @@ struct SeqPlan {
     bool long_rope = false;
     bool all_logits = false;
     /// > 0: rank 0 needs only the argmax over ids below this (greedy without logprobs or
-    /// penalties), so ranks send (max, id) pairs instead of their vocabulary shards.
+    /// penalties), so ranks send (max, id) pairs instead of their vocabulary shards; with
+    /// all_logits, one pair per row (speculative verification).
     int32_t argmax_limit = 0;
     std::vector<int32_t> tokens;       // new tokens
     std::vector<int32_t> block_table;  // blocks covering [0, start_pos + tokens.size())

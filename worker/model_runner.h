@@ -19,9 +19,10 @@ struct SeqStep {
     std::span<const int32_t> block_table;  // blocks covering positions [0, start_pos + tokens.size())
     bool long_rope = false;                // LongRoPE: long factors (and long mscale) for this sequence
     bool all_logits = false;               // logits for every new token, else for the last one only
-    /// > 0 (with all_logits false): only the argmax over ids below this is needed. With more than
-    /// one rank the logits row is then not gathered: each rank sends its shard's (max, id) and
-    /// rank 0's row holds 0 at the winning id and -inf elsewhere.
+    /// > 0: only the argmax over ids below this is needed, for every row of the sequence (all of
+    /// them with all_logits: a greedy speculative verification step). With more than one rank the
+    /// rows are then not gathered: each rank sends its shard's (max, id) per row and rank 0's row
+    /// holds 0 at the winning id and -inf elsewhere.
     int32_t argmax_limit = 0;
     /// LoRA adapter of this sequence (0 = the base model); a runner without adapters refuses others.
     int32_t adapter = 0;

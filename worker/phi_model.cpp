@@ -318,7 +318,7 @@ void PhiModel::collect_logits(std::span<const SeqStep> seqs, int64_t R, std::vec
         for (const SeqStep& s : seqs) {
             const int64_t rows = s.all_logits ? int64_t(s.tokens.size()) : 1;
             for (int64_t i = 0; i < rows; ++i, ++r) {
-                if (!s.all_logits && s.argmax_limit > 0) {
+                if (s.argmax_limit > 0) {
                     arg_rows.push_back(r);
                     arg_limit.push_back(s.argmax_limit);
                 } else {

@@ -111,6 +111,12 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"max_batched_tokens", [&](auto& n, auto& p) { c.max_batched_tokens = integer(n, p, 1, 1 << 20); }},
         {"max_context", [&](auto& n, auto& p) { c.max_context = integer(n, p, 0, 1 << 24); }},
     };
+    const std::map<std::string, Handler> speculative_schema = {
+        {"method", [&](auto& n, auto& p) { c.spec_method = choice(n, p, {"off", "ngram"}); }},
+        {"k", [&](auto& n, auto& p) { c.spec_k = int(integer(n, p, 1, 16)); }},
+        {"ngram_min", [&](auto& n, auto& p) { c.spec_ngram_min = int(integer(n, p, 1, 64)); }},
+        {"ngram_max", [&](auto& n, auto& p) { c.spec_ngram_max = int(integer(n, p, 1, 64)); }},
+    };
     const std::map<std::string, Handler> listen_schema = {
         {"tcp", [&](auto& n, auto& p) { c.tcp = address(n, p); }},
         {"http", [&](auto& n, auto& p) { c.http = address(n, p); }},
@@ -146,6 +152,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"kv_cache", [&](auto& n, auto& p) { walk(n, p, kv_schema); }},
         {"batching", [&](auto& n, auto& p) { walk(n, p, batching_schema); }},
         {"prefix_caching", [&](auto& n, auto& p) { c.prefix_caching = boolean(n, p); }},
+        {"speculative", [&](auto& n, auto& p) { walk(n, p, speculative_schema); }},
         {"listen", [&](auto& n, auto& p) { walk(n, p, listen_schema); }},
         {"admission", [&](auto& n, auto& p) { walk(n, p, admission_schema); }},
         {"shutdown_timeout_s", [&](auto& n, auto& p) { c.shutdown_timeout_s = real(n, p, 0, 86400); }},
@@ -167,6 +174,8 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     if (c.model_name.empty()) c.model_name = std::filesystem::path(c.model).lexically_normal().filename().string();
     if (c.model_name.empty()) c.model_name = "phi";
     PHI_CHECK(c.tcp.enabled() || c.http.enabled(), "{}: listen: at least one of tcp and http must be on", origin);
+    PHI_CHECK(c.spec_ngram_max >= c.spec_ngram_min, "{}: speculative.ngram_max ({}) must be >= speculative.ngram_min ({})",
+              origin, c.spec_ngram_max, c.spec_ngram_min);
     PHI_CHECK(c.max_batched_tokens >= 1, "{}: batching.max_batched_tokens must be >= 1", origin);
     PHI_CHECK(c.plan_wait > c.heartbeat * 2,
               "{}: watchdog.plan_wait_ms ({}) must exceed twice watchdog.heartbeat_ms ({}), or idle ranks time out",

@@ -39,6 +39,7 @@ struct OfflineArgs {
     float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
     int top_k = 0;
     int64_t seed = -1;
+    int ngram_k = 0;  // > 0: n-gram speculative decoding with this many proposals per step
     int threads = 0;
     int tp = 0;
     int64_t watchdog_ms = 10000;
@@ -104,6 +105,10 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     ec.vocab_limit = tok ? tok->vocab_size() : model->config().vocab_size;
     if (tok) {
         for (int32_t id : app::stop_ids_for(a.model_dir, *tok)) ec.eos_ids.push_back(id);
+    }
+    if (a.ngram_k > 0) {
+        ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;
+        ec.speculative.k = a.ngram_k;
     }
     engine::Engine engine(exec, ec);
 
@@ -175,9 +180,13 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     exec.shutdown();
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double ttft = std::chrono::duration<double>(t_first - t0).count();
-    std::fprintf(stderr, "[%lld tokens, finish: %s, first token %.3f s, %.2f tok/s after it, %d rank(s)]\n",
+    const engine::EngineStats st = engine.stats();
+    std::fprintf(stderr,
+                 "[%lld tokens, finish: %s, first token %.3f s, %.2f tok/s after it, %.2f tokens/step, "
+                 "speculative accepted %lld of %lld, %d rank(s)]\n",
                  (long long)n_tokens, reason.c_str(), ttft, n_tokens > 1 ? double(n_tokens - 1) / (total - ttft) : 0.0,
-                 comm.size());
+                 st.decode_seq_steps > 0 ? double(st.decode_tokens) / double(st.decode_seq_steps) : 0.0,
+                 (long long)st.spec_accepted, (long long)st.spec_proposed, comm.size());
     return 0;
 }
 
@@ -244,6 +253,8 @@ int main(int argc, char** argv) {
     cli.add_option("--min-p", a.min_p)->check(CLI::Range(0.0, 1.0));
     cli.add_option("--repetition-penalty", a.repetition_penalty)->check(CLI::Range(0.01, 100.0));
     cli.add_option("--seed", a.seed);
+    cli.add_option("--ngram-k", a.ngram_k, "offline: n-gram speculative decoding, proposals per step (0 = off)")
+        ->check(CLI::Range(0, 16));
     cli.add_option("--dtype", a.dtype,
                    "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
                    "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "

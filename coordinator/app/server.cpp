@@ -94,6 +94,10 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     ec.max_queued = cfg.max_queued;
     ec.max_context = cfg.max_context;
     ec.prefix_caching = cfg.prefix_caching;
+    if (cfg.spec_method == "ngram") ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;
+    ec.speculative.k = cfg.spec_k;
+    ec.speculative.ngram_min = cfg.spec_ngram_min;
+    ec.speculative.ngram_max = cfg.spec_ngram_max;
     ec.vocab_limit = tok.vocab_size();
     ec.eos_ids = stop_ids_for(cfg.model, tok);
     PHI_CHECK(tok.vocab_size() <= mc.vocab_size, "the tokenizer in {} has {} tokens but the model's vocabulary has only {} rows",

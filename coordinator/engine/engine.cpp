@@ -6,6 +6,9 @@
 //  3. then waiting sequences, oldest first (preempted ones first of all), while the batch and the
 //     token budget allow: prefix-cache hits are taken, the rest is prefilled in chunks;
 //  4. one StepPlan through the executor; sequences whose tokens are now all computed sample.
+// Speculative decoding (speculative.h): a decoding sequence may carry proposals after its last
+// token; after the step the accepted ones stay, and the rejected ones' KV is rolled back (length,
+// block table, blocks back to the pool; only blocks of accepted tokens are ever published).
 // LongRoPE: a sequence whose length passes original_max_position_embeddings while its cache was
 // computed with short factors is recomputed from scratch with long factors (HF's rule).
 #include "coordinator/engine/engine.h"
@@ -58,6 +61,7 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
       max_seq_tokens_(std::min(max_context_, blocks_.num_blocks() * blocks_.block_size() + 1)) {
     PHI_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_batched_tokens > 0, "max_num_seqs and max_batched_tokens must be > 0");
     PHI_CHECK(max_context_ > 0, "max context must be > 0");
+    if (cfg_.speculative.method != SpeculativeConfig::Method::Off) cfg_.speculative.validate();
     stats_.kv_blocks_total = blocks_.num_blocks();
     update_stats_locked();
 }
@@ -244,6 +248,34 @@ void Engine::preempt(Sequence& s) {
     ++queued_count_;
 }
 
+void Engine::trim_blocks(Sequence& s) {
+    const int64_t need = (s.computed + blocks_.block_size() - 1) / blocks_.block_size();
+    while (int64_t(s.blocks.size()) > need) {
+        blocks_.release(s.blocks.back());
+        s.blocks.pop_back();
+    }
+}
+
+std::vector<int32_t> Engine::propose(const Sequence& s, int64_t budget) const {
+    const SpeculativeConfig& sc = cfg_.speculative;
+    if (!sc.enabled() || !s.req.speculative) return {};
+    const int64_t L = int64_t(s.tokens.size());
+    int64_t k = std::min<int64_t>(sc.k, budget - 1);
+    // At most 1 + k tokens come out: stay within max_tokens and the context.
+    if (s.req.params.max_tokens) k = std::min<int64_t>(k, *s.req.params.max_tokens - s.generated() - 1);
+    k = std::min<int64_t>(k, max_context_ - L - 1);
+    // Proposals take blocks only while free ones are left: they never preempt anyone.
+    const int64_t bs = blocks_.block_size();
+    const int64_t have = int64_t(s.blocks.size());
+    while (k > 0 && (L + k + bs - 1) / bs - have > blocks_.num_available()) --k;
+    // LongRoPE: every position of the step must use the factors chosen for its length now, so a
+    // verification step never crosses original_max_position_embeddings.
+    const bool long_now = uses_long_rope(model_cfg_, L);
+    while (k > 0 && uses_long_rope(model_cfg_, L + k) != long_now) --k;
+    if (k <= 0) return {};
+    return ngram_propose(s.tokens, sc.ngram_min, sc.ngram_max, k);
+}
+
 void Engine::publish_full_blocks(Sequence& s) {
     if (!cfg_.prefix_caching) return;
     const int64_t bs = blocks_.block_size();
@@ -297,7 +329,10 @@ bool Engine::step() {
             release_blocks(*s);  // keys computed with short factors cannot be reused
             s->long_rope = true;
         }
-        const int64_t chunk = std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget);
+        std::vector<int32_t> proposals;
+        if (int64_t(s->tokens.size()) - s->computed == 1) proposals = propose(*s, budget);
+        const int64_t chunk =
+            std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget) + int64_t(proposals.size());
         while (!ensure_blocks(*s, s->computed + chunk)) {
             Sequence* victim = running_.back();
             preempt(*victim);
@@ -310,7 +345,7 @@ bool Engine::step() {
             if (victim == s) break;
         }
         if (std::find(running_.begin(), running_.end(), s) == running_.end()) continue;  // preempted itself
-        sched.push_back({s, chunk});
+        sched.push_back({s, chunk, std::move(proposals)});
         budget -= chunk;
     }
 
@@ -330,7 +365,7 @@ bool Engine::step() {
             std::lock_guard lock(mu_);
             --queued_count_;
         }
-        sched.push_back({s, chunk});
+        sched.push_back({s, chunk, {}});
         budget -= chunk;
     }
 
@@ -346,9 +381,12 @@ bool Engine::step() {
         SeqPlan p;
         p.seq_id = int64_t(x.seq->id);
         p.start_pos = x.seq->computed;
-        p.tokens.assign(x.seq->tokens.begin() + x.seq->computed, x.seq->tokens.begin() + x.seq->computed + x.chunk);
+        const int64_t own = x.chunk - int64_t(x.proposals.size());
+        p.tokens.assign(x.seq->tokens.begin() + x.seq->computed, x.seq->tokens.begin() + x.seq->computed + own);
+        p.tokens.insert(p.tokens.end(), x.proposals.begin(), x.proposals.end());
         p.block_table = x.seq->blocks;
         p.long_rope = x.seq->long_rope;
+        p.all_logits = !x.proposals.empty();  // a verification step: one row per token
         const sampling::SamplingParams& sp = x.seq->req.params;
         if (sp.greedy() && !x.seq->req.want_logprobs && sp.repetition_penalty == 1.0f && sp.presence_penalty == 0.0f &&
             sp.frequency_penalty == 0.0f)
@@ -364,25 +402,75 @@ bool Engine::step() {
     const auto t_sample = std::chrono::steady_clock::now();
 
     const int64_t vp = exec_.model().vocab_padded();
-    int64_t new_prompt = 0, new_gen = 0;
+    int64_t new_prompt = 0, new_gen = 0, proposed = 0, accepted = 0, seq_samples = 0, sampled_tokens = 0;
+    size_t row0 = 0;  // first logits row of sched[i]
     for (size_t i = 0; i < sched.size(); ++i) {
         Sequence& s = *sched[i].seq;
+        const std::vector<int32_t>& proposals = sched[i].proposals;
+        const size_t rows = proposals.empty() ? 1 : 1 + proposals.size();
+        const size_t row = row0;
+        row0 += rows;
         s.computed += sched[i].chunk;
         new_prompt += std::max<int64_t>(0, std::min(s.computed, s.prompt_len) - (s.computed - sched[i].chunk));
+        if (!proposals.empty()) {
+            accepted_.clear();
+            try {
+                verify_proposals(sampler_, std::span<const float>(logits_.data() + row * size_t(vp), rows * size_t(vp)),
+                                 vp, vocab_limit_, std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
+                                 std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated())),
+                                 proposals, s.req.params, {s.rng_seed, s.req.stream}, accepted_);
+            } catch (const Error& e) {
+                finish(s, FinishReason::Error, e.what());
+                continue;
+            }
+            proposed += int64_t(proposals.size());
+            accepted += int64_t(accepted_.size()) - 1;
+            ++seq_samples;
+            for (sampling::SampleResult& r : accepted_) {
+                s.tokens.push_back(r.id);
+                ++new_gen;
+                ++sampled_tokens;
+                Event e;
+                e.kind = Event::Kind::Token;
+                e.request_id = s.id;
+                e.token = r.id;
+                e.index = s.generated() - 1;
+                e.logprob = r.logprob;
+                e.top_logprobs = std::move(r.top_logprobs);
+                if (s.sink) s.sink(e);
+                if (s.finished) break;
+                if (sampling::is_stop_token(s.req.params, cfg_.eos_ids, r.id)) {
+                    finish(s, FinishReason::Stop);
+                } else if ((s.req.params.max_tokens && s.generated() >= *s.req.params.max_tokens) ||
+                           int64_t(s.tokens.size()) >= max_context_) {
+                    finish(s, FinishReason::Length);
+                }
+                if (s.finished) break;
+            }
+            if (s.finished) continue;
+            // Roll back the rejected proposals: the cache is valid up to the last accepted
+            // proposal; the target's own token is computed next step.
+            s.computed = std::min(s.computed, int64_t(s.tokens.size()) - 1);
+            trim_blocks(s);
+            publish_full_blocks(s);
+            continue;
+        }
         publish_full_blocks(s);
         if (s.computed < int64_t(s.tokens.size())) continue;  // prefill continues next step
-        const std::span<const float> row(logits_.data() + i * size_t(vp), size_t(vp));
+        const std::span<const float> row_logits(logits_.data() + row * size_t(vp), size_t(vp));
         sampling::TokenHistory hist{std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
                                     std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated()))};
         sampling::SampleResult r;
         try {
-            sampler_.sample(row, vocab_limit_, hist, s.req.params, {s.rng_seed, s.req.stream}, r);
+            sampler_.sample(row_logits, vocab_limit_, hist, s.req.params, {s.rng_seed, s.req.stream}, r);
         } catch (const Error& e) {
             finish(s, FinishReason::Error, e.what());
             continue;
         }
         s.tokens.push_back(r.id);
         ++new_gen;
+        ++seq_samples;
+        ++sampled_tokens;
         Event e;
         e.kind = Event::Kind::Token;
         e.request_id = s.id;
@@ -414,6 +502,10 @@ bool Engine::step() {
     ++stats_.steps;
     stats_.prompt_tokens += new_prompt;
     stats_.generated_tokens += new_gen;
+    stats_.spec_proposed += proposed;
+    stats_.spec_accepted += accepted;
+    stats_.decode_seq_steps += seq_samples;
+    stats_.decode_tokens += sampled_tokens;
     stats_.forward_seconds += std::chrono::duration<double>(t_sample - t_fwd).count();
     stats_.sample_seconds += std::chrono::duration<double>(t_end - t_sample).count();
     stats_.last_step_seconds = std::chrono::duration<double>(t_end - t_start).count();

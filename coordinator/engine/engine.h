@@ -23,6 +23,7 @@
 
 #include "common/error.h"
 #include "coordinator/engine/block_manager.h"
+#include "coordinator/engine/speculative.h"
 #include "coordinator/sampling/sampler.h"
 #include "coordinator/sampling/sampling_params.h"
 #include "worker/step_executor.h"
@@ -61,6 +62,9 @@ struct EngineRequest {
     /// Prefix-cache salt: cached blocks are shared only among requests with the same salt (see
     /// PrefixCacheScope). Empty: the shared cache.
     std::string cache_salt;
+    /// Speculative decoding for this request when the engine has it configured (the per-request
+    /// off switch; the output is the same either way, only the speed differs).
+    bool speculative = true;
 };
 
 struct EngineConfig {
@@ -72,6 +76,7 @@ struct EngineConfig {
     int64_t vocab_limit = 0;           // tokenizer size; 0 = model vocab
     std::vector<int32_t> eos_ids;      // generation_config + family end tokens
     std::chrono::milliseconds heartbeat{1000};  // idle rank 0 pings the followers this often
+    SpeculativeConfig speculative;              // off by default
 };
 
 /// Counters for /metrics and tests (a snapshot).
@@ -85,6 +90,10 @@ struct EngineStats {
     int64_t steps = 0;
     int64_t finished_stop = 0, finished_length = 0, finished_cancelled = 0, finished_error = 0;
     int64_t rejected = 0;
+    // Speculative decoding: proposals sent for verification, and those accepted; decode steps of
+    // sequences (one per sequence per step that sampled) and the tokens they produced.
+    int64_t spec_proposed = 0, spec_accepted = 0;
+    int64_t decode_seq_steps = 0, decode_tokens = 0;
     double step_seconds = 0, sample_seconds = 0, forward_seconds = 0;
     double last_step_seconds = 0;
     double comm_all_reduce_seconds = 0;
@@ -136,12 +145,14 @@ public:
     /// sequence reaching it ends with finish reason `length`.
     int64_t max_sequence_tokens() const { return max_seq_tokens_; }
     int64_t vocab_limit() const { return vocab_limit_; }
+    const SpeculativeConfig& speculative() const { return cfg_.speculative; }
 
 private:
     struct Sequence;
     struct Scheduled {
         Sequence* seq;
-        int64_t chunk;
+        int64_t chunk;  // tokens computed this step, proposals included
+        std::vector<int32_t> proposals;
     };
 
     void take_inbox();
@@ -154,6 +165,8 @@ private:
     void admit_prefix(Sequence& s);
     BlockKey chain_root(const Sequence& s) const;
     void update_stats_locked();
+    std::vector<int32_t> propose(const Sequence& s, int64_t budget) const;
+    void trim_blocks(Sequence& s);
 
     StepExecutor& exec_;
     ModelConfig model_cfg_;
@@ -168,6 +181,7 @@ private:
     std::deque<Sequence*> waiting_;
     std::vector<Sequence*> running_;
     std::vector<float> logits_;
+    std::vector<sampling::SampleResult> accepted_;
 
     mutable std::mutex mu_;  // guards the inbox, cancels, stats_ and next_id_
     std::condition_variable cv_;

@@ -209,6 +209,7 @@ GenerationRequest parse_generation_request(const json& body, bool chat) {
         }
     }
     r.skip_special_tokens = boolean(body, "skip_special_tokens", true);
+    r.speculative = boolean(body, "speculative", true);
     if (const json* salt = field(body, "cache_salt")) {
         if (!salt->is_string() || salt->get<std::string>().empty() || salt->get<std::string>().size() > k_max_cache_salt_bytes)
             bad_request("cache_salt", fmt::format("'cache_salt' must be a non-empty string of at most {} bytes",

@@ -295,6 +295,7 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
         er.want_logprobs = req.logprobs >= 0;
         er.deadline = deadline;
         er.cache_salt = req.cache_salt;
+        er.speculative = req.speculative;
         try {
             r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });
         } catch (const engine::SubmitError& e) {
@@ -374,6 +375,21 @@ std::string Service::metrics_text() const {
     for (size_t r = 0; r < s.rank_times.size(); ++r)
         o += fmt::format("phi_compute_seconds_total{{rank=\"{}\"}} {}\n", r,
                          s.rank_times[r].forward_seconds - s.rank_times[r].all_reduce_seconds);
+    {
+        const char* method = engine::speculative_method_name(engine_.speculative().method);
+        o += fmt::format("# HELP phi_spec_proposed_tokens_total Speculative proposals verified.\n"
+                         "# TYPE phi_spec_proposed_tokens_total counter\n"
+                         "phi_spec_proposed_tokens_total{{method=\"{}\"}} {}\n",
+                         method, s.spec_proposed);
+        o += fmt::format("# HELP phi_spec_accepted_tokens_total Speculative proposals accepted.\n"
+                         "# TYPE phi_spec_accepted_tokens_total counter\n"
+                         "phi_spec_accepted_tokens_total{{method=\"{}\"}} {}\n",
+                         method, s.spec_accepted);
+        o += fmt::format("# HELP phi_spec_acceptance_rate Accepted / proposed speculative tokens since start.\n"
+                         "# TYPE phi_spec_acceptance_rate gauge\n"
+                         "phi_spec_acceptance_rate{{method=\"{}\"}} {}\n",
+                         method, s.spec_proposed > 0 ? double(s.spec_accepted) / double(s.spec_proposed) : 0.0);
+    }
     gauge("phi_last_step_seconds", "Duration of the last engine step.", s.last_step_seconds);
     o += metrics_.ttft.render("phi_time_to_first_token_seconds", "Time from submission to the first token.");
     o += metrics_.inter_token.render("phi_inter_token_latency_seconds", "Time between consecutive tokens of a choice.");

@@ -69,12 +69,13 @@ struct GenerationRequest {
     std::string model;                      // as the client named it (checked against ours when non-empty)
     std::string cache_salt;                 // prefix-cache salt (engine::PrefixCacheScope); empty: shared
     std::string max_tokens_param = "max_tokens";  // the field the client set it with (for errors)
+    bool speculative = true;                // false: no speculative decoding for this request
 };
 
 /// Reads the OpenAI request fields shared by /v1/completions, /v1/chat/completions and the native
 /// protocol: prompt or messages (per `chat`), model, max_tokens (max_completion_tokens), n,
 /// temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty, frequency_penalty, seed,
-/// stop, stop_token_ids, ignore_eos, logprobs/top_logprobs, skip_special_tokens, cache_salt. Unknown fields are
+/// stop, stop_token_ids, ignore_eos, logprobs/top_logprobs, skip_special_tokens, cache_salt, speculative. Unknown fields are
 /// ignored as OpenAI-compatible servers do; wrong types and ranges throw ApiError naming the field.
 GenerationRequest parse_generation_request(const nlohmann::json& body, bool chat);
 

@@ -92,6 +92,24 @@ TEST_P(TensorParallel, MatchesSingleRankAndHf) {
             for (int64_t j = 0; j < vp_tp; ++j)
                 if (arg_logits[size_t(j)] == 0.0f) got = j;
             EXPECT_EQ(got, want);
+
+            // Every row as a (max, id) pair (greedy speculative verification): one pair per row.
+            as.all_logits = true;
+            as.block_table.clear();
+            for (int i = 0; i < 16; ++i) as.block_table.push_back(32 + i);
+            StepPlan vp_plan;
+            vp_plan.seqs.push_back(as);
+            const int64_t bytes1 = comm.stats().gather_bytes;
+            exec.run(vp_plan, &arg_logits);
+            EXPECT_EQ(comm.stats().gather_bytes - bytes1, int64_t(g.prompt.size()) * 2 * 4);
+            for (size_t r = 0; r < g.prompt.size(); ++r) {
+                int64_t want_r = 0, got_r = -1;
+                for (int64_t j = 1; j < g.tokenizer_size; ++j)
+                    if (tp_logits[r * size_t(vp_tp) + size_t(j)] > tp_logits[r * size_t(vp_tp) + size_t(want_r)]) want_r = j;
+                for (int64_t j = 0; j < vp_tp; ++j)
+                    if (arg_logits[r * size_t(vp_tp) + size_t(j)] == 0.0f) got_r = j;
+                EXPECT_EQ(got_r, want_r) << "row " << r;
+            }
         }
 
         // Greedy generation through the step protocol equals HF's tokens.

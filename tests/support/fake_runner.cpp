@@ -31,6 +31,8 @@ std::vector<float> FakeRunner::logits_after(std::span<const int32_t> history) co
         const uint64_t x = fnv1a(&j, 8, h);
         row[size_t(j)] = float(x % 1000) / 250.0f;  // [0, 4)
     }
+    const int64_t n = int64_t(history.size());
+    if (copy_period_ > 0 && n >= copy_period_ && h % 4 != 0) row[size_t(history[size_t(n - copy_period_)])] = 9.0f;
     return row;
 }
 

@@ -29,6 +29,11 @@ public:
     int64_t kv_blocks() const override { return kv_blocks_; }
     int64_t block_size() const override { return block_size_; }
 
+    /// Makes the fake model repetitive, as code is: after a history of at least `period` tokens,
+    /// three histories in four (by a hash of the whole history) put a clear winner on the token
+    /// `period` positions back. Prompt lookup then guesses right often, but not always.
+    void set_copy_period(int64_t period) { copy_period_ = period; }
+
     /// The logits row the fake model gives after `history` (what the engine must reproduce).
     std::vector<float> logits_after(std::span<const int32_t> history) const;
     /// The greedy continuation of `prompt`: n tokens, ids below `limit`.
@@ -46,6 +51,7 @@ private:
     std::vector<int32_t> slots_;  // [kv_blocks * block_size] token id written there, -1 never
     int64_t steps_ = 0, max_step_tokens_ = 0, max_step_seqs_ = 0, tokens_computed_ = 0;
     uint64_t last_hash_ = 0;
+    int64_t copy_period_ = 0;
 };
 
 }  // namespace phi::test

@@ -47,6 +47,20 @@ TEST(ClusterConfig, DefaultsAndRelativeModelPath) {
     EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").tp, 0);  // left out: the MPI world size
 }
 
+TEST(ClusterConfig, SpeculativeSection) {
+    EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").spec_method, "off");
+    const ClusterConfig c = parse_cluster_config(
+        "model: m\nspeculative: {method: ngram, k: 5, ngram_min: 2, ngram_max: 4}\n", "x.yaml", "/");
+    EXPECT_EQ(c.spec_method, "ngram");
+    EXPECT_EQ(c.spec_k, 5);
+    EXPECT_EQ(c.spec_ngram_min, 2);
+    EXPECT_EQ(c.spec_ngram_max, 4);
+    EXPECT_THROW(parse_cluster_config("model: m\nspeculative: {method: draft}\n", "x.yaml", "/"), Error);
+    EXPECT_THROW(parse_cluster_config("model: m\nspeculative: {k: 0}\n", "x.yaml", "/"), Error);
+    EXPECT_THROW(parse_cluster_config("model: m\nspeculative: {ngram_min: 3, ngram_max: 2}\n", "x.yaml", "/"),
+                 Error);
+}
+
 // `mpirun -np N phi-worker --config configs/default.yaml` works for any N that divides the heads,
 // and `phi-client "hi"` reaches it without --port.
 TEST(ClusterConfig, DefaultConfigFollowsMpiAndPhiClient) {

@@ -73,5 +73,88 @@ TEST(DefaultModel, GreedyContinuationsMatchHfAtThisTpSize) {
     exec.shutdown();
 }
 
+// N-gram speculative decoding (issue 20): the same greedy continuations, alone and 16 at a time
+// (with sampled seeded requests beside them that must draw their non-speculative tokens), for k in
+// {1, 3, 5}, with some proposals accepted and some rejected.
+TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
+    MpiCommunicator comm;
+    comm.set_timeout(std::chrono::milliseconds(120000));
+    const nlohmann::json ex = expectations();
+    ModelOptions opts;
+    opts.isa = kernels::cpu::choose_isa();
+    opts.weight_dtype = DType::BF16;
+    opts.kv = KvCacheConfig{256, 16};
+    auto model = load_model(model_dir(), comm, opts);
+    WatchdogOptions wd;
+    wd.plan_wait = std::chrono::milliseconds(120000);
+    StepExecutor exec(*model, comm, wd);
+    if (comm.rank() != 0) return exec.follow();
+    const auto& prompts = ex["prompts"];
+    // 16 requests: greedy ones with HF's expected continuations, seeded sampled ones between them.
+    auto batch = [&](engine::Engine& engine) {
+        std::vector<std::vector<int32_t>> got(16);
+        int done = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+            const auto& p = prompts[i % prompts.size()];
+            engine::EngineRequest r;
+            r.prompt = p["ids"].get<std::vector<int32_t>>();
+            r.params.temperature = i % 2 ? 0.8f : 0.0f;
+            r.params.seed = 40 + i;
+            r.params.max_tokens = ex["max_new_tokens"].get<int32_t>();
+            engine.submit(r, [&, i](const engine::Event& e) {
+                if (e.kind == engine::Event::Kind::Token) got[i].push_back(e.token);
+                if (e.kind == engine::Event::Kind::Finished) ++done;
+            });
+        }
+        while (done < int(got.size())) engine.step();
+        return got;
+    };
+    engine::EngineConfig ec;
+    ec.vocab_limit = ex["tokenizer_size"].get<int64_t>();
+    ec.eos_ids = ex["eos_token_ids"].get<std::vector<int32_t>>();
+    ec.max_num_seqs = 16;
+    ec.max_batched_tokens = 64;  // prompts are prefilled in chunks beside verification steps
+    std::vector<std::vector<int32_t>> plain;
+    {
+        engine::Engine engine(exec, ec);
+        plain = batch(engine);
+    }
+    for (int32_t k : {1, 3, 5}) {
+        engine::EngineConfig sc = ec;
+        sc.speculative.method = engine::SpeculativeConfig::Method::Ngram;
+        sc.speculative.k = k;
+        engine::Engine engine(exec, sc);
+        for (const auto& p : prompts) {
+            engine::EngineRequest r;
+            r.prompt = p["ids"].get<std::vector<int32_t>>();
+            r.params.temperature = 0;
+            r.params.max_tokens = ex["max_new_tokens"].get<int32_t>();
+            std::vector<int32_t> got;
+            bool done = false;
+            engine.submit(r, [&](const engine::Event& e) {
+                if (e.kind == engine::Event::Kind::Token) got.push_back(e.token);
+                if (e.kind == engine::Event::Kind::Finished) done = true;
+            });
+            while (!done) engine.step();
+            EXPECT_EQ(got, p["greedy"].get<std::vector<int32_t>>()) << p["name"] << " alone, k " << k;
+        }
+        const auto got = batch(engine);
+        for (size_t i = 0; i < got.size(); ++i) {
+            EXPECT_EQ(got[i], plain[i]) << "request " << i << " of the batch, k " << k;
+            if (i % 2 == 0)
+                EXPECT_EQ(got[i], prompts[i % prompts.size()]["greedy"].get<std::vector<int32_t>>()) << "request " << i;
+        }
+        const engine::EngineStats s = engine.stats();
+        const double rate = s.spec_proposed > 0 ? double(s.spec_accepted) / double(s.spec_proposed) : 0.0;
+        std::printf("tp %d k %d: acceptance %.3f (%lld of %lld), %.2f tokens per sequence step\n", comm.size(), k, rate,
+                    (long long)s.spec_accepted, (long long)s.spec_proposed,
+                    double(s.decode_tokens) / double(s.decode_seq_steps));
+        EXPECT_GT(rate, 0.1) << "k " << k;
+        EXPECT_LT(rate, 0.9) << "k " << k;
+        EXPECT_EQ(s.kv_blocks_used, 0);
+    }
+    exec.shutdown();
+}
+
 }  // namespace
 }  // namespace phi

@@ -184,6 +184,50 @@ TEST(Engine, ChunkedPrefillEqualsOnePrefill) {
     for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(chunked[i], whole[i]) << "request " << i;
 }
 
+// N-gram speculative decoding (issue 20) on every golden fixture: greedy and seeded-sampled
+// requests, alone and 16 at a time with chunked prefill beside verification steps, give the tokens
+// they give without speculation, for k in {1, 3, 5}, at TP 1 and 2. phi3_128k_longrope's requests
+// cross original_max_position_embeddings (16), so the LongRoPE cut of proposals runs too.
+TEST(Engine, NgramSpeculationGivesThePlainTokensOnEveryFixture) {
+    for (const char* fixture : {"phi1", "phi1_msft", "phi2_qkln", "phi3_128k_longrope", "phi3_mini_4k_swa",
+                                "phi3_rope_params", "phi4_mini", "phi_40q10kv", "phimoe"}) {
+        std::vector<std::vector<Outcome>> plain;  // this fixture's k = 0 results (rank 0)
+        for (int32_t k : {0, 1, 3, 5}) {
+            EngineConfig cfg;
+            cfg.max_num_seqs = 16;
+            cfg.max_batched_tokens = 40;
+            if (k > 0) {
+                cfg.speculative.method = SpeculativeConfig::Method::Ngram;
+                cfg.speculative.k = k;
+            }
+            Harness h(fixture, 256, 4, cfg);
+            if (!h.leader()) {
+                h.follow();
+                continue;
+            }
+            std::vector<EngineRequest> reqs = make_requests(16, h.vocab_limit(), 20, false);
+            const std::vector<EngineRequest> sampled = make_requests(16, h.vocab_limit(), 20, true);
+            for (size_t i = 1; i < reqs.size(); i += 2) reqs[i] = sampled[i];
+            std::vector<std::vector<Outcome>> got = {run_all(h.engine(), reqs, 16),
+                                                     solo(h.engine(), {reqs[0], reqs[1]})};
+            const EngineStats s = h.engine().stats();
+            if (k == 0) {
+                plain = got;
+                continue;
+            }
+            for (size_t g = 0; g < got.size(); ++g)
+                for (size_t i = 0; i < got[g].size(); ++i)
+                    EXPECT_EQ(got[g][i], plain[g][i]) << fixture << " k " << k << " run " << g << " request " << i;
+            EXPECT_GT(s.spec_proposed, 0) << fixture << " k " << k;
+            EXPECT_GT(s.spec_accepted, 0) << fixture << " k " << k;
+            EXPECT_LT(s.spec_accepted, s.spec_proposed) << fixture << " k " << k;
+            std::printf("%s k %d: acceptance %.3f (%lld of %lld)\n", fixture, k,
+                        double(s.spec_accepted) / double(s.spec_proposed), (long long)s.spec_accepted,
+                        (long long)s.spec_proposed);
+        }
+    }
+}
+
 TEST(Engine, SeededSamplingAloneEqualsBatched) {
     Harness h("phimoe", 256, 4);
     if (!h.leader()) return h.follow();

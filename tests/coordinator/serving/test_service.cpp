@@ -172,6 +172,47 @@ TEST(Service, StopStringCutsTheText) {
     EXPECT_EQ(cut.text[0], text.substr(0, text.find(stop)));
 }
 
+TEST(ParseRequest, SpeculativeSwitch) {
+    EXPECT_TRUE(parse_generation_request({{"prompt", "a"}}, false).speculative);
+    EXPECT_FALSE(parse_generation_request({{"prompt", "a"}, {"speculative", false}}, false).speculative);
+    EXPECT_EQ(error_param({{"prompt", "a"}, {"speculative", "no"}}, false), "speculative");
+}
+
+// N-gram speculation on the random-weight fixture (a real forward: 1 + k rows per verification
+// step): greedy text, token ids, stop strings and sampled seeded text are what they are without it.
+TEST(Service, NgramSpeculationLeavesTheOutputUnchanged) {
+    test::ServingHarnessOptions spec_opts;
+    spec_opts.engine.speculative.method = engine::SpeculativeConfig::Method::Ngram;
+    spec_opts.engine.speculative.k = 4;
+    test::ServingHarness plain, spec(spec_opts);
+    const std::string prompt = "for i in range(10): x = x + i\nfor j in range(10): x = x + j\nfor i in range";
+    auto run = [](test::ServingHarness& h, const json& body) {
+        Collected c;
+        h.service().submit(parse_generation_request(body, false), c.sink(1));
+        c.wait();
+        return std::make_pair(c.ids[0], c.text[0] + "|" + c.reasons[0]);
+    };
+    const json greedy = {{"prompt", prompt}, {"max_tokens", 48}, {"temperature", 0}, {"ignore_eos", true}};
+    const auto want = run(plain, greedy);
+    EXPECT_EQ(run(spec, greedy), want);
+    json off = greedy;
+    off["speculative"] = false;
+    EXPECT_EQ(run(spec, off), want);
+    ASSERT_GE(want.first.size(), 10u);
+    json stopped = greedy;
+    stopped["stop"] = {plain.tokenizer().decode({want.first[6], want.first[7]}, true)};
+    EXPECT_EQ(run(spec, stopped), run(plain, stopped));
+    const json sampled = {{"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0.8}, {"seed", 7},
+                          {"ignore_eos", true}, {"logprobs", 2}};
+    EXPECT_EQ(run(spec, sampled), run(plain, sampled));
+    for (int i = 0; i < 100 && spec.engine().stats().kv_blocks_used != 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const engine::EngineStats s = spec.engine().stats();
+    EXPECT_GT(s.spec_proposed, 0);
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    EXPECT_EQ(plain.engine().stats().spec_proposed, 0);
+}
+
 TEST(Service, ErrorsForContextOverflowUnknownModelAndDraining) {
     engine::EngineConfig ec;
     ec.max_context = 64;
@@ -347,7 +388,8 @@ TEST(Service, CancelFreesBlocksAndMetricsRender) {
     const std::string m = h.service().metrics_text();
     for (const char* name : {"phi_requests_total{outcome=\"cancelled\"} 1", "phi_kv_blocks_used",
                              "phi_time_to_first_token_seconds_bucket", "phi_inter_token_latency_seconds_count",
-                             "phi_preemptions_total", "phi_all_reduce_seconds_total"})
+                             "phi_preemptions_total", "phi_all_reduce_seconds_total",
+                             "phi_spec_proposed_tokens_total{method=\"off\"} 0", "phi_spec_acceptance_rate"})
         EXPECT_NE(m.find(name), std::string::npos) << name;
 }
 

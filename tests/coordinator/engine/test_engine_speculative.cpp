@@ -1,0 +1,264 @@
+// Speculative decoding (issue 20) on the fake runner: the output with n-gram speculation must be
+// token for token the output without it, greedy and seeded-sampled, alone and in mixed batches
+// with chunked prefill and preemption; rejected proposals' KV must be rolled back (the fake model
+// reads its history back from the KV slots, so a stale slot or block changes the next token); and
+// every block must be free after many requests, cancelled ones included.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "cluster/communicator.h"
+#include "coordinator/engine/engine.h"
+#include "coordinator/engine/speculative.h"
+#include "tests/support/fake_runner.h"
+
+namespace phi::engine {
+namespace {
+
+constexpr int64_t k_vocab = 50;
+
+struct Outcome {
+    std::vector<int32_t> tokens;
+    std::vector<float> logprobs;
+    FinishReason reason = FinishReason::Error;
+    bool done = false;
+    bool indices_contiguous = true;
+};
+
+struct Req {
+    std::vector<int32_t> prompt;
+    sampling::SamplingParams params;
+    bool speculative = true;
+};
+
+class SpecEngine {
+public:
+    SpecEngine(int64_t kv_blocks, int64_t block_size, EngineConfig cfg)
+        : runner_(k_vocab, 512, kv_blocks, block_size), exec_(runner_, comm_, WatchdogOptions{}) {
+        runner_.set_copy_period(7);
+        engine_ = std::make_unique<Engine>(exec_, cfg);
+    }
+    uint64_t submit(const Req& q, Outcome* out) {
+        EngineRequest r;
+        r.prompt = q.prompt;
+        r.params = q.params;
+        r.want_logprobs = q.params.logprobs > 0;
+        r.speculative = q.speculative;
+        return engine_->submit(std::move(r), [out](const Event& e) {
+            if (e.kind == Event::Kind::Token) {
+                if (e.index != int64_t(out->tokens.size())) out->indices_contiguous = false;
+                out->tokens.push_back(e.token);
+                out->logprobs.push_back(e.logprob);
+            } else {
+                out->reason = e.reason;
+                out->done = true;
+            }
+        });
+    }
+    void run_until_done(const std::vector<Outcome>& outs) {
+        for (int i = 0; i < 200000; ++i) {
+            bool all = true;
+            for (const Outcome& o : outs) all = all && o.done;
+            if (all) return;
+            engine_->step();
+        }
+        FAIL() << "requests did not finish";
+    }
+    Engine& engine() { return *engine_; }
+    test::FakeRunner& runner() { return runner_; }
+
+private:
+    LocalCommunicator comm_;
+    test::FakeRunner runner_;
+    StepExecutor exec_;
+    std::unique_ptr<Engine> engine_;
+};
+
+std::vector<int32_t> random_prompt(std::mt19937& rng, int len) {
+    std::uniform_int_distribution<int32_t> tok(0, int32_t(k_vocab - 1));
+    std::vector<int32_t> p;
+    for (int i = 0; i < len; ++i) p.push_back(tok(rng));
+    return p;
+}
+
+EngineConfig with_ngram(EngineConfig cfg, int32_t k) {
+    cfg.speculative.method = SpeculativeConfig::Method::Ngram;
+    cfg.speculative.k = k;
+    cfg.speculative.ngram_min = 1;
+    cfg.speculative.ngram_max = 3;
+    return cfg;
+}
+
+struct RunResult {
+    std::vector<Outcome> outs;
+    EngineStats stats;
+};
+
+// Submits every request (later ones joining a running batch), runs to the end.
+RunResult run_all(const std::vector<Req>& reqs, EngineConfig cfg, int64_t kv_blocks = 512) {
+    SpecEngine e(kv_blocks, 4, cfg);
+    RunResult r;
+    r.outs.resize(reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+        e.submit(reqs[i], &r.outs[i]);
+        if (i % 3 == 1) e.engine().step();
+    }
+    e.run_until_done(r.outs);
+    r.stats = e.engine().stats();
+    EXPECT_EQ(r.stats.kv_blocks_used, 0) << "blocks still referenced after every request finished";
+    return r;
+}
+
+void expect_same(const RunResult& plain, const RunResult& spec) {
+    ASSERT_EQ(plain.outs.size(), spec.outs.size());
+    for (size_t i = 0; i < plain.outs.size(); ++i) {
+        EXPECT_EQ(spec.outs[i].tokens, plain.outs[i].tokens) << "request " << i;
+        EXPECT_EQ(spec.outs[i].logprobs, plain.outs[i].logprobs) << "request " << i;
+        EXPECT_EQ(spec.outs[i].reason, plain.outs[i].reason) << "request " << i;
+        EXPECT_TRUE(spec.outs[i].indices_contiguous) << "request " << i;
+    }
+}
+
+double acceptance(const EngineStats& s) {
+    return s.spec_proposed > 0 ? double(s.spec_accepted) / double(s.spec_proposed) : 0.0;
+}
+
+std::vector<Req> greedy_requests(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<Req> reqs(n);
+    for (size_t i = 0; i < n; ++i) {
+        reqs[i].prompt = random_prompt(rng, 5 + int(i * 7) % 40);
+        reqs[i].params.temperature = 0.0f;
+        reqs[i].params.max_tokens = 30 + int(i % 11);
+    }
+    return reqs;
+}
+
+TEST(NgramPropose, TakesTheMostRecentLongestMatch) {
+    const std::vector<int32_t> h = {1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 2, 3};
+    // Suffix {2, 3} (n = 2; {5, 2, 3} never occurred before): most recent earlier match at 5.
+    EXPECT_EQ(ngram_propose(h, 1, 3, 3), (std::vector<int32_t>{7, 8, 5}));
+    EXPECT_EQ(ngram_propose(h, 1, 3, 1), (std::vector<int32_t>{7}));
+    // Only n = 3 allowed: nothing matches.
+    EXPECT_TRUE(ngram_propose(h, 3, 3, 3).empty());
+    // The continuation is cut where the history ends.
+    EXPECT_EQ(ngram_propose(std::vector<int32_t>{4, 4}, 1, 1, 5), (std::vector<int32_t>{4}));
+    EXPECT_TRUE(ngram_propose(std::vector<int32_t>{4}, 1, 3, 5).empty());
+}
+
+TEST(EngineSpeculative, GreedyAloneIsTokenForTokenThePlainOutput) {
+    for (int32_t k : {1, 3, 5}) {
+        const std::vector<Req> reqs = greedy_requests(1, 100 + uint32_t(k));
+        const RunResult plain = run_all(reqs, EngineConfig{});
+        const RunResult spec = run_all(reqs, with_ngram(EngineConfig{}, k));
+        expect_same(plain, spec);
+        test::FakeRunner ref(k_vocab, 512, 1, 4);
+        ref.set_copy_period(7);
+        EXPECT_EQ(spec.outs[0].tokens, ref.greedy(reqs[0].prompt, *reqs[0].params.max_tokens, k_vocab));
+        EXPECT_GT(spec.stats.spec_proposed, 0) << "k " << k;
+        EXPECT_GT(acceptance(spec.stats), 0.1) << "k " << k;
+        EXPECT_LT(acceptance(spec.stats), 0.9) << "k " << k;
+        EXPECT_LT(spec.stats.steps, plain.stats.steps) << "k " << k;
+    }
+}
+
+TEST(EngineSpeculative, MixedBatchOfSixteenWithChunkedPrefillIsUnchanged) {
+    for (int32_t k : {1, 3, 5}) {
+        EngineConfig cfg;
+        cfg.max_num_seqs = 16;
+        cfg.max_batched_tokens = 24;  // prompts go in chunks beside verification rows
+        std::vector<Req> reqs = greedy_requests(16, 200 + uint32_t(k));
+        for (size_t i = 0; i < reqs.size(); i += 4) reqs[i].speculative = false;  // the per-request switch
+        for (size_t i = 1; i < reqs.size(); i += 5) reqs[i].params.stop_token_ids = {int32_t(i * 3 % k_vocab)};
+        const RunResult plain = run_all(reqs, cfg);
+        const RunResult spec = run_all(reqs, with_ngram(cfg, k));
+        expect_same(plain, spec);
+        EXPECT_GT(acceptance(spec.stats), 0.1) << "k " << k;
+        EXPECT_LT(acceptance(spec.stats), 0.9) << "k " << k;
+    }
+}
+
+TEST(EngineSpeculative, SeededSampledRequestsDrawTheirPlainTokens) {
+    for (int32_t k : {1, 3, 5}) {
+        EngineConfig cfg;
+        cfg.max_num_seqs = 16;
+        std::mt19937 rng(300 + uint32_t(k));
+        std::vector<Req> reqs(16);
+        for (size_t i = 0; i < reqs.size(); ++i) {
+            reqs[i].prompt = random_prompt(rng, 6 + int(i) * 3);
+            reqs[i].params.temperature = 0.7f;
+            reqs[i].params.top_p = i % 2 ? 0.9f : 1.0f;
+            reqs[i].params.top_k = i % 3 ? 0 : 10;
+            reqs[i].params.seed = 1000 + i;
+            reqs[i].params.max_tokens = 40;
+            reqs[i].params.logprobs = i % 4 == 0 ? 2 : 0;
+            if (i % 5 == 2) reqs[i].params.frequency_penalty = 0.5f;  // penalties see the accepted history
+            if (i % 5 == 3) reqs[i].params.repetition_penalty = 1.2f;
+        }
+        const RunResult plain = run_all(reqs, cfg);
+        const RunResult spec = run_all(reqs, with_ngram(cfg, k));
+        expect_same(plain, spec);
+        EXPECT_GT(acceptance(spec.stats), 0.1) << "k " << k;
+        EXPECT_LT(acceptance(spec.stats), 0.9) << "k " << k;
+    }
+}
+
+TEST(EngineSpeculative, PreemptionUnderAFullCacheKeepsOutputsExact) {
+    EngineConfig cfg;
+    cfg.max_num_seqs = 16;
+    cfg.prefix_caching = false;
+    const std::vector<Req> reqs = greedy_requests(16, 400);
+    const RunResult plain = run_all(reqs, cfg, 40);
+    const RunResult spec = run_all(reqs, with_ngram(cfg, 5), 40);
+    expect_same(plain, spec);
+    EXPECT_GT(spec.stats.preemptions, 0);
+    EXPECT_GT(spec.stats.spec_accepted, 0);
+}
+
+TEST(EngineSpeculative, AThousandRequestsWithCancelsLeaveEveryBlockFree) {
+    EngineConfig cfg = with_ngram(EngineConfig{}, 4);
+    cfg.max_num_seqs = 16;
+    cfg.max_queued = 2000;
+    cfg.max_batched_tokens = 32;
+    SpecEngine e(96, 4, cfg);
+    std::mt19937 rng(500);
+    std::vector<Outcome> outs(1000);
+    std::vector<uint64_t> ids;
+    for (size_t i = 0; i < outs.size(); ++i) {
+        Req q;
+        q.prompt = random_prompt(rng, 3 + int(i % 13));
+        q.params.temperature = i % 2 ? 0.0f : 0.9f;
+        q.params.seed = i;
+        q.params.max_tokens = 5 + int(i % 17);
+        ids.push_back(e.submit(q, &outs[i]));
+        if (i % 8 == 7) {
+            e.engine().step();
+            e.engine().step();
+            e.engine().cancel(ids[i - 3]);  // some mid-generation, some still queued
+        }
+    }
+    e.run_until_done(outs);
+    const EngineStats s = e.engine().stats();
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+    EXPECT_GT(s.finished_cancelled, 0);
+    EXPECT_GT(s.spec_accepted, 0);
+    EXPECT_LT(s.spec_accepted, s.spec_proposed);
+}
+
+TEST(EngineSpeculative, ProposalsStopAtTheContextEnd) {
+    EngineConfig cfg = with_ngram(EngineConfig{}, 5);
+    cfg.max_context = 40;
+    std::vector<Req> reqs = greedy_requests(4, 600);
+    for (Req& q : reqs) q.params.max_tokens.reset();
+    EngineConfig plain_cfg;
+    plain_cfg.max_context = 40;
+    const RunResult plain = run_all(reqs, plain_cfg);
+    const RunResult spec = run_all(reqs, cfg);
+    expect_same(plain, spec);
+    for (size_t i = 0; i < reqs.size(); ++i)
+        EXPECT_EQ(int64_t(reqs[i].prompt.size() + spec.outs[i].tokens.size()), 40) << "request " << i;
+}
+
+}  // namespace
+}  // namespace phi::engine
