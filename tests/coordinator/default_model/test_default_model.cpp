@@ -141,8 +141,9 @@ TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
         const auto got = batch(engine);
         for (size_t i = 0; i < got.size(); ++i) {
             EXPECT_EQ(got[i], plain[i]) << "request " << i << " of the batch, k " << k;
-            if (i % 2 == 0)
+            if (i % 2 == 0) {
                 EXPECT_EQ(got[i], prompts[i % prompts.size()]["greedy"].get<std::vector<int32_t>>()) << "request " << i;
+            }
         }
         const engine::EngineStats s = engine.stats();
         const double rate = s.spec_proposed > 0 ? double(s.spec_accepted) / double(s.spec_proposed) : 0.0;
