@@ -1,7 +1,7 @@
-// GPU decode of a Phi-3-mini-shaped model with random bf16 weights (no checkpoint needed):
+// GPU decode of a Phi-3-mini- or Phi-2-shaped model with random bf16 weights (no checkpoint needed):
 // tokens/s at batch 1 and 16, eager against CUDA-graph replay (the peer, same run), and the
 // fraction of the streaming-read bandwidth limit (weights + KV bytes read per step / time).
-// Usage: bench_cuda_decode [--layers N] [--steps N]
+// Usage: bench_cuda_decode [--shape phi3-mini|phi2] [--layers N] [--steps N]
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -39,6 +39,14 @@ OwnedTensor random_tensor(std::vector<int64_t> shape, DType dtype, uint32_t seed
     return t;
 }
 
+OwnedTensor zeros(int64_t n) {
+    OwnedTensor t;
+    t.shape = {n};
+    t.bytes = AlignedBuffer(size_t(n) * 4);
+    for (int64_t i = 0; i < n; ++i) t.f32()[i] = 0.0f;
+    return t;
+}
+
 OwnedTensor ones(int64_t n) {
     OwnedTensor t;
     t.shape = {n};
@@ -51,7 +59,9 @@ OwnedTensor ones(int64_t n) {
 
 int main(int argc, char** argv) {
     int64_t layers = 32, steps = 64;
+    std::string shape = "phi3-mini";
     for (int i = 1; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--shape") == 0) shape = argv[i + 1];
         if (std::strcmp(argv[i], "--layers") == 0) layers = std::stoll(argv[i + 1]);
         if (std::strcmp(argv[i], "--steps") == 0) steps = std::stoll(argv[i + 1]);
     }
@@ -60,20 +70,32 @@ int main(int argc, char** argv) {
         return 0;
     }
     try {
+        if (shape != "phi3-mini" && shape != "phi2") {
+            std::fprintf(stderr, "bench_cuda_decode: --shape %s: use phi3-mini or phi2\n", shape.c_str());
+            return 2;
+        }
+        const bool phi2 = shape == "phi2";
         const std::string json =
-            R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
+            phi2 ? R"({"architectures": ["PhiForCausalLM"], "model_type": "phi", "hidden_act": "gelu_new",
+            "hidden_size": 2560, "intermediate_size": 10240, "num_attention_heads": 32, "num_key_value_heads": 32,
+            "num_hidden_layers": )" + std::to_string(layers) +
+                       R"(, "vocab_size": 51200, "max_position_embeddings": 2048, "layer_norm_eps": 1e-5,
+            "partial_rotary_factor": 0.4, "qk_layernorm": false, "rope_theta": 10000.0, "rope_scaling": null,
+            "tie_word_embeddings": false, "bos_token_id": 50256, "eos_token_id": 50256})"
+                 : R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu",
             "hidden_size": 3072, "intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 32,
             "num_hidden_layers": )" +
-            std::to_string(layers) + R"(, "vocab_size": 32064, "max_position_embeddings": 4096,
+                       std::to_string(layers) + R"(, "vocab_size": 32064, "max_position_embeddings": 4096,
             "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
             "rope_scaling": null, "sliding_window": 2047, "tie_word_embeddings": false, "bos_token_id": 1,
             "eos_token_id": 32000, "attention_bias": false})";
-        const ModelConfig cfg = parse_model_config(json, "phi3-mini (bench)");
+        const ModelConfig cfg = parse_model_config(json, shape + " (bench)");
         const ShardPlan plan = make_shard_plan(cfg, 1, 0);
         const int64_t d = cfg.d_model, f = cfg.d_ff, hd = cfg.head_dim,
                       qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
-        std::printf("device: %s\nmodel: Phi-3-mini shapes, %lld layers, random bf16 weights\n",
-                    kcu::cuda_device_description(0).c_str(), (long long)layers);
+        const int64_t up_rows = phi2 ? f : 2 * f;  // gelu_new fc1, or SwiGLU gate_up
+        std::printf("device: %s\nmodel: %s shapes, %lld layers, random bf16 weights\n",
+                    kcu::cuda_device_description(0).c_str(), shape.c_str(), (long long)layers);
         const auto t0 = std::chrono::steady_clock::now();
         // Each model takes its own host copy (uploaded, then freed).
         auto make_weights = [&] {
@@ -81,20 +103,32 @@ int main(int argc, char** argv) {
             for (int64_t l = 0; l < layers; ++l) {
                 LayerWeights lw;
                 lw.attn_norm_w = ones(d);
-                lw.ffn_norm_w = ones(d);
                 lw.wqkv = random_tensor({qkv, d}, DType::BF16, uint32_t(4 * l + 1), 0.02f);
                 lw.wo = random_tensor({d, cfg.n_heads * hd}, DType::BF16, uint32_t(4 * l + 2), 0.02f);
-                lw.w_up = random_tensor({2 * f, d}, DType::BF16, uint32_t(4 * l + 3), 0.02f);
+                lw.w_up = random_tensor({up_rows, d}, DType::BF16, uint32_t(4 * l + 3), 0.02f);
                 lw.w_down = random_tensor({d, f}, DType::BF16, uint32_t(4 * l + 4), 0.02f);
+                if (phi2) {  // LayerNorm with bias, biased projections, one norm (parallel block)
+                    lw.attn_norm_b = zeros(d);
+                    lw.bqkv = zeros(qkv);
+                    lw.bo = zeros(d);
+                    lw.b_up = zeros(f);
+                    lw.b_down = zeros(d);
+                } else {
+                    lw.ffn_norm_w = ones(d);
+                }
                 w.layers.push_back(std::move(lw));
             }
             w.embed = random_tensor({plan.vocab_local, d}, DType::BF16, 7, 0.5f);
             w.lm_head = random_tensor({plan.vocab_local, d}, DType::BF16, 8, 0.02f);
             w.final_norm_w = ones(d);
+            if (phi2) {
+                w.final_norm_b = zeros(d);
+                w.lm_head_b = zeros(plan.vocab_local);
+            }
             return w;
         };
         make_weights();  // timed once for the header line
-        const double weight_bytes = double(layers) * double(qkv * d + d * cfg.n_heads * hd + 3 * f * d) * 2 +
+        const double weight_bytes = double(layers) * double(qkv * d + d * cfg.n_heads * hd + (up_rows + f) * d) * 2 +
                                     double(plan.vocab_local * d) * 2;
         std::printf("weights: %.2f GB (made in %.1f s)\n", weight_bytes / 1e9,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -105,6 +105,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"blocks", [&](auto& n, auto& p) { c.kv_blocks = integer(n, p, 1, int64_t(1) << 30); }},
         {"bytes", [&](auto& n, auto& p) { c.kv_bytes = integer(n, p, 1 << 16, int64_t(1) << 50); }},
         {"block_size", [&](auto& n, auto& p) { c.block_size = integer(n, p, 1, 1024); }},
+        {"gpu_memory_fraction", [&](auto& n, auto& p) { c.kv_gpu_memory_fraction = real(n, p, 0.01, 1.0); }},
     };
     const std::map<std::string, Handler> batching_schema = {
         {"max_num_seqs", [&](auto& n, auto& p) { c.max_num_seqs = integer(n, p, 1, 65536); }},
@@ -148,6 +149,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"tp", [&](auto& n, auto& p) { c.tp = int(integer(n, p, 1, 4096)); }},
         {"backend", [&](auto& n, auto& p) { c.backend = choice(n, p, {"cpu", "cuda"}); }},
         {"dtype", [&](auto& n, auto& p) { c.dtype = choice(n, p, {"f32", "bf16"}); }},
+        {"allow_shared_device", [&](auto& n, auto& p) { c.allow_shared_device = boolean(n, p); }},
         {"threads_per_rank", [&](auto& n, auto& p) { c.threads_per_rank = int(integer(n, p, 0, 1024)); }},
         {"kv_cache", [&](auto& n, auto& p) { walk(n, p, kv_schema); }},
         {"batching", [&](auto& n, auto& p) { walk(n, p, batching_schema); }},
@@ -176,6 +178,10 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     PHI_CHECK(c.tcp.enabled() || c.http.enabled(), "{}: listen: at least one of tcp and http must be on", origin);
     PHI_CHECK(c.spec_ngram_max >= c.spec_ngram_min, "{}: speculative.ngram_max ({}) must be >= speculative.ngram_min ({})",
               origin, c.spec_ngram_max, c.spec_ngram_min);
+    PHI_CHECK(c.backend == "cuda" || (c.kv_gpu_memory_fraction == 0 && !c.allow_shared_device),
+              "{}: kv_cache.gpu_memory_fraction and allow_shared_device are for backend: cuda", origin);
+    PHI_CHECK(c.kv_gpu_memory_fraction == 0 || c.kv_blocks == 0,
+              "{}: give kv_cache.blocks or kv_cache.gpu_memory_fraction, not both", origin);
     PHI_CHECK(c.max_batched_tokens >= 1, "{}: batching.max_batched_tokens must be >= 1", origin);
     PHI_CHECK(c.plan_wait > c.heartbeat * 2,
               "{}: watchdog.plan_wait_ms ({}) must exceed twice watchdog.heartbeat_ms ({}), or idle ranks time out",

@@ -29,6 +29,8 @@ struct ClusterConfig {
     int64_t kv_blocks = 0;        // 0: derived from kv_bytes
     int64_t kv_bytes = int64_t(1) << 30;  // per rank, when kv_blocks is 0
     int64_t block_size = 16;
+    double kv_gpu_memory_fraction = 0;  // backend cuda: > 0 sizes the KV cache from free GPU memory
+    bool allow_shared_device = false;   // backend cuda: more ranks than GPUs on a node (testing)
     std::string kv_dtype = "f32";  // f32 | bf16: how K and V are stored (attention widens bf16 to fp32)
     int64_t max_num_seqs = 32;
     int64_t max_batched_tokens = 512;

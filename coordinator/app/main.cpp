@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "coordinator/app/cluster_config.h"
+#include "coordinator/app/gpu_rank.h"
 #include "coordinator/app/launch_checks.h"
 #include "coordinator/app/model_setup.h"
 #include "coordinator/app/server.h"
@@ -34,7 +35,8 @@ namespace {
 using namespace phi;
 
 struct OfflineArgs {
-    std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16";
+    std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16", backend = "cpu";
+    bool allow_shared_device = false;
     int64_t max_tokens = 128;
     float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
     int top_k = 0;
@@ -74,21 +76,50 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
               comm.size(), a.tp, a.tp);
     const int modes = !a.prompt.empty() + !a.chat.empty() + !a.prompt_ids.empty();
     PHI_CHECK(modes == 1, "give exactly one of --prompt, --chat and --prompt-ids (or --config, or --print-plan)");
+    const bool gpu = a.backend == "cuda";
+    PHI_CHECK(gpu || !a.allow_shared_device, "--allow-shared-device is for --backend cuda");
+    app::GpuPlacement placement;
+    if (gpu) {
+        // Every rank for itself, before any collective: no GPU ends the job at once.
+        app::ClusterConfig as_config;
+        as_config.dtype = a.dtype;
+        as_config.threads_per_rank = a.threads;
+        try {
+            app::check_cuda_options(as_config, "offline");
+        } catch (const Error& e) {
+            PHI_FAIL("{} (--dtype and --threads are the offline flags)", e.what());
+        }
+        placement = app::choose_gpu(comm, a.allow_shared_device);
+    }
     const app::LaunchAgreement launch = app::agree_at_launch(comm, a.threads);
     ModelOptions opts;
     opts.isa = launch.isa.isa;
     opts.weight_dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
     opts.kv.block_size = 16;
     opts.kv.num_blocks = (a.max_tokens + 16 * 1024) / 16;
-    auto model = load_model(a.model_dir, comm, opts);
+    std::unique_ptr<PhiModel> cpu_model;
+    std::unique_ptr<app::GpuRank> gpu_rank;
+    const engine::EngineConfig engine_defaults;
+    if (gpu) {
+        app::GpuModelOptions go;
+        go.kv_blocks = opts.kv.num_blocks;
+        go.block_size = opts.kv.block_size;
+        go.max_tokens = engine_defaults.max_batched_tokens;
+        go.max_seqs = engine_defaults.max_num_seqs;
+        go.max_context = opts.kv.num_blocks * opts.kv.block_size;
+        gpu_rank = app::start_gpu_rank(comm, a.model_dir, placement, go);
+    } else {
+        cpu_model = load_model(a.model_dir, comm, opts);
+    }
+    ModelRunner& model = gpu ? static_cast<ModelRunner&>(gpu_rank->model()) : *cpu_model;
     WatchdogOptions wd;
     wd.step_base = std::chrono::milliseconds(a.watchdog_ms);
     wd.plan_wait = std::chrono::milliseconds(a.plan_wait_ms);
-    StepExecutor exec(*model, comm, wd);
+    StepExecutor exec(model, comm, wd);
     if (comm.rank() == 0)
-        log().info("model {} loaded on {} rank(s): {} layers, d_model {}, {} heads, ISA {}", a.model_dir, comm.size(),
-                   model->config().n_layers, model->config().d_model, model->config().n_heads,
-                   kernels::cpu::isa_name(opts.isa));
+        log().info("model {} loaded on {} rank(s): {} layers, d_model {}, {} heads, {}", a.model_dir, comm.size(),
+                   model.config().n_layers, model.config().d_model, model.config().n_heads,
+                   gpu ? gpu_rank->describe() : fmt::format("ISA {}", kernels::cpu::isa_name(opts.isa)));
     if (comm.rank() != 0) {
         ignore_drain_signal();
         exec.follow();
@@ -102,7 +133,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     PHI_CHECK(tok || !a.prompt_ids.empty(), "{} has no tokenizer.json: use --prompt-ids", a.model_dir);
 
     engine::EngineConfig ec;
-    ec.vocab_limit = tok ? tok->vocab_size() : model->config().vocab_size;
+    ec.vocab_limit = tok ? tok->vocab_size() : model.config().vocab_size;
     if (tok) {
         for (int32_t id : app::stop_ids_for(a.model_dir, *tok)) ec.eos_ids.push_back(id);
     }
@@ -261,6 +292,12 @@ int main(int argc, char** argv) {
                    "do (server mode: `dtype: f32` in the YAML)")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
+    cli.add_option("--backend", a.backend,
+                   "offline: cpu, or cuda (each rank takes the GPU of its node-local rank; weights and KV cache bf16)")
+        ->check(CLI::IsMember({"cpu", "cuda"}))
+        ->capture_default_str();
+    cli.add_flag("--allow-shared-device", a.allow_shared_device,
+                   "offline, --backend cuda: let several ranks share one GPU (testing; host-staged all-reduce)");
     cli.add_option("--threads", a.threads, "offline: threads per rank (0: the CPUs of its affinity mask / the ranks sharing them)");
     cli.add_option("--tp", a.tp, "offline: expected tensor-parallel size (must equal the MPI world size)");
     cli.add_option("--watchdog-ms", a.watchdog_ms, "offline: base deadline of a step's collectives")

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "coordinator/app/gpu_rank.h"
 #include "coordinator/app/launch_checks.h"
 #include "coordinator/app/model_setup.h"
 #include "coordinator/app/signals.h"
@@ -47,9 +48,14 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
               "tp: {} in the config, but {} MPI ranks were started: start {} ranks (scripts/mpirun.sh -np {}), set "
               "tp: {}, or leave tp out to use the MPI world size",
               cfg.tp, comm.size(), cfg.tp, cfg.tp, comm.size());
-    PHI_CHECK(cfg.backend == "cpu",
-              "backend: cuda is not served by this build yet: the CUDA kernels are tested on their own "
-              "(scripts/gpu_check.sh); use backend: cpu");
+    // backend: cuda fails here, on every rank for itself and before any collective, when the build,
+    // the options or the node cannot run it (no GPU: the driver's reason).
+    const bool gpu = cfg.backend == "cuda";
+    GpuPlacement placement;
+    if (gpu) {
+        check_cuda_options(cfg, "backend: cuda");
+        placement = choose_gpu(comm, cfg.allow_shared_device);
+    }
     // Signals are taken by one thread with sigwait (signals.h); every thread inherits the mask.
     const sigset_t sigs = shutdown_signals();
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
@@ -58,21 +64,46 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     const int threads = launch.threads.threads;
     const ModelConfig mc = load_model_config(cfg.model / "config.json");
     // Sizes first: a max_context the cache cannot hold is refused before any weight is read.
-    const ClusterSizing sizing = size_cluster(cfg, mc, comm.size(), comm.rank());
+    ClusterConfig sized = cfg;
+    if (gpu) {
+        sized.kv_dtype = "bf16";  // the device cache
+        if (cfg.kv_gpu_memory_fraction > 0) {
+            const ClusterSizing weights_only = size_cluster(sized, mc, comm.size(), comm.rank());
+            sized.kv_bytes = gpu_kv_bytes(cfg.kv_gpu_memory_fraction, gpu_free_bytes(placement.device),
+                                          placement.ranks_per_gpu, weights_only.weight_bytes,
+                                          gpu_activation_reserve(mc, cfg.max_batched_tokens));
+        }
+    }
+    const ClusterSizing sizing = size_cluster(sized, mc, comm.size(), comm.rank());
     log().info("{}", describe_sizing(sizing));
     check_sizing(sizing);
-    ModelOptions opts;
-    opts.isa = launch.isa.isa;
-    opts.weight_dtype = sizing.weight_dtype;
-    opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size};
-    auto model = load_model(cfg.model, comm, opts);
+    std::unique_ptr<PhiModel> cpu_model;
+    std::unique_ptr<GpuRank> gpu_rank;
+    if (gpu) {
+        GpuModelOptions go;
+        go.kv_blocks = sizing.kv_blocks;
+        go.block_size = cfg.block_size;
+        go.max_tokens = cfg.max_batched_tokens;
+        go.max_seqs = cfg.max_num_seqs;
+        go.max_context = sizing.max_context;
+        gpu_rank = start_gpu_rank(comm, cfg.model, placement, go);
+        log().info("rank {}/{}: {} loaded on {}, {} KV blocks of {} tokens (bf16)", comm.rank(), comm.size(),
+                   cfg.model.string(), gpu_rank->describe(), sizing.kv_blocks, cfg.block_size);
+    } else {
+        ModelOptions opts;
+        opts.isa = launch.isa.isa;
+        opts.weight_dtype = sizing.weight_dtype;
+        opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size};
+        cpu_model = load_model(cfg.model, comm, opts);
+        log().info("rank {}/{}: {} loaded ({} bytes resident), {} threads, ISA {}, {} KV blocks of {} tokens",
+                   comm.rank(), comm.size(), cfg.model.string(), cpu_model->weights().resident_bytes, threads,
+                   kernels::cpu::isa_name(opts.isa), opts.kv.num_blocks, opts.kv.block_size);
+    }
+    ModelRunner& model = gpu ? static_cast<ModelRunner&>(gpu_rank->model()) : *cpu_model;
     WatchdogOptions wd;
     wd.step_base = cfg.watchdog_step_base;
     wd.plan_wait = cfg.plan_wait;
-    StepExecutor exec(*model, comm, wd);
-    log().info("rank {}/{}: {} loaded ({} bytes resident), {} threads, ISA {}, {} KV blocks of {} tokens", comm.rank(),
-               comm.size(), cfg.model.string(), model->weights().resident_bytes, threads,
-               kernels::cpu::isa_name(opts.isa), opts.kv.num_blocks, opts.kv.block_size);
+    StepExecutor exec(model, comm, wd);
     if (comm.rank() != 0) {
         // Teardown (mpirun saw a rank die, or the operator's raw SIGTERM): nothing to hand over
         // here, so go at once. Drain (SIGUSR1) is rank 0's: this rank waits for its shutdown plan.

@@ -3,6 +3,7 @@
 // buffer and uploads it with one copy per region; every operation then reads it on the device.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -13,7 +14,6 @@
 
 #include "common/error.h"
 #include "common/hash.h"
-#include "kernels/argmax_host.h"
 #include "common/log.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
@@ -250,11 +250,32 @@ public:
 
     std::vector<ArgmaxPair> argmax_rows(const Tensor& logits, std::span<const int32_t> row_index,
                                         std::span<const int32_t> limits, int64_t vocab_begin) override {
-        // The rows come to the host (one copy of R x vocab_local floats); a device reduction of
-        // the pairs is left for later.
-        std::vector<float> host(size_t(logits.numel()));
-        read(logits, host.data());
-        return argmax_rows_host(host.data(), logits.cols, row_index, limits, vocab_begin);
+        // Reduced on the device: R (max, id) pairs come back instead of R x vocab_local floats.
+        const int64_t R = int64_t(row_index.size());
+        PHI_CHECK(int64_t(limits.size()) == R, "argmax_rows: {} rows but {} limits", R, limits.size());
+        std::vector<ArgmaxPair> out(static_cast<size_t>(R));
+        if (R == 0) return out;
+        for (int64_t i = 0; i < R; ++i)
+            PHI_CHECK(row_index[size_t(i)] >= 0 && row_index[size_t(i)] < logits.rows,
+                      "argmax_rows: row {} of a [{}, {}] logits buffer", row_index[size_t(i)], logits.rows,
+                      logits.cols);
+        // [row_index | limits] in, [values | ids] out: one upload, one download.
+        std::vector<int32_t> in(size_t(2 * R));
+        std::copy(row_index.begin(), row_index.end(), in.begin());
+        std::copy(limits.begin(), limits.end(), in.begin() + R);
+        if (argmax_io_.bytes() < size_t(4 * R) * 4) argmax_io_ = DeviceBuffer(size_t(4 * R) * 4);
+        int32_t* d_in = argmax_io_.as<int32_t>();
+        float* d_val = reinterpret_cast<float*>(d_in + 2 * R);
+        int32_t* d_id = d_in + 3 * R;
+        CUDA_CHECK(cudaMemcpyAsync(d_in, in.data(), size_t(2 * R) * 4, cudaMemcpyHostToDevice, stream()));
+        argmax_pairs(d_val, d_id, logits.f32(), logits.cols, logits.cols, d_in, d_in + R, R, vocab_begin, stream());
+        std::vector<float> val(static_cast<size_t>(R));
+        std::vector<int32_t> id(static_cast<size_t>(R));
+        CUDA_CHECK(cudaMemcpyAsync(val.data(), d_val, size_t(R) * 4, cudaMemcpyDeviceToHost, stream()));
+        CUDA_CHECK(cudaMemcpyAsync(id.data(), d_id, size_t(R) * 4, cudaMemcpyDeviceToHost, stream()));
+        stream_->synchronize();
+        for (int64_t i = 0; i < R; ++i) out[size_t(i)] = ArgmaxPair{val[size_t(i)], id[size_t(i)]};
+        return out;
     }
 
 private:
@@ -328,6 +349,7 @@ private:
     DeviceBuffer inv_freq_, rope_scale_, q_to_kv_;  // [2, rotary/2], [2], [n_heads]
     int64_t rotary_dim_ = 0;
     DeviceBuffer x16_, acc_;  // bf16 GEMM input, accumulate epilogue scratch
+    DeviceBuffer argmax_io_;  // argmax_rows: [row_index | limits | values | ids]
     MoeWorkspace moe_ws_;
 
     std::set<int64_t> warmed_;                   // decode batch sizes run once eagerly

@@ -124,6 +124,12 @@ void paged_attention(void* out, DType out_dtype, const float* q, int64_t q_strid
 /// out[r] = index of the largest of logits[r * stride + 0 .. limit) (lowest index on ties).
 void argmax(int32_t* out, const float* logits, int64_t rows, int64_t stride, int64_t limit, cudaStream_t s);
 
+/// Per wanted row i (of `rows`): over logits[row_index[i] * stride + j] for j < min(cols,
+/// limits[i] - vocab_begin), the largest value and vocab_begin + its index (lowest on ties; NaN
+/// never wins unless the row is all NaN); value -inf and id -1 when no id is below the limit.
+void argmax_pairs(float* out_value, int32_t* out_id, const float* logits, int64_t stride, int64_t cols,
+                  const int32_t* row_index, const int32_t* limits, int64_t rows, int64_t vocab_begin, cudaStream_t s);
+
 /// Per row r: temperature[r] (<= 0: greedy), then top-k (top_k[r] <= 0: off; ties with the k-th
 /// value are kept, as HF does), then top-p (top_p[r] >= 1: off; a token is kept while the mass of
 /// the tokens strictly more likely is below top_p of the total; ties are kept together), then an

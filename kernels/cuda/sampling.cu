@@ -198,6 +198,23 @@ __global__ void sample_kernel(int32_t* out, const float* logits, int64_t stride,
     if (threadIdx.x == 0) out[r] = found != ~0ull ? int32_t(found) : int32_t(lk);
 }
 
+/// One block per wanted row: (max, global id) over the row's ids below its limit (the distributed
+/// greedy step: each rank reduces its vocabulary shard, rank 0 picks among the pairs).
+__global__ void argmax_pairs_kernel(float* out_value, int32_t* out_id, const float* logits, int64_t stride,
+                                    const int32_t* row_index, const int32_t* limits, int64_t vocab_begin,
+                                    int64_t cols) {
+    __shared__ float redv[32];
+    __shared__ int64_t redi[32];
+    const float* row = logits + int64_t(row_index[blockIdx.x]) * stride;
+    const int64_t lim = int64_t(limits[blockIdx.x]) - vocab_begin;
+    const int64_t end = lim < 0 ? 0 : (lim < cols ? lim : cols);
+    const int64_t best = block_argmax(row, end, redv, redi);  // every thread calls it (barriers)
+    if (threadIdx.x == 0) {
+        out_value[blockIdx.x] = end > 0 ? row[best] : -INFINITY;
+        out_id[blockIdx.x] = end > 0 ? int32_t(vocab_begin + best) : -1;
+    }
+}
+
 }  // namespace
 
 void argmax(int32_t* out, const float* logits, int64_t rows, int64_t stride, int64_t limit, cudaStream_t s) {
@@ -206,6 +223,16 @@ void argmax(int32_t* out, const float* logits, int64_t rows, int64_t stride, int
                      (long long)stride);
     if (rows == 0) return;
     argmax_kernel<<<unsigned(rows), k_threads, 0, s>>>(out, logits, stride, limit);
+    CUDA_CHECK_LAUNCH();
+}
+
+void argmax_pairs(float* out_value, int32_t* out_id, const float* logits, int64_t stride, int64_t cols,
+                  const int32_t* row_index, const int32_t* limits, int64_t rows, int64_t vocab_begin, cudaStream_t s) {
+    PHI_CUDA_REQUIRE(rows >= 0 && cols >= 0 && cols <= stride, "argmax_pairs: bad rows %lld, cols %lld or stride %lld",
+                     (long long)rows, (long long)cols, (long long)stride);
+    if (rows == 0) return;
+    argmax_pairs_kernel<<<unsigned(rows), k_threads, 0, s>>>(out_value, out_id, logits, stride, row_index, limits,
+                                                             vocab_begin, cols);
     CUDA_CHECK_LAUNCH();
 }
 
