@@ -145,6 +145,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
              const std::filesystem::path t = scalar<std::string>(n, p, "a folder path");
              c.tokenizer = t.is_absolute() ? t : base_dir / t;
          }},
+        {"skip_tokenizer_init", [&](auto& n, auto& p) { c.skip_tokenizer_init = boolean(n, p); }},
         {"model_name", [&](auto& n, auto& p) { c.model_name = scalar<std::string>(n, p, "a string"); }},
         {"tp", [&](auto& n, auto& p) { c.tp = int(integer(n, p, 1, 4096)); }},
         {"backend", [&](auto& n, auto& p) { c.backend = choice(n, p, {"cpu", "cuda"}); }},

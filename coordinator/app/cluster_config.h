@@ -21,6 +21,7 @@ struct ListenAddress {
 struct ClusterConfig {
     std::filesystem::path model;  // HF folder; relative paths are relative to the config file
     std::filesystem::path tokenizer;  // folder with tokenizer.json; default: the model folder
+    bool skip_tokenizer_init = false;  // token-ids-only mode (vLLM's flag): no tokenizer is loaded
     std::string model_name;       // served name (/v1/models); default: the folder's name
     int tp = 0;                   // 0 (left out): the MPI world size; otherwise it must equal it
     std::string backend = "cpu";  // cpu | cuda

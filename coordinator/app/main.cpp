@@ -135,7 +135,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     engine::EngineConfig ec;
     ec.vocab_limit = tok ? tok->vocab_size() : model.config().vocab_size;
     if (tok) {
-        for (int32_t id : app::stop_ids_for(a.model_dir, *tok)) ec.eos_ids.push_back(id);
+        for (int32_t id : app::stop_ids_for(a.model_dir, &*tok, 0)) ec.eos_ids.push_back(id);
     }
     if (a.ngram_k > 0) {
         ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;

@@ -1,5 +1,6 @@
 #include "coordinator/app/server.h"
 
+#include <optional>
 #include <pthread.h>
 #include <signal.h>
 
@@ -60,6 +61,8 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     const sigset_t sigs = shutdown_signals();
     pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+    // A bare checkpoint (no tokenizer files) is refused before loading, saying which YAML keys fix it.
+    if (comm.rank() == 0) require_tokenizer_or_ids_only(cfg.tokenizer, cfg.skip_tokenizer_init);
     const LaunchAgreement launch = agree_at_launch(comm, cfg.threads_per_rank);
     const int threads = launch.threads.threads;
     const ModelConfig mc = load_model_config(cfg.model / "config.json");
@@ -118,7 +121,10 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         return 0;
     }
 
-    const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(cfg.tokenizer);
+    std::optional<tokenizer::Tokenizer> tok;
+    if (!cfg.skip_tokenizer_init) tok.emplace(tokenizer::Tokenizer::load(cfg.tokenizer));
+    const tokenizer::Tokenizer* tok_ptr = tok ? &*tok : nullptr;
+    if (!tok) log().info("token-ids-only mode (skip_tokenizer_init): prompts are token ids, outputs are ids");
     engine::EngineConfig ec;
     ec.max_num_seqs = cfg.max_num_seqs;
     ec.max_batched_tokens = cfg.max_batched_tokens;
@@ -129,10 +135,11 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;
-    ec.vocab_limit = tok.vocab_size();
-    ec.eos_ids = stop_ids_for(cfg.model, tok);
-    PHI_CHECK(tok.vocab_size() <= mc.vocab_size, "the tokenizer in {} has {} tokens but the model's vocabulary has only {} rows",
-              cfg.tokenizer.string(), tok.vocab_size(), mc.vocab_size);
+    ec.vocab_limit = tok ? tok->vocab_size() : mc.vocab_size;
+    ec.eos_ids = stop_ids_for(cfg.model, tok_ptr, mc.vocab_size);
+    PHI_CHECK(!tok || tok->vocab_size() <= mc.vocab_size,
+              "the tokenizer in {} has {} tokens but the model's vocabulary has only {} rows", cfg.tokenizer.string(),
+              tok ? tok->vocab_size() : 0, mc.vocab_size);
     ec.heartbeat = cfg.heartbeat;
     // Before the engine owns the cache: every rank times the largest step the engine will run.
     exec.calibrate(cfg.max_batched_tokens);
@@ -141,7 +148,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     serving::ServiceLimits limits;
     limits.max_prompt_tokens = cfg.max_prompt_tokens;
     limits.request_deadline = std::chrono::milliseconds(int64_t(cfg.request_deadline_s * 1000));
-    serving::Service svc(engine, tok, cfg.model_name, limits, metrics);
+    serving::Service svc(engine, tok_ptr, cfg.model_name, limits, metrics);
     svc.stall_after = cfg.heartbeat * 2;
 
     boost::asio::io_context io;

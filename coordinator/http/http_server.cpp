@@ -415,6 +415,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
             ex->n = gr.n;
             fo.logprobs = gr.logprobs;
             fo.include_usage = ex->include_usage;
+            fo.token_ids = svc.tokenizer() == nullptr;
             ex->format = std::make_unique<OpenAiResponse>(fo, svc.tokenizer());
             // The sink holds neither the connection nor an executor (post_gate.h): a connection
             // or server that went away simply drops its events.

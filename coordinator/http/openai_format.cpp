@@ -40,7 +40,7 @@ int64_t utf8_chars(const std::string& s) {
     return n;
 }
 
-OpenAiResponse::OpenAiResponse(const FormatOptions& opts, const tokenizer::Tokenizer& tok)
+OpenAiResponse::OpenAiResponse(const FormatOptions& opts, const tokenizer::Tokenizer* tok)
     : opts_(opts), tok_(tok), choices_(size_t(std::max(opts.n, 1))) {
     if (opts_.logprobs >= 0) {
         for (Choice& c : choices_) {
@@ -57,8 +57,9 @@ OpenAiResponse::OpenAiResponse(const FormatOptions& opts, const tokenizer::Token
 }
 
 std::string OpenAiResponse::token_string(int32_t id) const {
-    if (!tok_.id_to_token(id).has_value()) return "";
-    return tok_.decode(std::span<const int32_t>(&id, 1), false);
+    if (!tok_) return serving::token_id_text(id);
+    if (!tok_->id_to_token(id).has_value()) return "";
+    return tok_->decode(std::span<const int32_t>(&id, 1), false);
 }
 
 ojson OpenAiResponse::chunk_base() const {
@@ -121,7 +122,7 @@ std::string OpenAiResponse::role_chunk(int c) const {
 std::string OpenAiResponse::token_chunk(const serving::OutputEvent& ev) {
     Choice& ch = choices_.at(size_t(ev.choice));
     const bool with_logprobs = opts_.logprobs >= 0;
-    if (ev.text.empty() && !with_logprobs) return "";
+    if (ev.text.empty() && !with_logprobs && !opts_.token_ids) return "";
     ojson c;
     c["index"] = ev.choice;
     if (opts_.chat) {
@@ -129,6 +130,7 @@ std::string OpenAiResponse::token_chunk(const serving::OutputEvent& ev) {
     } else {
         c["text"] = ev.text;
     }
+    if (opts_.token_ids) c["token_ids"] = ojson::array({ev.token_id});
     c["logprobs"] = with_logprobs ? token_logprobs(ev, ch.text_chars) : ojson(nullptr);
     c["finish_reason"] = nullptr;
     ch.text += ev.text;
@@ -169,6 +171,7 @@ std::string OpenAiResponse::usage_chunk(const serving::Usage& u) const {
 void OpenAiResponse::add_token(const serving::OutputEvent& ev) {
     Choice& ch = choices_.at(size_t(ev.choice));
     if (opts_.logprobs >= 0) append_logprobs(ch.logprobs, ev, ch.text_chars);
+    if (opts_.token_ids) ch.token_ids.push_back(ev.token_id);
     ch.text += ev.text;
     ch.text_chars += utf8_chars(ev.text);
 }
@@ -203,6 +206,7 @@ ojson OpenAiResponse::response(const serving::Usage& u) const {
         } else {
             c["text"] = ch.text;
         }
+        if (opts_.token_ids) c["token_ids"] = ch.token_ids;
         c["logprobs"] = opts_.logprobs >= 0 ? ch.logprobs : ojson(nullptr);
         c["finish_reason"] = ch.finish_reason;
         c["stop_reason"] = nullptr;

@@ -31,11 +31,14 @@ struct FormatOptions {
     int n = 1;
     int logprobs = -1;           // GenerationRequest::logprobs: -1 none, else top-k count
     bool include_usage = false;  // stream_options.include_usage
+    /// Token-ids-only mode: every choice (and stream chunk) carries "token_ids"; the text is empty.
+    bool token_ids = false;
 };
 
 class OpenAiResponse {
   public:
-    OpenAiResponse(const FormatOptions& opts, const tokenizer::Tokenizer& tok);
+    /// `tok` null: token-ids-only mode (token strings are "token_id:N").
+    OpenAiResponse(const FormatOptions& opts, const tokenizer::Tokenizer* tok);
 
     // Streaming: each returns the JSON of one SSE event, or "" when there is nothing to send.
     /// Chat only: the first chunk of choice `c`, delta {role: "assistant", content: ""}.
@@ -60,6 +63,7 @@ class OpenAiResponse {
         int64_t text_chars = 0;  // code points of text, for text_offset
         std::string finish_reason;
         ojson logprobs;  // non-streaming: the growing logprobs object
+        std::vector<int32_t> token_ids;  // FormatOptions::token_ids
     };
     ojson chunk_base() const;
     /// The logprobs of one token, in the endpoint's shape; appends to `into` when it is an object.
@@ -68,7 +72,7 @@ class OpenAiResponse {
     std::string token_string(int32_t id) const;
 
     FormatOptions opts_;
-    const tokenizer::Tokenizer& tok_;
+    const tokenizer::Tokenizer* tok_;
     std::vector<Choice> choices_;
 };
 

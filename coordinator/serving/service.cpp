@@ -15,6 +15,10 @@ namespace phi::serving {
 
 using clock_type = std::chrono::steady_clock;
 
+std::string token_id_text(int32_t id) {
+    return fmt::format("token_id:{}", id);
+}
+
 class Request {
 public:
     struct Choice {
@@ -51,7 +55,8 @@ private:
     bool failing_ = false;  // deliver's error path is running
     void choice_done(int c, const std::string& reason, const std::string& error, std::string tail);
     std::string token_text(int32_t id) const {
-        return svc->tok_.id_to_token(id).has_value() ? svc->tok_.decode(std::span<const int32_t>(&id, 1), false) : "";
+        if (!svc->tok_) return token_id_text(id);
+        return svc->tok_->id_to_token(id).has_value() ? svc->tok_->decode(std::span<const int32_t>(&id, 1), false) : "";
     }
 };
 
@@ -128,7 +133,7 @@ void Request::handle_event(int c, const engine::Event& e) {
     if (ch.done) return;  // stopped by a stop string; the engine's own finish follows
     if (e.kind == engine::Event::Kind::Finished) {
         usage.cached_prompt_tokens = std::max(usage.cached_prompt_tokens, e.cached_prompt_tokens);
-        std::string tail = ch.decoder->flush();
+        std::string tail = ch.decoder ? ch.decoder->flush() : std::string();
         auto st = ch.stop->feed(tail);
         tail = st.text + (st.stopped ? "" : ch.stop->flush());
         choice_done(c, st.stopped ? "stop" : engine::finish_reason_name(e.reason), e.error, std::move(tail));
@@ -142,7 +147,7 @@ void Request::handle_event(int c, const engine::Event& e) {
     }
     ch.last_token = now;
     ++ch.tokens;
-    const std::string piece = ch.decoder->step(e.token);
+    const std::string piece = ch.decoder ? ch.decoder->step(e.token) : std::string();
     auto st = ch.stop->feed(piece);
     OutputEvent ev;
     ev.kind = OutputEvent::Kind::Token;
@@ -161,7 +166,7 @@ void Request::handle_event(int c, const engine::Event& e) {
     }
 }
 
-Service::Service(engine::Engine& engine, const tokenizer::Tokenizer& tok, std::string model_name,
+Service::Service(engine::Engine& engine, const tokenizer::Tokenizer* tok, std::string model_name,
                  const ServiceLimits& limits, Metrics& metrics)
     : engine_(engine),
       tok_(tok),
@@ -169,28 +174,40 @@ Service::Service(engine::Engine& engine, const tokenizer::Tokenizer& tok, std::s
       limits_(limits),
       metrics_(metrics),
       pool_(limits.prepare_threads, limits.max_preparing) {
-    if (!tok.chat_template().empty()) chat_ = std::make_unique<chat::ChatTemplate>(chat::ChatTemplate::compile(tok.chat_template()));
+    if (tok && !tok->chat_template().empty())
+        chat_ = std::make_unique<chat::ChatTemplate>(chat::ChatTemplate::compile(tok->chat_template()));
 }
+
+namespace {
+[[noreturn]] void ids_only(const std::string& param, const std::string& what) {
+    bad_request(param, fmt::format("this server runs in token-ids-only mode (skip_tokenizer_init: true, no "
+                                   "tokenizer loaded), so {} cannot be used; send the prompt as token ids ('prompt' as a list "
+                                   "of ids over HTTP, 'prompt_ids' in the native protocol)",
+                                   what));
+}
+}  // namespace
 
 Service::~Service() = default;
 
 std::vector<int32_t> Service::prompt_ids(const GenerationRequest& req) const {
+    if (!tok_ && req.kind == PromptKind::Text) ids_only("prompt", "a text prompt");
+    if (!tok_ && req.kind == PromptKind::Chat) ids_only("messages", "chat messages (they need the chat template and tokenizer)");
     switch (req.kind) {
-        case PromptKind::Text: return tok_.encode(req.text, true);
+        case PromptKind::Text: return tok_->encode(req.text, true);
         case PromptKind::Chat: {
             if (!chat_) bad_request("messages", fmt::format("model '{}' has no chat template; use /v1/completions", model_name_));
             nlohmann::ordered_json specials = nlohmann::ordered_json::object();
-            if (tok_.bos_token()) specials["bos_token"] = *tok_.bos_token();
-            if (tok_.eos_token()) specials["eos_token"] = *tok_.eos_token();
-            if (tok_.unk_token()) specials["unk_token"] = *tok_.unk_token();
-            if (tok_.pad_token()) specials["pad_token"] = *tok_.pad_token();
+            if (tok_->bos_token()) specials["bos_token"] = *tok_->bos_token();
+            if (tok_->eos_token()) specials["eos_token"] = *tok_->eos_token();
+            if (tok_->unk_token()) specials["unk_token"] = *tok_->unk_token();
+            if (tok_->pad_token()) specials["pad_token"] = *tok_->pad_token();
             std::string text;
             try {
                 text = chat_->render(chat::ChatTemplate::hf_context(req.messages, req.add_generation_prompt, req.tools, specials));
             } catch (const Error& e) {
                 bad_request("messages", fmt::format("the chat template rejected these messages: {}", user_message(e)));
             }
-            return tok_.encode_chat(text);
+            return tok_->encode_chat(text);
         }
         case PromptKind::TokenIds: {
             for (int32_t id : req.token_ids)
@@ -220,6 +237,7 @@ PreparedRequest Service::prepare(GenerationRequest req) const {
         throw ApiError(404, "not_found_error", fmt::format("the model '{}' does not exist; this server serves '{}'",
                                                            req.model, model_name_), "model");
     if (req.n > limits_.max_n) bad_request("n", fmt::format("'n' must be at most {}", limits_.max_n));
+    if (!tok_ && !req.params.stop.empty()) ids_only("stop", "stop strings (use stop_token_ids)");
     std::vector<int32_t> ids = prompt_ids(req);
     const char* prompt_param = req.kind == PromptKind::Chat ? "messages" : "prompt";
     if (ids.empty()) bad_request(prompt_param, "the prompt is empty after tokenization");
@@ -281,7 +299,7 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
     r->usage.prompt_tokens = int64_t(ids.size());
     r->choices = std::vector<Request::Choice>(size_t(req.n));  // built in place: Choice does not move
     for (Request::Choice& ch : r->choices) {
-        ch.decoder = std::make_unique<tokenizer::IncrementalDecoder>(tok_, req.skip_special_tokens);
+        if (tok_) ch.decoder = std::make_unique<tokenizer::IncrementalDecoder>(*tok_, req.skip_special_tokens);
         ch.stop = std::make_unique<sampling::StopMatcher>(req.params.stop);
     }
     std::optional<clock_type::time_point> deadline;

@@ -53,6 +53,10 @@ public:
 /// 400 naming `param`.
 [[noreturn]] void bad_request(const std::string& param, const std::string& message);
 
+/// How a token is spelled where text would go in token-ids-only mode: "token_id:N" (vLLM's
+/// return_tokens_as_token_ids spelling).
+std::string token_id_text(int32_t id);
+
 enum class PromptKind { Text, Chat, TokenIds };
 
 struct GenerationRequest {
@@ -135,7 +139,10 @@ class Request;
 
 class Service {
 public:
-    Service(engine::Engine& engine, const tokenizer::Tokenizer& tok, std::string model_name,
+    /// `tok` null: token-ids-only mode (vLLM's skip_tokenizer_init): prompts must be token ids;
+    /// text prompts, chat messages and stop strings are refused (400 naming the field); outputs
+    /// carry ids and empty text, and logprob tokens are spelled "token_id:N".
+    Service(engine::Engine& engine, const tokenizer::Tokenizer* tok, std::string model_name,
             const ServiceLimits& limits, Metrics& metrics);
     ~Service();
 
@@ -174,7 +181,8 @@ public:
     /// Prometheus text exposition of the engine's and the servers' counters.
     std::string metrics_text() const;
     const std::string& model_name() const { return model_name_; }
-    const tokenizer::Tokenizer& tokenizer() const { return tok_; }
+    /// Null in token-ids-only mode.
+    const tokenizer::Tokenizer* tokenizer() const { return tok_; }
     engine::Engine& engine() { return engine_; }
     Metrics& metrics() { return metrics_; }
     std::chrono::milliseconds stall_after{30000};
@@ -182,7 +190,7 @@ public:
 private:
     friend class Request;
     engine::Engine& engine_;
-    const tokenizer::Tokenizer& tok_;
+    const tokenizer::Tokenizer* tok_;
     std::unique_ptr<chat::ChatTemplate> chat_;
     std::string model_name_;
     ServiceLimits limits_;

@@ -1,11 +1,14 @@
 // An in-process single-rank serving stack for server tests: the random-weight fixture
 // tests/fixtures/phi3_mini_4k_swa (vocab 397) with the 269-token byte-level tokenizer of
 // tests/fixtures/serving_tokenizer, an Engine running on its own thread, and a Service. Transports
-// (HTTP, native TCP) are started by the test on top of service().
+// (HTTP, native TCP) are started by the test on top of service(). With `token_ids_only`, another
+// fixture can be served bare (no tokenizer), as `skip_tokenizer_init: true` serves it.
 #pragma once
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "cluster/communicator.h"
@@ -25,21 +28,24 @@ struct ServingHarnessOptions {
     serving::ServiceLimits limits;
     int64_t kv_blocks = 512;
     int64_t block_size = 8;
+    std::string fixture = "phi3_mini_4k_swa";
+    bool token_ids_only = false;  // no tokenizer; vocab_limit is the model's vocabulary
 };
 
 class ServingHarness {
 public:
-    explicit ServingHarness(ServingHarnessOptions o = {})
-        : tok_(tokenizer::Tokenizer::load(fixture_dir("serving_tokenizer"))) {
+    explicit ServingHarness(ServingHarnessOptions o = {}) {
+        if (!o.token_ids_only) tok_.emplace(tokenizer::Tokenizer::load(fixture_dir("serving_tokenizer")));
         ModelOptions opts;
         opts.isa = kernels::cpu::choose_isa();
         opts.kv = KvCacheConfig{o.kv_blocks, o.block_size};
-        model_ = load_model(fixture_dir("phi3_mini_4k_swa"), comm_, opts);
+        model_ = load_model(fixture_dir(o.fixture), comm_, opts);
         exec_ = std::make_unique<StepExecutor>(*model_, comm_, WatchdogOptions{});
-        o.engine.vocab_limit = tok_.vocab_size();
-        if (o.engine.eos_ids.empty() && tok_.eos_token_id()) o.engine.eos_ids = {*tok_.eos_token_id()};
+        o.engine.vocab_limit = tok_ ? tok_->vocab_size() : model_->config().vocab_size;
+        if (o.engine.eos_ids.empty() && tok_ && tok_->eos_token_id()) o.engine.eos_ids = {*tok_->eos_token_id()};
         engine_ = std::make_unique<engine::Engine>(*exec_, o.engine);
-        service_ = std::make_unique<serving::Service>(*engine_, tok_, "phi-test", o.limits, metrics_);
+        service_ = std::make_unique<serving::Service>(*engine_, tok_ ? &*tok_ : nullptr, "phi-test", o.limits,
+                                                      metrics_);
         service_->set_ready(true);
         thread_ = std::thread([this] { engine_->run(stop_); });
     }
@@ -50,11 +56,11 @@ public:
     }
     serving::Service& service() { return *service_; }
     engine::Engine& engine() { return *engine_; }
-    const tokenizer::Tokenizer& tokenizer() const { return tok_; }
+    const tokenizer::Tokenizer& tokenizer() const { return *tok_; }
 
 private:
     LocalCommunicator comm_;
-    tokenizer::Tokenizer tok_;
+    std::optional<tokenizer::Tokenizer> tok_;
     std::unique_ptr<PhiModel> model_;
     std::unique_ptr<StepExecutor> exec_;
     std::unique_ptr<engine::Engine> engine_;

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "coordinator/app/cluster_config.h"
 #include "coordinator/native/protocol.h"
+#include "coordinator/app/model_setup.h"
 #include "tests/support/fixtures.h"
 
 namespace phi::app {
@@ -71,6 +72,29 @@ TEST(ClusterConfig, DefaultConfigFollowsMpiAndPhiClient) {
     const ClusterConfig c = parse_cluster_config(ss.str(), path.string(), path.parent_path());
     EXPECT_EQ(c.tp, 0);
     EXPECT_EQ(c.tcp.port, native::k_default_port);
+}
+
+TEST(ClusterConfig, SkipTokenizerInit) {
+    EXPECT_FALSE(parse_cluster_config("model: m\n", "x.yaml", "/b").skip_tokenizer_init);
+    EXPECT_TRUE(parse_cluster_config("model: m\nskip_tokenizer_init: true\n", "x.yaml", "/b").skip_tokenizer_init);
+    EXPECT_NE(error_of("model: m\nskip_tokenizer_init: maybe\n").find("skip_tokenizer_init"), std::string::npos);
+}
+
+// A bare checkpoint (the golden fixtures have no tokenizer) is refused naming the YAML keys that fix
+// it, unless token-ids-only mode is on.
+TEST(ClusterConfig, BareCheckpointErrorNamesTheYamlKeys) {
+    const auto bare = test::fixture_dir("phi1");
+    try {
+        require_tokenizer_or_ids_only(bare, false);
+        FAIL() << "accepted a folder without tokenizer.json";
+    } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("has no tokenizer.json"), std::string::npos) << what;
+        EXPECT_NE(what.find("`tokenizer:`"), std::string::npos) << what;
+        EXPECT_NE(what.find("`skip_tokenizer_init: true`"), std::string::npos) << what;
+    }
+    EXPECT_NO_THROW(require_tokenizer_or_ids_only(bare, true));
+    EXPECT_NO_THROW(require_tokenizer_or_ids_only(test::fixture_dir("serving_tokenizer"), false));
 }
 
 TEST(ClusterConfig, ErrorsNameTheKeyPath) {

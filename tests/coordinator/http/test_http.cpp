@@ -268,6 +268,51 @@ TEST_F(Http, PromptAsTokenIdsAndSingleStringArray) {
     EXPECT_EQ(r2.parsed()["choices"][0]["text"], a.parsed()["choices"][0]["text"]);
 }
 
+// Token-ids-only mode (skip_tokenizer_init) over HTTP: /v1/completions with a token-id prompt
+// answers ids (choices[].token_ids, HF's greedy ids for the bare phi3_rope_params fixture), text
+// prompts and /v1/chat/completions are refused naming the field, logprob tokens read "token_id:N".
+TEST(HttpTokenIdsOnly, CompletionsWithTokenIdPrompts) {
+    phi::test::ServingHarnessOptions ho;
+    ho.fixture = "phi3_rope_params";
+    ho.token_ids_only = true;
+    Env env(ho);
+    const phi::test::Golden g = phi::test::load_golden("phi3_rope_params");
+    Client c(env.port());
+    json b = completion("", int(g.greedy.size()), {{"ignore_eos", true}});
+    b["prompt"] = g.prompt;
+    const Response r = c.post("/v1/completions", b);
+    ASSERT_EQ(r.status, 200u) << r.body;
+    const json choice = r.parsed()["choices"][0];
+    EXPECT_EQ(choice["token_ids"].get<std::vector<int32_t>>(), g.greedy);
+    EXPECT_EQ(choice["text"], "");
+
+    json sb = b;
+    sb["stream"] = true;
+    c.send(bhttp::verb::post, "/v1/completions", sb.dump());
+    const Stream st = c.read_stream();
+    std::vector<int32_t> streamed;
+    for (const auto& e : st.events) {
+        if (e.data == "[DONE]") continue;
+        const json chunk = json::parse(e.data);
+        for (const json& ch : chunk["choices"])
+            if (ch.contains("token_ids")) for (int32_t id : ch["token_ids"]) streamed.push_back(id);
+    }
+    EXPECT_EQ(streamed, g.greedy) << st.events.size() << " events, first: "
+                                  << (st.events.empty() ? std::string() : st.events[0].data);
+
+    json lb = completion("", 2, {{"logprobs", 2}});
+    lb["prompt"] = g.prompt;
+    const Response lr = c.post("/v1/completions", lb);
+    ASSERT_EQ(lr.status, 200u) << lr.body;
+    EXPECT_EQ(lr.parsed()["choices"][0]["logprobs"]["tokens"][0], "token_id:" + std::to_string(g.greedy[0]));
+
+    expect_error(c.post("/v1/completions", completion("hello", 4)), 400, "prompt", "token-ids-only");
+    expect_error(c.post("/v1/chat/completions", chat("hello", 4)), 400, "messages", "token-ids-only");
+    json stop = b;
+    stop["stop"] = "x";
+    expect_error(c.post("/v1/completions", stop), 400, "stop", "token-ids-only");
+}
+
 TEST_F(Http, NEqualsTwoStreamsInterleavedChoices) {
     Client c(env().port());
     const json req =

@@ -244,6 +244,38 @@ json greedy(const std::string& id, const std::string& prompt, int max_tokens = 1
     return {{"id", id}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
 }
 
+// Token-ids-only mode (skip_tokenizer_init): a bare fixture checkpoint (no tokenizer) serves
+// token-id prompts with HF's greedy ids; text prompts and stop strings are refused naming the
+// field. phi3_rope_params is the fixture whose full-vocabulary argmax is HF's (tokenizer-limited)
+// greedy choice at every step, so the bare server's ids must equal golden.json's.
+TEST(Native, TokenIdsOnlyServesABareCheckpointWithHfGreedyIds) {
+    test::ServingHarnessOptions ho;
+    ho.fixture = "phi3_rope_params";
+    ho.token_ids_only = true;
+    Stack s({}, ho);
+    const test::Golden g = test::load_golden("phi3_rope_params");
+    TestClient c(s.port());
+    const Result r = run_one(c, {{"id", "ids"},
+                                 {"prompt_ids", g.prompt},
+                                 {"max_tokens", int(g.greedy.size())},
+                                 {"temperature", 0},
+                                 {"ignore_eos", true}});
+    EXPECT_EQ(r.tokens, g.greedy) << r.error.dump();
+    EXPECT_EQ(r.text, "");
+    EXPECT_EQ(r.finish, "length");
+
+    const Result text = run_one(c, {{"id", "text"}, {"prompt", "hello"}, {"max_tokens", 4}});
+    EXPECT_EQ(text.finish, "rejected");
+    EXPECT_NE(text.error.dump().find("token-ids-only"), std::string::npos) << text.error.dump();
+    EXPECT_NE(text.error.dump().find("prompt"), std::string::npos) << text.error.dump();
+    const Result stop = run_one(c, {{"id", "stop"}, {"prompt_ids", g.prompt}, {"max_tokens", 4}, {"stop", {"x"}}});
+    EXPECT_EQ(stop.finish, "rejected");
+    EXPECT_NE(stop.error.dump().find("stop"), std::string::npos) << stop.error.dump();
+    // The connection still works after the refusals.
+    const Result again = run_one(c, {{"id", "again"}, {"prompt_ids", g.prompt}, {"max_tokens", 3}, {"temperature", 0}});
+    EXPECT_EQ(again.tokens, std::vector<int32_t>(g.greedy.begin(), g.greedy.begin() + 3));
+}
+
 TEST(Native, HelloAndPing) {
     Stack s;
     TestClient c(s.port());
