@@ -19,6 +19,7 @@ std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Com
               "the CPU backend runs fp32 or bf16 weights, not {}", dtype_name(opts.weight_dtype));
     PhiModelOptions mo;
     mo.kv = opts.kv;
+    mo.debug_dump_dir = opts.debug_dump_dir;
     mo.weight_format = opts.weight_dtype == DType::BF16 ? kernels::WeightFormat::BF16 : kernels::WeightFormat::F32;
     return std::make_unique<PhiModel>(cfg, plan, std::move(w), comm, kernels::cpu::make_cpu_backend(opts.isa),
                                       make_host_collectives(comm), mo);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <memory>
 
 #include "kernels/cpu/isa.h"
@@ -16,6 +17,8 @@ struct ModelOptions {
     kernels::cpu::Isa isa = kernels::cpu::Isa::Scalar;
     DType weight_dtype = DType::F32;
     KvCacheConfig kv;
+    /// Where to write named intermediates for diffing against HF; unset: $PHI_DEBUG_DUMP, if set.
+    std::optional<std::filesystem::path> debug_dump_dir;
 };
 
 std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Communicator& comm,

@@ -117,10 +117,11 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
     be_->create_kv_cache(kernels::KvGeometry{cfg.n_layers, opts.kv.num_blocks, opts.kv.block_size,
                                              plan.n_kv_heads_local, cfg.head_dim});
     if (opts.reserve_tokens > 0) reserve(opts.reserve_tokens, opts.reserve_tokens);
-    if (auto dir = env_string("PHI_DEBUG_DUMP")) {
-        dump_dir_ = *dir;
-        std::filesystem::create_directories(*dump_dir_);
+    dump_dir_ = opts.debug_dump_dir;
+    if (!dump_dir_) {
+        if (auto dir = env_string("PHI_DEBUG_DUMP")) dump_dir_ = *dir;
     }
+    if (dump_dir_) std::filesystem::create_directories(*dump_dir_);
 }
 
 PhiModel::~PhiModel() = default;
@@ -154,7 +155,8 @@ void PhiModel::debug_dump(const Tensor& t, const char* name, int64_t layer) {
     if (!dump_dir_) return;
     std::vector<float> host(size_t(t.numel()));
     be_->read(t, host.data());
-    const auto path = *dump_dir_ / fmt::format("{}.L{}.r{}.f32", name, layer, plan_.rank);
+    const std::string layer_part = layer >= 0 ? fmt::format(".L{}", layer) : std::string();
+    const auto path = *dump_dir_ / fmt::format("{}.s{}{}.r{}.f32", name, step_, layer_part, plan_.rank);
     std::ofstream f(path, std::ios::binary);
     f.write(reinterpret_cast<const char*>(host.data()), std::streamsize(host.size() * 4));
 }
@@ -218,7 +220,7 @@ void PhiModel::run_layers(int64_t T, int64_t R) {
     const Tensor out = Tensor(s.out).row_slice(0, T), mlp = Tensor(s.mlp).row_slice(0, T);
     be_->embedding(x, embed_, plan_.vocab.begin);
     if (plan_.world > 1) all_reduce(x);  // vocab-parallel embedding
-    debug_dump(x, "embed", 0);
+    debug_dump(x, "embed", -1);
 
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
         const Layer& lw = layers_[size_t(l)];
@@ -253,7 +255,10 @@ void PhiModel::run_layers(int64_t T, int64_t R) {
     const Tensor rows_in = Tensor(s.rows_in).row_slice(0, R);
     be_->gather_logit_rows(rows_in, x);
     norm(rows_in, rows_in, final_norm_w_, final_norm_b_);
-    be_->linear(Tensor(s.logits).row_slice(0, R), rows_in, lm_head_, {.bias = lm_head_b_});
+    debug_dump(rows_in, "final_norm", -1);
+    const Tensor logits = Tensor(s.logits).row_slice(0, R);
+    be_->linear(logits, rows_in, lm_head_, {.bias = lm_head_b_});
+    debug_dump(logits, "logits", -1);  // this rank's vocabulary shard, before any gather
 }
 
 int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* logits) {
@@ -294,6 +299,7 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
     const bool replayed = be_->begin_step(b, coll_->recordable() && !dump_dir_);
     if (!replayed) run_layers(T, R);
     be_->end_step();
+    ++step_;
     tokens_computed_ += T;
     last_T_ = T;
     collect_logits(seqs, R, logits);

@@ -28,6 +28,8 @@ struct PhiModelOptions {
     /// Scratch is sized for this many tokens per step up front (backends that record steps need
     /// stable addresses); larger steps grow it.
     int64_t reserve_tokens = 0;
+    /// Named intermediates of every forward go here (debug_dump); unset: $PHI_DEBUG_DUMP, if set.
+    std::optional<std::filesystem::path> debug_dump_dir;
 };
 
 class PhiModel final : public ModelRunner {
@@ -63,6 +65,7 @@ private:
     void norm(const kernels::Tensor& y, const kernels::Tensor& x, const kernels::Buffer& w,
               const kernels::Buffer& b);
     void all_reduce(const kernels::Tensor& t);
+    /// `{name}.s{step}.L{layer}.r{rank}.f32` (layer < 0: no `.L` part), raw row-major floats.
     void debug_dump(const kernels::Tensor& t, const char* name, int64_t layer);
     void collect_logits(std::span<const SeqStep> seqs, int64_t R, std::vector<float>* logits);
     void reserve(int64_t T, int64_t R);
@@ -82,6 +85,7 @@ private:
     kernels::StepBatch batch_;
     std::optional<std::filesystem::path> dump_dir_;
     int64_t tokens_computed_ = 0;
+    int64_t step_ = 0;  // forwards run so far: the dump files' step number
     int64_t last_T_ = 0;
 };
 

@@ -158,7 +158,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     std::chrono::steady_clock::time_point t_first{};
     if (tok) {
         serving::Metrics metrics;
-        serving::Service svc(engine, *tok, std::filesystem::path(a.model_dir).filename().string(), {}, metrics);
+        serving::Service svc(engine, &*tok, std::filesystem::path(a.model_dir).filename().string(), {}, metrics);
         svc.set_ready(true);
         serving::GenerationRequest req;
         if (!a.prompt_ids.empty()) {

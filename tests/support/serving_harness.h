@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@ struct ServingHarnessOptions {
     int64_t block_size = 8;
     std::string fixture = "phi3_mini_4k_swa";
     bool token_ids_only = false;  // no tokenizer; vocab_limit is the model's vocabulary
+    std::optional<std::filesystem::path> debug_dump_dir;  // PHI_DEBUG_DUMP for this model only
 };
 
 class ServingHarness {
@@ -39,6 +41,7 @@ public:
         ModelOptions opts;
         opts.isa = kernels::cpu::choose_isa();
         opts.kv = KvCacheConfig{o.kv_blocks, o.block_size};
+        opts.debug_dump_dir = o.debug_dump_dir;
         model_ = load_model(fixture_dir(o.fixture), comm_, opts);
         exec_ = std::make_unique<StepExecutor>(*model_, comm_, WatchdogOptions{});
         o.engine.vocab_limit = tok_ ? tok_->vocab_size() : model_->config().vocab_size;

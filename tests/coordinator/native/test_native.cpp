@@ -14,7 +14,14 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <numeric>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -24,8 +31,11 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "coordinator/native/native_server.h"
 #include "coordinator/native/protocol.h"
+#include "sharding/model_config.h"
 #include "tests/support/serving_harness.h"
 
 namespace phi::native {
@@ -274,6 +284,65 @@ TEST(Native, TokenIdsOnlyServesABareCheckpointWithHfGreedyIds) {
     // The connection still works after the refusals.
     const Result again = run_one(c, {{"id", "again"}, {"prompt_ids", g.prompt}, {"max_tokens", 3}, {"temperature", 0}});
     EXPECT_EQ(again.tokens, std::vector<int32_t>(g.greedy.begin(), g.greedy.begin() + 3));
+}
+
+// PHI_DEBUG_DUMP writes every forward's final-norm and logits rows under the step number; the
+// log-softmax of a dumped logits row is what the server sent as top logprobs, in ids and values.
+TEST(Native, DebugDumpLogitsRowsAreTheServedLogprobs) {
+    const std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / ("phi_dump_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    test::ServingHarnessOptions ho;
+    ho.fixture = "phi3_rope_params";
+    ho.token_ids_only = true;
+    ho.debug_dump_dir = dir;
+    Stack s({}, ho);
+    const test::Golden g = test::load_golden("phi3_rope_params");
+    TestClient c(s.port());
+    constexpr int k_steps = 3, k_top = 5;
+    const Result r = run_one(c, {{"id", "dump"},
+                                 {"prompt_ids", g.prompt},
+                                 {"max_tokens", k_steps},
+                                 {"temperature", 0},
+                                 {"ignore_eos", true},
+                                 {"logprobs", k_top}});
+    ASSERT_EQ(r.finish, "length") << r.error.dump();
+    ASSERT_EQ(int(r.token_frames.size()), k_steps);
+    const int64_t vocab = load_model_config(test::fixture_dir("phi3_rope_params") / "config.json").vocab_size;
+    // One request alone: forward s computes token s (the prompt in one step, then one decode each).
+    for (int step = 0; step < k_steps; ++step) {
+        const auto read = [&](const std::string& name) {
+            const auto path = dir / fmt::format("{}.s{}.r0.f32", name, step);
+            std::ifstream f(path, std::ios::binary);
+            EXPECT_TRUE(f.good()) << path;
+            std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+            std::vector<float> v(bytes.size() / 4);
+            std::memcpy(v.data(), bytes.data(), v.size() * 4);
+            return v;
+        };
+        const std::vector<float> logits = read("logits");
+        ASSERT_GE(int64_t(logits.size()), vocab) << "step " << step;  // one row: the last prompt token's
+        EXPECT_FALSE(read("final_norm").empty()) << "step " << step;
+        double m = -INFINITY;
+        for (int64_t i = 0; i < vocab; ++i) m = std::max(m, double(logits[size_t(i)]));
+        double sum = 0;
+        for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(logits[size_t(i)]) - m);
+        const double lse = m + std::log(sum);
+        std::vector<int32_t> order(static_cast<size_t>(vocab));
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+        const json& top = r.token_frames[size_t(step)]["top_logprobs"];
+        ASSERT_EQ(int(top.size()), k_top) << r.token_frames[size_t(step)].dump();
+        for (int j = 0; j < k_top; ++j) {
+            const int32_t id = order[size_t(j)];
+            EXPECT_EQ(top[size_t(j)]["token_id"].get<int32_t>(), id) << "step " << step << " rank " << j;
+            EXPECT_NEAR(top[size_t(j)]["logprob"].get<double>(), double(logits[size_t(id)]) - lse, 1e-5)
+                << "step " << step << " rank " << j;
+        }
+        EXPECT_EQ(r.tokens[size_t(step)], order[0]) << "step " << step;
+    }
+    std::filesystem::remove_all(dir);
 }
 
 TEST(Native, HelloAndPing) {
