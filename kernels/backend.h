@@ -102,6 +102,9 @@ struct KvGeometry {
     int64_t block_size = 0;
     int64_t n_kv_heads = 0;
     int64_t head_dim = 0;
+    /// How K and V are stored: F32, or BF16 (rounded to nearest even on write, widened exactly on
+    /// read: `kv_cache.dtype: bf16`). A backend refuses a dtype it does not hold.
+    DType dtype = DType::F32;
 };
 
 /// RoPE frequency tables: short (or only) and long (LongRoPE), each [rotary_dim / 2], with the

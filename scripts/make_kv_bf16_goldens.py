@@ -36,7 +36,8 @@ transformers.logging.disable_progress_bar()
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-DEFAULT = ["phi1", "phi2_qkln", "phi3_mini_4k_swa", "phi4_mini", "phi_40q10kv", "phimoe"]
+DEFAULT = ["phi1", "phi2_qkln", "phi3_mini_4k_swa", "phi3_128k_longrope", "phi3_rope_params", "phi4_mini", "phi_40q10kv",
+           "phimoe"]
 MODULES = [modeling_phi, modeling_phi3, modeling_phimoe]
 
 

@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "common/dtype.h"
 #include "sharding/model_config.h"
 
 namespace phi {
@@ -31,6 +32,7 @@ struct SeqStep {
 struct KvCacheConfig {
     int64_t num_blocks = 256;
     int64_t block_size = 16;
+    DType dtype = DType::F32;  // F32 or BF16 (kv_cache.dtype)
 };
 
 class ModelRunner {

@@ -115,7 +115,7 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
         host_.layers.clear();
     }
     be_->create_kv_cache(kernels::KvGeometry{cfg.n_layers, opts.kv.num_blocks, opts.kv.block_size,
-                                             plan.n_kv_heads_local, cfg.head_dim});
+                                             plan.n_kv_heads_local, cfg.head_dim, opts.kv.dtype});
     if (opts.reserve_tokens > 0) reserve(opts.reserve_tokens, opts.reserve_tokens);
     dump_dir_ = opts.debug_dump_dir;
     if (!dump_dir_) {

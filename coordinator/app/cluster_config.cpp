@@ -106,6 +106,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"bytes", [&](auto& n, auto& p) { c.kv_bytes = integer(n, p, 1 << 16, int64_t(1) << 50); }},
         {"block_size", [&](auto& n, auto& p) { c.block_size = integer(n, p, 1, 1024); }},
         {"gpu_memory_fraction", [&](auto& n, auto& p) { c.kv_gpu_memory_fraction = real(n, p, 0.01, 1.0); }},
+        {"dtype", [&](auto& n, auto& p) { c.kv_dtype = choice(n, p, {"f32", "bf16"}); }},
     };
     const std::map<std::string, Handler> batching_schema = {
         {"max_num_seqs", [&](auto& n, auto& p) { c.max_num_seqs = integer(n, p, 1, 65536); }},

@@ -36,6 +36,7 @@ using namespace phi;
 
 struct OfflineArgs {
     std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16", backend = "cpu";
+    std::string kv_dtype = "f32";
     bool allow_shared_device = false;
     int64_t max_tokens = 128;
     float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
@@ -97,6 +98,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     opts.weight_dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
     opts.kv.block_size = 16;
     opts.kv.num_blocks = (a.max_tokens + 16 * 1024) / 16;
+    opts.kv.dtype = a.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
     std::unique_ptr<PhiModel> cpu_model;
     std::unique_ptr<app::GpuRank> gpu_rank;
     const engine::EngineConfig engine_defaults;
@@ -290,6 +292,11 @@ int main(int argc, char** argv) {
                    "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
                    "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "
                    "do (server mode: `dtype: f32` in the YAML)")
+        ->check(CLI::IsMember({"f32", "bf16"}))
+        ->capture_default_str();
+    cli.add_option("--kv-dtype", a.kv_dtype,
+                   "offline: how the KV cache stores K and V; bf16 halves its memory (K and V rounded to bf16, "
+                   "as HF with bf16 K/V; server mode: `kv_cache: {dtype: bf16}`; --backend cuda is always bf16)")
         ->check(CLI::IsMember({"f32", "bf16"}))
         ->capture_default_str();
     cli.add_option("--backend", a.backend,

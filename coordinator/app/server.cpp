@@ -96,7 +96,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         ModelOptions opts;
         opts.isa = launch.isa.isa;
         opts.weight_dtype = sizing.weight_dtype;
-        opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size};
+        opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size, sizing.kv_dtype};
         cpu_model = load_model(cfg.model, comm, opts);
         log().info("rank {}/{}: {} loaded ({} bytes resident), {} threads, ISA {}, {} KV blocks of {} tokens",
                    comm.rank(), comm.size(), cfg.model.string(), cpu_model->weights().resident_bytes, threads,

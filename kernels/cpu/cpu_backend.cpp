@@ -142,8 +142,11 @@ public:
 
     void create_kv_cache(const KvGeometry& g) override {
         PHI_CHECK(g.num_blocks > 0 && g.block_size > 0, "KV cache needs at least one block of one slot");
+        PHI_CHECK(g.dtype == DType::F32 || g.dtype == DType::BF16,
+                  "the CPU backend stores K and V as fp32 or bf16, not {}", dtype_name(g.dtype));
         geom_ = g;
-        const size_t bytes = size_t(g.num_blocks) * size_t(g.block_size) * size_t(g.n_kv_heads * g.head_dim) * 4;
+        const size_t bytes = size_t(g.num_blocks) * size_t(g.block_size) * size_t(g.n_kv_heads * g.head_dim) *
+                             dtype_size(g.dtype);
         k_.clear();
         v_.clear();
         for (int64_t l = 0; l < g.n_layers; ++l) {
@@ -157,10 +160,19 @@ public:
         const StepBatch& b = batch();
         const KvLayout lay = layout();
         const int64_t row = geom_.n_kv_heads * geom_.head_dim;
-        for (const StepSeq& s : b.seqs)
-            kernels::cpu::kv_write(k_[size_t(layer)].as<float>(), v_[size_t(layer)].as<float>(), lay,
-                                   s.block_table.data(), s.start_pos, s.n_tokens, k.f32() + s.first_token * row,
-                                   v.f32() + s.first_token * row);
+        AlignedBuffer& kc = k_[size_t(layer)];
+        AlignedBuffer& vc = v_[size_t(layer)];
+        for (const StepSeq& s : b.seqs) {
+            const float* ks = k.f32() + s.first_token * row;
+            const float* vs = v.f32() + s.first_token * row;
+            if (geom_.dtype == DType::BF16) {
+                kernels::cpu::kv_write(kc.as<uint16_t>(), vc.as<uint16_t>(), lay, s.block_table.data(), s.start_pos,
+                                       s.n_tokens, ks, vs);
+            } else {
+                kernels::cpu::kv_write(kc.as<float>(), vc.as<float>(), lay, s.block_table.data(), s.start_pos,
+                                       s.n_tokens, ks, vs);
+            }
+        }
     }
 
     void attention(const Tensor& out, const Tensor& q, int64_t layer, int64_t n_heads,
@@ -168,10 +180,19 @@ public:
         const StepBatch& b = batch();
         const KvLayout lay = layout();
         const int64_t row = n_heads * geom_.head_dim;
-        for (const StepSeq& s : b.seqs)
-            paged_attention(isa_, out.f32() + s.first_token * row, q.f32() + s.first_token * row,
-                            k_[size_t(layer)].as<float>(), v_[size_t(layer)].as<float>(), lay, s.block_table.data(),
-                            s.start_pos, s.n_tokens, n_heads, q_to_kv.data(), scale, sliding_window);
+        const AlignedBuffer& kc = k_[size_t(layer)];
+        const AlignedBuffer& vc = v_[size_t(layer)];
+        for (const StepSeq& s : b.seqs) {
+            float* o = out.f32() + s.first_token * row;
+            const float* qs = q.f32() + s.first_token * row;
+            if (geom_.dtype == DType::BF16) {
+                paged_attention(isa_, o, qs, kc.as<uint16_t>(), vc.as<uint16_t>(), lay, s.block_table.data(),
+                                s.start_pos, s.n_tokens, n_heads, q_to_kv.data(), scale, sliding_window);
+            } else {
+                paged_attention(isa_, o, qs, kc.as<float>(), vc.as<float>(), lay, s.block_table.data(), s.start_pos,
+                                s.n_tokens, n_heads, q_to_kv.data(), scale, sliding_window);
+            }
+        }
     }
 
     void moe(const Tensor& out, const Tensor& h, const MoeWeights& w) override {

@@ -211,6 +211,7 @@ public:
     void create_kv_cache(const KvGeometry& g) override {
         PHI_CHECK(g.num_blocks > 0 && g.block_size > 0, "KV cache needs at least one block of one slot");
         PHI_CHECK(g.head_dim <= 256, "head_dim {} exceeds the GPU attention kernel's 256", g.head_dim);
+        PHI_CHECK(g.dtype == DType::BF16, "the CUDA backend stores K and V in bf16 only, not {}", dtype_name(g.dtype));
         geom_ = g;
         layout_ = CacheLayout{g.num_blocks, g.block_size, g.n_kv_heads, g.head_dim};
         const size_t bytes = size_t(g.num_blocks * g.block_size * layout_.row()) * 2;

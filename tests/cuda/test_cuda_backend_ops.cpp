@@ -225,7 +225,7 @@ TEST(CudaBackendOps, EmbeddingAndLogitRows) {
         Pair p;
         RandomStep st(g, S, 12, 0, 16, V);
         const int64_t T = st.batch.tokens(), R = st.batch.rows();
-        const KvGeometry geom{1, st.blocks_used() + 1, 16, 1, 8};
+        const KvGeometry geom{1, st.blocks_used() + 1, 16, 1, 8, DType::BF16};
         p.cpu->create_kv_cache(geom);
         p.gpu->create_kv_cache(geom);
         p.begin(st.batch);
@@ -263,7 +263,7 @@ TEST(CudaBackendOps, Rope) {
         const int64_t H = pick(g, 1, 8), hd = 2 * pick(g, 2, 64), S = pick(g, 1, 6);
         Pair p;
         RandomStep st(g, S, 10, 800, 16, 100);
-        const KvGeometry geom{1, st.blocks_used() + 1, 16, 1, hd};
+        const KvGeometry geom{1, st.blocks_used() + 1, 16, 1, hd, DType::BF16};
         p.cpu->create_kv_cache(geom);
         p.gpu->create_kv_cache(geom);
         const RopeSpec spec = random_rope(g, hd);
@@ -313,7 +313,7 @@ TEST(CudaBackendOps, KvWriteAndPagedAttention) {
             }
             second.logit_rows.push_back(int32_t(second.tokens() - 1));
         }
-        const KvGeometry geom{2, next_block + 1, bs, nkv, hd};
+        const KvGeometry geom{2, next_block + 1, bs, nkv, hd, DType::BF16};
         p.cpu->create_kv_cache(geom);
         p.gpu->create_kv_cache(geom);
         const std::string dims = fmt::format("nq {} nkv {} hd {} block {} S {} window {}", nq, nkv, hd, bs, S, window);

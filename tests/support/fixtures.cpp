@@ -43,6 +43,14 @@ Golden load_golden(const std::string& name) {
         g.long_prompt = j.at("long_prompt").get<std::vector<int32_t>>();
         g.long_prompt_logits = matrix(j.at("long_prompt_logits"));
     }
+    const auto kv_path = fixture_dir(name) / "kv_bf16.json";
+    if (std::filesystem::exists(kv_path)) {
+        std::ifstream kf(kv_path);
+        const nlohmann::json k = nlohmann::json::parse(kf);
+        PHI_CHECK(k.at("prompt").get<std::vector<int32_t>>() == g.prompt, "{}: its prompt is not golden.json's",
+                  kv_path.string());
+        g.prompt_logits_kv_bf16 = matrix(k.at("prompt_logits_kv_bf16"));
+    }
     return g;
 }
 

@@ -23,6 +23,9 @@ struct Golden {
     std::vector<float> greedy_margins;
     std::vector<int32_t> long_prompt;                    // optional
     std::vector<std::vector<float>> long_prompt_logits;  // optional
+    /// kv_bf16.json (scripts/make_kv_bf16_goldens.py), when the fixture has one: HF's prompt logits
+    /// with fp32 weights and K, V rounded to bf16 before attention.
+    std::vector<std::vector<float>> prompt_logits_kv_bf16;  // [len][vocab]
 };
 
 Golden load_golden(const std::string& name);

@@ -14,6 +14,9 @@ namespace phi {
 namespace {
 
 constexpr float k_tolerance = 1e-4f;
+// bf16 KV cache vs HF with K/V rounded to bf16: an element may round to the neighbouring bf16 value
+// (our K/V are a few ulps from HF's before rounding; docs/GOLDENS.md).
+constexpr float k_kv_bf16_tolerance = 1e-3f;
 
 const std::vector<std::string> k_fixtures = {"phi1",     "phi2_qkln",   "phi3_mini_4k_swa", "phi3_128k_longrope",
                                              "phi3_rope_params", "phi4_mini", "phi_40q10kv", "phimoe"};
@@ -26,18 +29,18 @@ float max_abs_diff(const std::vector<float>& ours, const std::vector<float>& hf)
 
 class Golden : public ::testing::TestWithParam<std::string> {
 protected:
-    std::unique_ptr<PhiModel> load(DType dtype) {
+    std::unique_ptr<PhiModel> load(DType dtype, DType kv_dtype = DType::F32) {
         ModelOptions opts;
         opts.isa = kernels::cpu::choose_isa();
         opts.weight_dtype = dtype;
-        opts.kv = KvCacheConfig{64, 4};
+        opts.kv = KvCacheConfig{64, 4, kv_dtype};
         return load_model(test::fixture_dir(GetParam()), comm_, opts);
     }
     LocalCommunicator comm_;
 };
 
 void check_prompt(PhiModel& model, const std::vector<int32_t>& prompt,
-                  const std::vector<std::vector<float>>& expected, const char* what) {
+                  const std::vector<std::vector<float>>& expected, const char* what, float tolerance = k_tolerance) {
     SeqStep s;
     s.tokens = prompt;
     s.start_pos = 0;
@@ -59,7 +62,7 @@ void check_prompt(PhiModel& model, const std::vector<int32_t>& prompt,
     ::testing::Test::RecordProperty(what, std::to_string(worst));
     std::printf("[%s] %s max abs logit error %.3g\n", ::testing::UnitTest::GetInstance()->current_test_info()->name(),
                 what, worst);
-    EXPECT_LE(worst, k_tolerance) << what;
+    EXPECT_LE(worst, tolerance) << what;
 }
 
 TEST_P(Golden, PromptLogitsMatchHfFp32) {
@@ -72,6 +75,15 @@ TEST_P(Golden, PromptLogitsMatchHfBf16Weights) {
     const test::Golden g = test::load_golden(GetParam());
     auto model = load(DType::BF16);
     check_prompt(*model, g.prompt, g.prompt_logits_bf16, "prompt_bf16");
+}
+
+// kv_cache.dtype: bf16 against HF with fp32 weights and K, V rounded to bf16 before attention.
+TEST_P(Golden, PromptLogitsMatchHfWithBf16KvCache) {
+    const test::Golden g = test::load_golden(GetParam());
+    ASSERT_FALSE(g.prompt_logits_kv_bf16.empty())
+        << GetParam() << " has no kv_bf16.json: python scripts/make_kv_bf16_goldens.py --only " << GetParam();
+    auto model = load(DType::F32, DType::BF16);
+    check_prompt(*model, g.prompt, g.prompt_logits_kv_bf16, "prompt_kv_bf16", k_kv_bf16_tolerance);
 }
 
 TEST_P(Golden, LongPromptUsesLongFactors) {

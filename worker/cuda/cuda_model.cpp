@@ -55,7 +55,7 @@ std::unique_ptr<PhiModel> make_cuda_model(const ModelConfig& cfg, const ShardPla
     auto backend = kernels::cuda::make_cuda_backend(bo);
     auto collectives = std::make_unique<DeviceCollectives>(comm, dcomm, backend->stream());
     PhiModelOptions mo;
-    mo.kv = KvCacheConfig{opts.kv_blocks, opts.block_size};
+    mo.kv = KvCacheConfig{opts.kv_blocks, opts.block_size, DType::BF16};  // the device cache is bf16
     mo.weight_format = kernels::WeightFormat::BF16;
     mo.reserve_tokens = opts.max_tokens;
     return std::make_unique<PhiModel>(cfg, plan, std::move(weights), comm, std::move(backend),

@@ -48,6 +48,13 @@ TEST(ClusterConfig, DefaultsAndRelativeModelPath) {
     EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").tp, 0);  // left out: the MPI world size
 }
 
+TEST(ClusterConfig, KvCacheDtype) {
+    EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").kv_dtype, "f32");
+    EXPECT_EQ(parse_cluster_config("model: m\nkv_cache: {dtype: bf16}\n", "x.yaml", "/").kv_dtype, "bf16");
+    EXPECT_NE(error_of("model: m\nkv_cache:\n  dtype: fp8\n").find("kv_cache.dtype: 'fp8' is not one of"),
+              std::string::npos);
+}
+
 TEST(ClusterConfig, SpeculativeSection) {
     EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").spec_method, "off");
     const ClusterConfig c = parse_cluster_config(
