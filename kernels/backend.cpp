@@ -12,6 +12,8 @@ const char* weight_format_name(WeightFormat f) {
     switch (f) {
         case WeightFormat::F32: return "f32";
         case WeightFormat::BF16: return "bf16";
+        case WeightFormat::Q8: return "int8";
+        case WeightFormat::Q4: return "int4";
     }
     return "?";
 }

@@ -28,8 +28,10 @@
 namespace phi::kernels {
 
 /// How a weight is stored by a backend. Plain formats are the checkpoint's layout ([out, in]);
-/// quantized and packed formats are documented with the kernels that read them.
-enum class WeightFormat { F32, BF16 };
+/// quantized and packed formats are documented with the kernels that read them: Q8 and Q4 are the
+/// block formats of docs/QUANT.md (blocks of 32 along the input dimension, one fp16 scale each),
+/// quantized by the backend from the F32 or BF16 host tensor given to upload_weight.
+enum class WeightFormat { F32, BF16, Q8, Q4 };
 
 const char* weight_format_name(WeightFormat f);
 
@@ -59,6 +61,9 @@ public:
     const Tensor& tensor() const { return t_; }
     operator const Tensor&() const { return t_; }
     bool empty() const { return t_.empty(); }
+    /// True when the memory belongs to the caller (upload_weight read the host tensor in place):
+    /// the caller must keep it; otherwise the backend holds its own copy and the host one can go.
+    bool borrows_host() const { return owner_ == nullptr; }
 
 private:
     Tensor t_;
@@ -148,7 +153,8 @@ public:
     /// A fp32 scratch buffer [rows, cols] (contents unspecified).
     virtual Buffer alloc(int64_t rows, int64_t cols) = 0;
     /// A weight in `format`. The backend may keep pointing at `host` when it can read it as it is
-    /// (the CPU with the checkpoint's format): the caller keeps `host` alive while the buffer lives.
+    /// (the CPU with the checkpoint's format): the caller keeps `host` alive while the buffer lives
+    /// (Buffer::borrows_host says which). A backend refuses a format it does not implement.
     virtual Buffer upload_weight(const HostTensor& host, WeightFormat format) = 0;
     /// fp32 parameters (norm weights, biases, the router): always copied or referenced as fp32.
     virtual Buffer upload_f32(const float* host, int64_t rows, int64_t cols) = 0;

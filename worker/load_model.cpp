@@ -12,16 +12,29 @@ std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Com
     const ModelConfig cfg = load_model_config(model_dir / "config.json");
     const ShardPlan plan = make_shard_plan(cfg, comm.size(), comm.rank());
     Checkpoint ckpt(model_dir);
-    ModelWeights w = load_model_weights(ckpt, cfg, plan, opts.weight_dtype);
-    log().debug("loaded {}: {} bytes read, {} bytes resident; {}", model_dir.string(), w.checkpoint_bytes_read,
-                w.resident_bytes, describe_shard_plan(cfg, plan));
     PHI_CHECK(opts.weight_dtype == DType::F32 || opts.weight_dtype == DType::BF16,
               "the CPU backend runs fp32 or bf16 weights, not {}", dtype_name(opts.weight_dtype));
+    PHI_CHECK(opts.quant || opts.quant_activations == kernels::cpu::QuantActivations::F32,
+              "int8 activations (quant_activations: int8) apply to int8/int4 weights only; the weights are {}",
+              opts.weight_dtype == DType::BF16 ? "bf16" : "f32");
+    const WeightPrecision precision(opts.weight_dtype, opts.quant);
+    ModelWeights w = load_model_weights(ckpt, cfg, plan, precision);
+    log().debug("loaded {} ({} weights): {} bytes read, {} bytes resident; {}", model_dir.string(), precision.name(),
+                w.checkpoint_bytes_read, w.resident_bytes, describe_shard_plan(cfg, plan));
     PhiModelOptions mo;
     mo.kv = opts.kv;
     mo.debug_dump_dir = opts.debug_dump_dir;
-    mo.weight_format = opts.weight_dtype == DType::BF16 ? kernels::WeightFormat::BF16 : kernels::WeightFormat::F32;
-    return std::make_unique<PhiModel>(cfg, plan, std::move(w), comm, kernels::cpu::make_cpu_backend(opts.isa),
+    const kernels::WeightFormat plain =
+        opts.weight_dtype == DType::BF16 ? kernels::WeightFormat::BF16 : kernels::WeightFormat::F32;
+    mo.weight_format = plain;
+    if (opts.quant) {
+        switch (*opts.quant) {
+            case kernels::cpu::QuantFormat::Q8: mo.weight_format = kernels::WeightFormat::Q8; break;
+            case kernels::cpu::QuantFormat::Q4: mo.weight_format = kernels::WeightFormat::Q4; break;
+        }
+    }
+    mo.table_format = plain;  // the embedding and LM head are never quantized (docs/QUANT.md)
+    return std::make_unique<PhiModel>(cfg, plan, std::move(w), comm, kernels::cpu::make_cpu_backend(opts.isa, opts.quant_activations),
                                       make_host_collectives(comm), mo);
 }
 

@@ -8,14 +8,19 @@
 #include <memory>
 
 #include "kernels/cpu/isa.h"
+#include "kernels/cpu/quant.h"
 #include "worker/phi_model.h"
 
 namespace phi {
 
-/// A CPU model: kernels at `isa`, linear weights in `weight_dtype` (F32 or BF16).
+/// A CPU model: kernels at `isa`, linear weights in `weight_dtype` (F32 or BF16), or quantized to
+/// `quant` (int8/int4, docs/QUANT.md) with the embedding and LM head in `weight_dtype`.
 struct ModelOptions {
     kernels::cpu::Isa isa = kernels::cpu::Isa::Scalar;
     DType weight_dtype = DType::F32;
+    std::optional<kernels::cpu::QuantFormat> quant;
+    /// How quantized linears treat their inputs: F32 (weight-only, the default) or Int8 (opt-in).
+    kernels::cpu::QuantActivations quant_activations = kernels::cpu::QuantActivations::F32;
     KvCacheConfig kv;
     /// Where to write named intermediates for diffing against HF; unset: $PHI_DEBUG_DUMP, if set.
     std::optional<std::filesystem::path> debug_dump_dir;

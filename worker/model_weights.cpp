@@ -17,8 +17,9 @@ struct Piece {
 
 class Loader {
 public:
-    Loader(const Checkpoint& ckpt, DType dtype, ModelWeights& w, std::vector<HeldTensor>* dry_run)
-        : ckpt_(ckpt), dtype_(dtype), w_(w), dry_run_(dry_run) {}
+    Loader(const Checkpoint& ckpt, const WeightPrecision& precision, int world, ModelWeights& w,
+           std::vector<HeldTensor>* dry_run)
+        : ckpt_(ckpt), dtype_(precision.dtype), quant_(precision.quant), world_(world), w_(w), dry_run_(dry_run) {}
 
     const TensorInfo& tensor(const std::string& name, std::initializer_list<int64_t> shape) {
         const TensorInfo& t = ckpt_.get(name);
@@ -26,8 +27,20 @@ public:
         return t;
     }
 
-    // Linear weight rows from several pieces, concatenated, in the run-time dtype.
-    OwnedTensor matrix(const std::vector<Piece>& pieces, Range cols) { return concat(pieces, cols, dtype_); }
+    // A layer's linear weight: rows from several pieces, concatenated, in the run-time dtype; when
+    // quantized, in the checkpoint's exact values (the backend quantizes them at upload).
+    OwnedTensor linear(const std::vector<Piece>& pieces, Range cols) {
+        if (!quant_) return concat(pieces, cols, dtype_);
+        bool all_bf16 = true;
+        for (const Piece& p : pieces) {
+            check_quant_columns(*p.t, cols);
+            all_bf16 = all_bf16 && p.t->dtype == DType::BF16;
+        }
+        return concat(pieces, cols, all_bf16 ? DType::BF16 : DType::F32, quant_);
+    }
+
+    // The embedding or the LM head (never quantized): in the run-time dtype.
+    OwnedTensor table(const std::vector<Piece>& pieces) { return concat(pieces, Range{}, dtype_); }
 
     // Small fp32 tensor (norm, bias, router): rounded through bf16 when weights are bf16.
     OwnedTensor small(const std::vector<Piece>& pieces) {
@@ -42,9 +55,28 @@ public:
     }
 
 private:
-    OwnedTensor concat(const std::vector<Piece>& pieces, Range cols, DType dst) {
+    // Quantization is defined on the whole tensor (blocks of 32 along each row's input columns), so
+    // a rank may hold only whole blocks: a slice of them is then bitwise the rank's part of the
+    // whole tensor's quantization (quant_slice), and no scale comes from part of a block.
+    void check_quant_columns(const TensorInfo& t, Range cols) const {
+        const int64_t width = t.shape.at(1), blk = kernels::cpu::k_quant_block;
+        const std::string_view q = kernels::cpu::quant_format_name(*quant_);
+        PHI_CHECK(width % blk == 0,
+                  "dtype {}: {} has {} input columns, not a multiple of the {}-column quantization blocks; "
+                  "this model cannot run with {} weights (use dtype: bf16 or f32)",
+                  q, t.name, width, blk, q);
+        if (cols.size() == 0) return;
+        PHI_CHECK(cols.begin % blk == 0 && cols.end % blk == 0,
+                  "dtype {}: tp {} gives each rank {} of the {} input columns of {} (this rank [{}, {})), not whole "
+                  "{}-column quantization blocks of the unsharded tensor; use a tp size that splits it into "
+                  "multiples of {} columns, or dtype: bf16",
+                  q, world_, cols.size(), width, t.name, cols.begin, cols.end, blk, blk);
+    }
+
+    OwnedTensor concat(const std::vector<Piece>& pieces, Range cols, DType dst,
+                       std::optional<kernels::cpu::QuantFormat> quant = std::nullopt) {
         if (dry_run_) {
-            record(pieces, cols, dst);
+            record(pieces, cols, dst, quant);
             return OwnedTensor{};
         }
         std::vector<OwnedTensor> parts;
@@ -55,7 +87,7 @@ private:
             rows += parts.back().rows();
         }
         if (parts.size() == 1) {
-            w_.resident_bytes += parts[0].bytes.size();
+            w_.resident_bytes += resident(parts[0], quant);
             return std::move(parts[0]);
         }
         OwnedTensor out;
@@ -68,11 +100,17 @@ private:
             std::memcpy(out.bytes.data() + off, p.bytes.data(), p.bytes.size());
             off += p.bytes.size();
         }
-        w_.resident_bytes += out.bytes.size();
+        w_.resident_bytes += resident(out, quant);
         return out;
     }
 
-    void record(const std::vector<Piece>& pieces, Range cols, DType dst) {
+    // Bytes the model keeps of `t`: a quantized weight's host copy goes once the backend has its blocks.
+    static size_t resident(const OwnedTensor& t, std::optional<kernels::cpu::QuantFormat> quant) {
+        return quant ? size_t(kernels::cpu::quant_tensor_bytes(*quant, t.rows(), t.cols())) : t.bytes.size();
+    }
+
+    void record(const std::vector<Piece>& pieces, Range cols, DType dst,
+                std::optional<kernels::cpu::QuantFormat> quant) {
         HeldTensor h;
         int64_t rows = 0;
         for (const Piece& p : pieces) {
@@ -88,12 +126,16 @@ private:
             h.shape.push_back(width);
         }
         h.dtype = dst;
-        h.bytes = size_t(rows) * size_t(width) * dtype_size(dst);
+        h.quant = quant;
+        h.bytes = quant ? size_t(kernels::cpu::quant_tensor_bytes(*quant, rows, width))
+                        : size_t(rows) * size_t(width) * dtype_size(dst);
         dry_run_->push_back(std::move(h));
     }
 
     const Checkpoint& ckpt_;
     DType dtype_;
+    std::optional<kernels::cpu::QuantFormat> quant_;
+    int world_;
     ModelWeights& w_;
     std::vector<HeldTensor>* dry_run_;
 };
@@ -104,33 +146,39 @@ Range scaled(Range r, int64_t k, int64_t offset = 0) { return Range{offset + r.b
 
 kernels::cpu::WeightView ModelWeights::lm_head_view() const { return view_of(lm_head.empty() ? embed : lm_head); }
 
+std::string WeightPrecision::name() const {
+    if (quant) return std::string(kernels::cpu::quant_format_name(*quant));
+    return dtype == DType::BF16 ? "bf16" : "f32";
+}
+
 namespace {
-ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan, DType dtype,
-                          std::vector<HeldTensor>* dry_run);
+ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
+                          const WeightPrecision& precision, std::vector<HeldTensor>* dry_run);
 }
 
 ModelWeights load_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
-                                DType dtype) {
-    return load_or_plan(ckpt, cfg, plan, dtype, nullptr);
+                                const WeightPrecision& precision) {
+    return load_or_plan(ckpt, cfg, plan, precision, nullptr);
 }
 
 std::vector<HeldTensor> plan_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
-                                           DType dtype) {
+                                           const WeightPrecision& precision) {
     std::vector<HeldTensor> held;
-    load_or_plan(ckpt, cfg, plan, dtype, &held);
+    load_or_plan(ckpt, cfg, plan, precision, &held);
     return held;
 }
 
 namespace {
-ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan, DType dtype,
-                          std::vector<HeldTensor>* dry_run) {
+ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
+                          const WeightPrecision& precision, std::vector<HeldTensor>* dry_run) {
+    const DType dtype = precision.dtype;
     PHI_CHECK(dtype == DType::F32 || dtype == DType::BF16, "CPU weights must be F32 or BF16, not {}",
               dtype_name(dtype));
     PHI_CHECK(!(cfg.arch == Arch::Phi3 && cfg.attention_bias),
               "{} with attention_bias=true is not a released Phi-3 layout and is not supported",
               cfg.architecture);
     ModelWeights w;
-    Loader ld(ckpt, dtype, w, dry_run);
+    Loader ld(ckpt, precision, plan.world, w, dry_run);
     const int64_t d = cfg.d_model, hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads, dff = cfg.d_ff;
     const Range q_rows = scaled(plan.q_heads, hd), kv_rows = scaled(plan.kv_heads, hd);
     const Range o_cols = q_rows;
@@ -138,11 +186,11 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
 
     const ModelTensorNames mn = model_tensor_names(cfg);
     const TensorInfo& embed = ld.tensor(mn.embed, {cfg.vocab_size, d});
-    w.embed = ld.matrix({{&embed, plan.vocab}}, Range{});
+    w.embed = ld.table({{&embed, plan.vocab}});
     w.final_norm_w = ld.small({{&ld.tensor(mn.final_norm_w, {d}), all_d}});
     if (!mn.final_norm_b.empty()) w.final_norm_b = ld.small({{&ld.tensor(mn.final_norm_b, {d}), all_d}});
     if (!cfg.tie_word_embeddings) {
-        w.lm_head = ld.matrix({{&ld.tensor(mn.lm_head_w, {cfg.vocab_size, d}), plan.vocab}}, Range{});
+        w.lm_head = ld.table({{&ld.tensor(mn.lm_head_w, {cfg.vocab_size, d}), plan.vocab}});
     }
     if (!mn.lm_head_b.empty()) w.lm_head_b = ld.small({{&ld.tensor(mn.lm_head_b, {cfg.vocab_size}), plan.vocab}});
 
@@ -158,9 +206,9 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
             const TensorInfo& qkv = ld.tensor(n.qkv_w, {(nh + 2 * nkv) * hd, d});
             const Range k_sec = Range{nh * hd + kv_rows.begin, nh * hd + kv_rows.end};
             const Range v_sec = Range{(nh + nkv) * hd + kv_rows.begin, (nh + nkv) * hd + kv_rows.end};
-            lw.wqkv = ld.matrix({{&qkv, q_rows}, {&qkv, k_sec}, {&qkv, v_sec}}, Range{});
+            lw.wqkv = ld.linear({{&qkv, q_rows}, {&qkv, k_sec}, {&qkv, v_sec}}, Range{});
         } else {
-            lw.wqkv = ld.matrix({{&ld.tensor(n.q_w, {nh * hd, d}), q_rows},
+            lw.wqkv = ld.linear({{&ld.tensor(n.q_w, {nh * hd, d}), q_rows},
                                  {&ld.tensor(n.k_w, {nkv * hd, d}), kv_rows},
                                  {&ld.tensor(n.v_w, {nkv * hd, d}), kv_rows}},
                                 Range{});
@@ -182,7 +230,7 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
             lw.k_norm_w = ld.small({{&ld.tensor(n.k_norm_w, {hd}), all_hd}});
             lw.k_norm_b = ld.small({{&ld.tensor(n.k_norm_b, {hd}), all_hd}});
         }
-        lw.wo = ld.matrix({{&ld.tensor(n.o_w, {d, nh * hd}), all_d}}, o_cols);
+        lw.wo = ld.linear({{&ld.tensor(n.o_w, {d, nh * hd}), all_d}}, o_cols);
         if (!n.o_b.empty()) lw.bo = ld.small({{&ld.tensor(n.o_b, {d}), all_d}});
 
         if (cfg.arch == Arch::PhiMoE) {
@@ -192,17 +240,17 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
                 const TensorInfo& w1 = ld.tensor(ep + "w1.weight", {dff, d});
                 const TensorInfo& w3 = ld.tensor(ep + "w3.weight", {dff, d});
                 const TensorInfo& w2 = ld.tensor(ep + "w2.weight", {d, dff});
-                lw.expert_up.push_back(ld.matrix({{&w1, plan.ff}, {&w3, plan.ff}}, Range{}));
-                lw.expert_down.push_back(ld.matrix({{&w2, all_d}}, plan.ff));
+                lw.expert_up.push_back(ld.linear({{&w1, plan.ff}, {&w3, plan.ff}}, Range{}));
+                lw.expert_down.push_back(ld.linear({{&w2, all_d}}, plan.ff));
             }
         } else if (cfg.arch == Arch::Phi3) {
             const TensorInfo& gu = ld.tensor(n.up_w, {2 * dff, d});
-            lw.w_up = ld.matrix({{&gu, plan.ff}, {&gu, Range{dff + plan.ff.begin, dff + plan.ff.end}}}, Range{});
-            lw.w_down = ld.matrix({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
+            lw.w_up = ld.linear({{&gu, plan.ff}, {&gu, Range{dff + plan.ff.begin, dff + plan.ff.end}}}, Range{});
+            lw.w_down = ld.linear({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
         } else {
-            lw.w_up = ld.matrix({{&ld.tensor(n.up_w, {dff, d}), plan.ff}}, Range{});
+            lw.w_up = ld.linear({{&ld.tensor(n.up_w, {dff, d}), plan.ff}}, Range{});
             lw.b_up = ld.small({{&ld.tensor(n.up_b, {dff}), plan.ff}});
-            lw.w_down = ld.matrix({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
+            lw.w_down = ld.linear({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
             lw.b_down = ld.small({{&ld.tensor(n.down_b, {d}), all_d}});
         }
         w.layers.push_back(std::move(lw));

@@ -1,19 +1,39 @@
 // One rank's weights, sliced from the checkpoint by the ShardPlan. Linear weights are kept in the
 // configured dtype (F32 or BF16); norms, biases and the MoE router are fp32 (rounded through bf16
-// when the weights are bf16, as a bf16 checkpoint would hold them).
+// when the weights are bf16, as a bf16 checkpoint would hold them). With int8/int4 weights the
+// layers' linear weights are held with the checkpoint's exact values (BF16 when it stores bf16,
+// otherwise F32) until the backend quantizes them; the embedding and LM head stay in `dtype`.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/quant.h"
 #include "sharding/model_config.h"
 #include "sharding/safetensors.h"
 #include "sharding/shard_plan.h"
 #include "sharding/tensor_slice.h"
 
 namespace phi {
+
+/// How a rank holds its weights. `dtype` (F32 or BF16): the embedding and LM head, and the rounding
+/// of norms and biases (fp32 values rounded through bf16 when BF16). `quant`, when set: every
+/// layer's linear weights (QKV, output, MLP and expert projections) are quantized to it; they are
+/// then defined on the unsharded tensor, so each rank's input columns must start and end on a
+/// multiple of 32 (refused otherwise, naming the tensor and the tp size; docs/QUANT.md).
+struct WeightPrecision {
+    DType dtype = DType::F32;
+    std::optional<kernels::cpu::QuantFormat> quant;
+
+    WeightPrecision() = default;
+    WeightPrecision(DType d) : dtype(d) {}  // NOLINT(google-explicit-constructor): F32/BF16 only
+    WeightPrecision(DType d, std::optional<kernels::cpu::QuantFormat> q) : dtype(d), quant(q) {}
+    /// "f32", "bf16", "int8" or "int4" (the YAML dtype: word).
+    std::string name() const;
+};
 
 struct LayerWeights {
     OwnedTensor attn_norm_w, attn_norm_b;  // [d_model]
@@ -40,7 +60,8 @@ struct ModelWeights {
     OwnedTensor lm_head;                 // [vocab_local, d_model]; empty when tied to embed
     OwnedTensor lm_head_b;               // [vocab_local] or empty
     size_t checkpoint_bytes_read = 0;    // bytes copied out of the checkpoint by this rank
-    size_t resident_bytes = 0;           // bytes held by this rank
+    size_t resident_bytes = 0;           // bytes held by this rank once the model is built
+                                         // (quantized linear weights counted as their blocks)
 
     kernels::cpu::WeightView lm_head_view() const;
 };
@@ -50,17 +71,19 @@ struct HeldTensor {
     std::string source;  // checkpoint tensor name(s), '+' joined for fused pieces
     std::vector<int64_t> shape;
     DType dtype = DType::F32;
+    std::optional<kernels::cpu::QuantFormat> quant;  // set: held as these blocks (dtype: the source's)
     size_t bytes = 0;
 };
 
 /// What rank plan.rank would hold, without copying any weight bytes.
 std::vector<HeldTensor> plan_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
-                                           DType dtype);
+                                           const WeightPrecision& precision);
 
-/// Loads rank plan.rank's shard. `dtype` is the run-time weight dtype (F32 or BF16). Every tensor
-/// is checked against its expected global shape; a missing or mis-shaped one is a clear error.
+/// Loads rank plan.rank's shard in `precision`. Every tensor is checked against its expected global
+/// shape; a missing or mis-shaped one is a clear error, and so is a quantized weight whose input
+/// columns (or this rank's part of them) are not whole blocks of 32.
 ModelWeights load_model_weights(const Checkpoint& ckpt, const ModelConfig& cfg, const ShardPlan& plan,
-                                DType dtype);
+                                const WeightPrecision& precision);
 
 inline kernels::cpu::WeightView view_of(const OwnedTensor& t) {
     return kernels::cpu::WeightView{t.bytes.data(), t.dtype, t.rows(), t.cols()};

@@ -65,15 +65,23 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
     rope_ = kernels::RopeSpec{cfg.rotary_dim, std::move(rope.inv_freq_short), std::move(rope.inv_freq_long),
                               rope.scale_short, rope.scale_long};
 
-    const kernels::WeightFormat wf = opts.weight_format;
-    auto weight = [&](const OwnedTensor& t) { return t.empty() ? Buffer() : be_->upload_weight(host_of(t), wf); };
+    // One resident copy: a host tensor the backend does not point at (it copied or quantized it)
+    // is freed right after its upload, so the peak is the host shard plus one converted tensor.
+    auto upload = [&](OwnedTensor& t, kernels::WeightFormat f) {
+        if (t.empty()) return Buffer();
+        Buffer b = be_->upload_weight(host_of(t), f);
+        if (!b.borrows_host()) t = {};
+        return b;
+    };
+    auto weight = [&](OwnedTensor& t) { return upload(t, opts.weight_format); };
+    auto table = [&](OwnedTensor& t) { return upload(t, opts.table_format.value_or(opts.weight_format)); };
     auto param = [&](const OwnedTensor& t) {
         if (t.empty()) return Buffer();
         PHI_CHECK(t.dtype == DType::F32, "norm weights, biases and the router are held in fp32, got {}",
                   dtype_name(t.dtype));
         return be_->upload_f32(t.f32(), t.rows(), t.cols());
     };
-    for (const LayerWeights& lw : host_.layers) {
+    for (LayerWeights& lw : host_.layers) {
         Layer l;
         l.attn_norm_w = param(lw.attn_norm_w);
         l.attn_norm_b = param(lw.attn_norm_b);
@@ -102,8 +110,9 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
         }
         layers_.push_back(std::move(l));
     }
-    embed_ = weight(host_.embed);
-    lm_head_ = host_.lm_head.empty() ? embed_ : weight(host_.lm_head);  // tied: the embedding shard
+    const bool tied = host_.lm_head.empty();
+    embed_ = table(host_.embed);
+    lm_head_ = tied ? embed_ : table(host_.lm_head);  // tied: the embedding shard
     lm_head_b_ = param(host_.lm_head_b);
     final_norm_w_ = param(host_.final_norm_w);
     final_norm_b_ = param(host_.final_norm_b);

@@ -24,7 +24,10 @@ namespace phi {
 
 struct PhiModelOptions {
     KvCacheConfig kv;
+    /// The layers' linear weights (QKV, output, MLP, experts).
     kernels::WeightFormat weight_format = kernels::WeightFormat::F32;
+    /// The embedding and the LM head; unset: weight_format. (Quantized models keep them 16-bit.)
+    std::optional<kernels::WeightFormat> table_format;
     /// Scratch is sized for this many tokens per step up front (backends that record steps need
     /// stable addresses); larger steps grow it.
     int64_t reserve_tokens = 0;
@@ -35,7 +38,7 @@ struct PhiModelOptions {
 class PhiModel final : public ModelRunner {
 public:
     /// `weights` are this rank's shard on the host; the backend reads or copies them (the model
-    /// keeps them while the backend may point at them). `collectives` carries the all-reduces of
+    /// keeps those the backend points at and frees the others, e.g. weights it quantized). `collectives` carries the all-reduces of
     /// the backend's buffers; `comm` the host-side gathers of logits.
     PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights weights, Communicator& comm,
              std::unique_ptr<kernels::Backend> backend, std::unique_ptr<TensorCollectives> collectives,

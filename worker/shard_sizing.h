@@ -9,12 +9,15 @@
 #include "common/dtype.h"
 #include "sharding/model_config.h"
 #include "sharding/shard_plan.h"
+#include "worker/model_weights.h"
 
 namespace phi {
 
-/// Bytes of plan.rank's weights: linear weights in `weight_dtype` (F32 or BF16), norms, biases
-/// and the MoE router in fp32.
-int64_t shard_weight_bytes(const ModelConfig& cfg, const ShardPlan& plan, DType weight_dtype);
+/// Bytes of plan.rank's weights once the model is built: linear weights in `precision` (F32, BF16,
+/// or int8/int4 blocks with their fp16 scales; the embedding and LM head then in precision.dtype),
+/// norms, biases and the MoE router in fp32. A quantized dtype whose blocks a rank's input columns
+/// would cut is refused, naming the tensor and the tp size (as the loader refuses it).
+int64_t shard_weight_bytes(const ModelConfig& cfg, const ShardPlan& plan, const WeightPrecision& precision);
 
 /// Bytes one token's K and V take on plan.rank, all layers together.
 int64_t kv_bytes_per_token(const ModelConfig& cfg, const ShardPlan& plan, DType kv_dtype);

@@ -1,5 +1,7 @@
 // Each operation is one call (or one loop of calls per sequence) of the CPU kernels, so results
 // keep the kernels' fixed reduction orders: the same bits alone or batched, at any thread count.
+// F32/BF16 weights are read where the caller holds them; Q8/Q4 weights are quantized at upload
+// into a QuantTensor the backend owns (the caller then frees its host copy: one resident copy).
 #include "kernels/cpu/cpu_backend.h"
 
 #include <cstring>
@@ -12,12 +14,31 @@
 #include "common/hash.h"
 #include "kernels/argmax_host.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/moe_routing.h"
 
 namespace phi::kernels::cpu {
 namespace {
 
-WeightView view(const Tensor& w) { return WeightView{w.data, w.dtype, w.rows, w.cols}; }
+WeightView view(const Tensor& w) {
+    PHI_CHECK(w.format == WeightFormat::F32 || w.format == WeightFormat::BF16,
+              "a {} weight cannot be read as a plain matrix here (only linear layers take quantized weights)",
+              weight_format_name(w.format));
+    return WeightView{w.data, w.dtype, w.rows, w.cols};
+}
+
+// A Q8/Q4 weight's Tensor::data points at the QuantTensor that owns its blocks.
+QuantWeightView quant_view(const Tensor& w) { return static_cast<const QuantTensor*>(w.data)->view(); }
+
+QuantFormat quant_format(WeightFormat f) {
+    switch (f) {
+        case WeightFormat::Q8: return QuantFormat::Q8;
+        case WeightFormat::Q4: return QuantFormat::Q4;
+        case WeightFormat::F32:
+        case WeightFormat::BF16: break;
+    }
+    PHI_FAIL("{} is not a quantized weight format", weight_format_name(f));
+}
 
 const float* f32_or_null(const Tensor& t) { return t.empty() ? nullptr : t.f32(); }
 
@@ -27,9 +48,12 @@ void check_f32(const Tensor& t, const char* what) {
 
 class CpuBackend final : public Backend {
 public:
-    explicit CpuBackend(Isa isa) : isa_(isa) {}
+    CpuBackend(Isa isa, QuantActivations quant_acts) : isa_(isa), quant_acts_(quant_acts) {}
 
-    std::string name() const override { return fmt::format("cpu ({})", isa_name(isa_)); }
+    std::string name() const override {
+        return fmt::format("cpu ({}{})", isa_name(isa_),
+                           quant_acts_ == QuantActivations::Int8 ? ", int8 activations" : "");
+    }
 
     Buffer alloc(int64_t rows, int64_t cols) override {
         auto mem = std::make_shared<AlignedBuffer>(size_t(std::max<int64_t>(rows * cols, 1)) * 4);
@@ -38,6 +62,15 @@ public:
     }
 
     Buffer upload_weight(const HostTensor& host, WeightFormat format) override {
+        if (format == WeightFormat::Q8 || format == WeightFormat::Q4) {
+            PHI_CHECK(host.dtype == DType::F32 || host.dtype == DType::BF16,
+                      "{} weights are quantized from F32 or BF16 values, not {}", weight_format_name(format),
+                      dtype_name(host.dtype));
+            auto q = std::make_shared<QuantTensor>(
+                quantize(quant_format(format), WeightView{host.data, host.dtype, host.rows, host.cols}));
+            Tensor t{q.get(), DType::F32, format, host.rows, host.cols};
+            return Buffer(t, q);
+        }
         const DType want = format == WeightFormat::BF16 ? DType::BF16 : DType::F32;
         PHI_CHECK(host.dtype == want, "the CPU backend reads {} weights as they were loaded ({}); convert at load time",
                   weight_format_name(format), dtype_name(host.dtype));
@@ -77,7 +110,7 @@ public:
             tmp_.resize(size_t(y.numel()));
             out = tmp_.data();
         }
-        kernels::cpu::linear(isa_, out, x.f32(), x.rows, view(w), f32_or_null(ep.bias));
+        linear_any(out, x.f32(), x.rows, w, f32_or_null(ep.bias));
         switch (ep.act) {
             case Activation::None: break;
             case Activation::GeluNew: kernels::cpu::gelu_new(isa_, out, y.numel()); break;
@@ -223,9 +256,9 @@ public:
             gu.resize(size_t(n * 2 * f));
             a.resize(size_t(n * f));
             y.resize(size_t(n * d));
-            kernels::cpu::linear(isa_, gu.data(), xs.data(), n, view(up), nullptr);
+            linear_any(gu.data(), xs.data(), n, up, nullptr);
             kernels::cpu::silu_mul(isa_, a.data(), gu.data(), n, f);
-            kernels::cpu::linear(isa_, y.data(), a.data(), n, view(down), nullptr);
+            linear_any(y.data(), a.data(), n, down, nullptr);
             for (int64_t i = 0; i < n; ++i) {
                 const int64_t t = rows[size_t(i)];
                 const float wgt = idx[size_t(2 * t)] == e ? wt[size_t(2 * t)] : wt[size_t(2 * t + 1)];
@@ -242,6 +275,16 @@ public:
     }
 
 private:
+    /// y = x W^T (+ bias) for any weight format this backend holds.
+    void linear_any(float* y, const float* x, int64_t n, const Tensor& w, const float* bias) {
+        switch (w.format) {
+            case WeightFormat::F32:
+            case WeightFormat::BF16: kernels::cpu::linear(isa_, y, x, n, view(w), bias); return;
+            case WeightFormat::Q8:
+            case WeightFormat::Q4: linear_quant(isa_, y, x, n, quant_view(w), bias, quant_acts_); return;
+        }
+    }
+
     const StepBatch& batch() const {
         PHI_CHECK(batch_ != nullptr, "a step operation ran outside begin_step/end_step");
         return *batch_;
@@ -252,6 +295,7 @@ private:
     }
 
     Isa isa_;
+    QuantActivations quant_acts_;  // how linears with Q8/Q4 weights treat their inputs
     const StepBatch* batch_ = nullptr;
     KvGeometry geom_;
     std::vector<AlignedBuffer> k_, v_;  // per layer [num_blocks, block_size, n_kv_heads, head_dim]
@@ -260,6 +304,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(Isa isa) { return std::make_unique<CpuBackend>(isa); }
+std::unique_ptr<Backend> make_cpu_backend(Isa isa, QuantActivations quant_acts) {
+    return std::make_unique<CpuBackend>(isa, quant_acts);
+}
 
 }  // namespace phi::kernels::cpu

@@ -33,6 +33,11 @@ constexpr int64_t quant_block_bytes(QuantFormat f) {
     return f == QuantFormat::Q8 ? k_quant_block : k_quant_block / 2;
 }
 
+/// Bytes of a quantized [rows, cols] weight (cols a multiple of 32): its values and fp16 scales.
+constexpr int64_t quant_tensor_bytes(QuantFormat f, int64_t rows, int64_t cols) {
+    return rows * (cols / k_quant_block) * (quant_block_bytes(f) + 2);
+}
+
 /// How a quantized linear treats its activations.
 enum class QuantActivations : uint8_t {
     F32,   // weight-only: fp32 activations, exactly the fp32 kernel on the dequantized weights

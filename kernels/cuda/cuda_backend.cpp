@@ -59,7 +59,10 @@ public:
         return Buffer(Tensor{mem->data(), DType::F32, WeightFormat::F32, rows, cols}, mem);
     }
 
-    Buffer upload_weight(const HostTensor& host, WeightFormat) override {
+    Buffer upload_weight(const HostTensor& host, WeightFormat format) override {
+        // Quantized formats have no CUDA kernels yet: refuse rather than silently run bf16.
+        PHI_CHECK(format != WeightFormat::Q8 && format != WeightFormat::Q4,
+                  "the CUDA backend has no {} weights (use dtype: bf16 with backend: cuda)", weight_format_name(format));
         // Every linear weight is bf16 on the device, whatever the host format.
         const size_t n = size_t(host.rows * host.cols);
         auto mem = device_bytes(n * 2);
