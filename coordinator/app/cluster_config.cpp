@@ -150,7 +150,8 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"model_name", [&](auto& n, auto& p) { c.model_name = scalar<std::string>(n, p, "a string"); }},
         {"tp", [&](auto& n, auto& p) { c.tp = int(integer(n, p, 1, 4096)); }},
         {"backend", [&](auto& n, auto& p) { c.backend = choice(n, p, {"cpu", "cuda"}); }},
-        {"dtype", [&](auto& n, auto& p) { c.dtype = choice(n, p, {"f32", "bf16"}); }},
+        {"dtype", [&](auto& n, auto& p) { c.dtype = choice(n, p, {"f32", "bf16", "int8", "int4"}); }},
+        {"quant_activations", [&](auto& n, auto& p) { c.quant_activations = choice(n, p, {"f32", "int8"}); }},
         {"allow_shared_device", [&](auto& n, auto& p) { c.allow_shared_device = boolean(n, p); }},
         {"threads_per_rank", [&](auto& n, auto& p) { c.threads_per_rank = int(integer(n, p, 0, 1024)); }},
         {"kv_cache", [&](auto& n, auto& p) { walk(n, p, kv_schema); }},
@@ -174,6 +175,10 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         PHI_FAIL("{}: {}", origin, e.what());
     }
     PHI_CHECK(have_model, "{}: 'model' (the model folder) is required", origin);
+    PHI_CHECK(c.quant_activations == "f32" || c.dtype == "int8" || c.dtype == "int4",
+              "{}: quant_activations: {} quantizes the inputs of int8/int4 linear weights, but dtype is {}; set "
+              "dtype: int8 or int4, or leave quant_activations out",
+              origin, c.quant_activations, c.dtype);
     if (c.tokenizer.empty()) c.tokenizer = c.model;
     if (c.model_name.empty()) c.model_name = std::filesystem::path(c.model).lexically_normal().filename().string();
     if (c.model_name.empty()) c.model_name = "phi";

@@ -25,7 +25,8 @@ struct ClusterConfig {
     std::string model_name;       // served name (/v1/models); default: the folder's name
     int tp = 0;                   // 0 (left out): the MPI world size; otherwise it must equal it
     std::string backend = "cpu";  // cpu | cuda
-    std::string dtype = "bf16";   // f32 | bf16
+    std::string dtype = "bf16";   // f32 | bf16 | int8 | int4 (int8/int4: linear weights, docs/QUANT.md)
+    std::string quant_activations = "f32";  // f32 | int8: int8/int4 linears' inputs (int8: opt-in mode)
     int threads_per_rank = 0;     // 0: cores / ranks on this node (at least 1)
     int64_t kv_blocks = 0;        // 0: derived from kv_bytes
     int64_t kv_bytes = int64_t(1) << 30;  // per rank, when kv_blocks is 0

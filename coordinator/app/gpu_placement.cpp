@@ -10,8 +10,16 @@ std::vector<std::string> cuda_unsupported_options(const ClusterConfig& cfg) {
     std::vector<std::string> out;
     // The CUDA backend uploads every linear weight as bf16 (kernels/cuda/cuda_backend.cpp): an f32
     // request would silently run bf16.
-    if (cfg.dtype != "bf16")
+    if (cfg.dtype == "int8" || cfg.dtype == "int4")
+        out.push_back(fmt::format("dtype: {} (int8/int4 weights run on the CPU backend only: the CUDA backend has "
+                                  "no quantized kernels yet; use dtype: bf16 with backend: cuda)",
+                                  cfg.dtype));
+    else if (cfg.dtype != "bf16")
         out.push_back(fmt::format("dtype: {} (the CUDA backend holds weights in bf16 only)", cfg.dtype));
+    if (cfg.quant_activations != "f32")
+        out.push_back(fmt::format("quant_activations: {} (the int8-activation mode of the CPU backend's int8/int4 "
+                                  "linears)",
+                                  cfg.quant_activations));
     // (Its KV cache is always bf16 on the device. kv_cache.dtype is not a key of this build's
     // YAML yet; when it becomes one, a value other than bf16 belongs in this list.)
     if (cfg.threads_per_rank > 0)

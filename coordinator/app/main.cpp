@@ -23,6 +23,7 @@
 #include "coordinator/app/launch_checks.h"
 #include "coordinator/app/model_setup.h"
 #include "coordinator/app/server.h"
+#include "coordinator/app/sizing.h"
 #include "coordinator/engine/engine.h"
 #include "coordinator/serving/service.h"
 #include "coordinator/tokenizer/tokenizer.h"
@@ -35,7 +36,8 @@ namespace {
 using namespace phi;
 
 struct OfflineArgs {
-    std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16", backend = "cpu";
+    std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16", backend = "cpu",
+                quant_activations = "f32";
     std::string kv_dtype = "f32";
     bool allow_shared_device = false;
     int64_t max_tokens = 128;
@@ -84,18 +86,26 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
         // Every rank for itself, before any collective: no GPU ends the job at once.
         app::ClusterConfig as_config;
         as_config.dtype = a.dtype;
+        as_config.quant_activations = a.quant_activations;
         as_config.threads_per_rank = a.threads;
         try {
             app::check_cuda_options(as_config, "offline");
         } catch (const Error& e) {
-            PHI_FAIL("{} (--dtype and --threads are the offline flags)", e.what());
+            PHI_FAIL("{} (--dtype, --quant-activations and --threads are the offline flags)", e.what());
         }
         placement = app::choose_gpu(comm, a.allow_shared_device);
     }
     const app::LaunchAgreement launch = app::agree_at_launch(comm, a.threads);
     ModelOptions opts;
     opts.isa = launch.isa.isa;
-    opts.weight_dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
+    const WeightPrecision precision = app::weight_precision(a.dtype);
+    PHI_CHECK(a.quant_activations == "f32" || precision.quant,
+              "--quant-activations {} quantizes the inputs of int8/int4 linear weights: add --dtype int8 or int4",
+              a.quant_activations);
+    opts.weight_dtype = precision.dtype;
+    opts.quant = precision.quant;
+    opts.quant_activations =
+        a.quant_activations == "int8" ? kernels::cpu::QuantActivations::Int8 : kernels::cpu::QuantActivations::F32;
     opts.kv.block_size = 16;
     opts.kv.num_blocks = (a.max_tokens + 16 * 1024) / 16;
     opts.kv.dtype = a.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
@@ -291,8 +301,14 @@ int main(int argc, char** argv) {
     cli.add_option("--dtype", a.dtype,
                    "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
                    "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "
-                   "do (server mode: `dtype: f32` in the YAML)")
-        ->check(CLI::IsMember({"f32", "bf16"}))
+                   "do; int8 and int4 quantize the layers' linear weights in blocks of 32 (docs/QUANT.md; embedding "
+                   "and LM head stay bf16) (server mode: `dtype: ...` in the YAML)")
+        ->check(CLI::IsMember({"f32", "bf16", "int8", "int4"}))
+        ->capture_default_str();
+    cli.add_option("--quant-activations", a.quant_activations,
+                   "offline, --dtype int8|int4: f32 (weight-only, the default) or int8 (each linear's input rounded "
+                   "to int8 per block of 32 for integer dot products; server mode: `quant_activations: int8`)")
+        ->check(CLI::IsMember({"f32", "int8"}))
         ->capture_default_str();
     cli.add_option("--kv-dtype", a.kv_dtype,
                    "offline: how the KV cache stores K and V; bf16 halves its memory (K and V rounded to bf16, "

@@ -95,12 +95,17 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     } else {
         ModelOptions opts;
         opts.isa = launch.isa.isa;
-        opts.weight_dtype = sizing.weight_dtype;
+        opts.weight_dtype = sizing.weight.dtype;
+        opts.quant = sizing.weight.quant;
+        opts.quant_activations = cfg.quant_activations == "int8" ? kernels::cpu::QuantActivations::Int8
+                                                                 : kernels::cpu::QuantActivations::F32;
         opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size, sizing.kv_dtype};
         cpu_model = load_model(cfg.model, comm, opts);
-        log().info("rank {}/{}: {} loaded ({} bytes resident), {} threads, ISA {}, {} KV blocks of {} tokens",
-                   comm.rank(), comm.size(), cfg.model.string(), cpu_model->weights().resident_bytes, threads,
-                   kernels::cpu::isa_name(opts.isa), opts.kv.num_blocks, opts.kv.block_size);
+        log().info("rank {}/{}: {} loaded ({} weights{}, {} bytes resident), {} threads, ISA {}, {} KV blocks of {} "
+                   "tokens",
+                   comm.rank(), comm.size(), cfg.model.string(), sizing.weight.name(),
+                   cfg.quant_activations == "int8" ? ", int8 activations" : "", cpu_model->weights().resident_bytes,
+                   threads, kernels::cpu::isa_name(opts.isa), opts.kv.num_blocks, opts.kv.block_size);
     }
     ModelRunner& model = gpu ? static_cast<ModelRunner&>(gpu_rank->model()) : *cpu_model;
     WatchdogOptions wd;

@@ -19,14 +19,22 @@ std::string kv_dtype_word(DType t) { return t == DType::BF16 ? "bf16" : "fp32"; 
 
 }  // namespace
 
+WeightPrecision weight_precision(const std::string& dtype) {
+    if (dtype == "f32") return WeightPrecision(DType::F32);
+    if (dtype == "bf16") return WeightPrecision(DType::BF16);
+    if (dtype == "int8") return WeightPrecision(DType::BF16, kernels::cpu::QuantFormat::Q8);
+    if (dtype == "int4") return WeightPrecision(DType::BF16, kernels::cpu::QuantFormat::Q4);
+    PHI_FAIL("dtype: '{}' is not one of f32, bf16, int8, int4", dtype);
+}
+
 ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int world, int rank) {
     const ShardPlan plan = make_shard_plan(mc, world, rank);
     ClusterSizing s;
     s.world = world;
     s.rank = rank;
-    s.weight_dtype = cfg.dtype == "bf16" ? DType::BF16 : DType::F32;
+    s.weight = weight_precision(cfg.dtype);
     s.kv_dtype = cfg.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
-    s.weight_bytes = shard_weight_bytes(mc, plan, s.weight_dtype);
+    s.weight_bytes = shard_weight_bytes(mc, plan, s.weight);
     s.kv_bytes_per_token = kv_bytes_per_token(mc, plan, s.kv_dtype);
     s.block_size = cfg.block_size;
     if (cfg.kv_blocks > 0) {
@@ -60,7 +68,7 @@ std::string describe_sizing(const ClusterSizing& s) {
     return fmt::format(
         "rank {}/{}: weights {} ({} linear weights), KV cache {} ({}, {} bytes per token) = {} tokens in {} blocks "
         "of {}; largest request that fits: {} tokens (max_context {})",
-        s.rank, s.world, gib(s.weight_bytes), s.weight_dtype == DType::BF16 ? "bf16" : "fp32", gib(s.kv_bytes),
+        s.rank, s.world, gib(s.weight_bytes), s.weight.name(), gib(s.kv_bytes),
         kv_dtype_word(s.kv_dtype), s.kv_bytes_per_token, s.kv_tokens, s.kv_blocks, s.block_size, s.largest_request,
         s.max_context);
 }

@@ -11,13 +11,14 @@
 #include "coordinator/app/cluster_config.h"
 #include "common/dtype.h"
 #include "sharding/model_config.h"
+#include "worker/model_weights.h"
 
 namespace phi::app {
 
 struct ClusterSizing {
     int world = 1;
     int rank = 0;
-    DType weight_dtype = DType::BF16;
+    WeightPrecision weight{DType::BF16};  // from dtype: (int8/int4: bf16 embedding and LM head)
     DType kv_dtype = DType::F32;
     int64_t weight_bytes = 0;        // this rank's weights
     int64_t kv_bytes_per_token = 0;  // this rank's K and V for one token, all layers
@@ -29,6 +30,10 @@ struct ClusterSizing {
     bool max_context_from_model = false;
     int64_t largest_request = 0;     // prompt + output tokens of the longest request that fits
 };
+
+/// The weight precision of a `dtype:` word (f32, bf16, int8, int4). Quantized dtypes keep the
+/// embedding and the LM head in bf16 (docs/QUANT.md).
+WeightPrecision weight_precision(const std::string& dtype);
 
 /// Sizes rank `rank` of `world` (every rank holds the same amounts: heads split evenly, the vocabulary
 /// padded to a multiple of `world`). Throws when kv_cache.bytes holds no block.
