@@ -1,12 +1,14 @@
 // Batch invariance: a sequence's logits are bitwise identical alone and inside a batch of 8 mixed
 // sequences (prefills and decodes joining at different steps), with 1 and 2 threads, and with
-// shuffled (non-contiguous) block tables.
+// shuffled (non-contiguous) block tables; also with int8/int4 weights in both activation modes.
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <numeric>
 #include <random>
+
+#include <fmt/format.h>
 
 #include "cluster/communicator.h"
 #include "kernels/cpu/isa.h"
@@ -111,12 +113,11 @@ std::vector<std::vector<int32_t>> shuffled_tables() {
 
 class BatchInvariance : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(BatchInvariance, AloneEqualsBatchedEqualsShuffledAcrossThreadCounts) {
+void expect_batch_invariant(const std::string& fixture, ModelOptions opts) {
     LocalCommunicator comm;
-    ModelOptions opts;
     opts.isa = kernels::cpu::choose_isa();
     opts.kv = KvCacheConfig{k_seqs * k_blocks_per_seq, k_block_size};
-    auto model = load_model(test::fixture_dir(GetParam()), comm, opts);
+    auto model = load_model(test::fixture_dir(fixture), comm, opts);
     const Scenario sc = make_scenario(model->config().vocab_size);
 
     const int saved = omp_get_max_threads();
@@ -130,6 +131,25 @@ TEST_P(BatchInvariance, AloneEqualsBatchedEqualsShuffledAcrossThreadCounts) {
     omp_set_num_threads(2);
     EXPECT_EQ(run(*model, sc, shuffled_tables(), false), alone) << "2 threads, alone";
     omp_set_num_threads(saved);
+}
+
+TEST_P(BatchInvariance, AloneEqualsBatchedEqualsShuffledAcrossThreadCounts) {
+    expect_batch_invariant(GetParam(), ModelOptions{});
+}
+
+// Int8/int4 weights in both modes: the int8 activation rounding depends only on each token's own
+// values, so a sequence's logits are the same bits alone or batched here too.
+TEST(QuantBatchInvariance, Int8AndInt4InBothModesAloneEqualsBatched) {
+    for (auto q : {kernels::cpu::QuantFormat::Q8, kernels::cpu::QuantFormat::Q4})
+        for (auto a : {kernels::cpu::QuantActivations::F32, kernels::cpu::QuantActivations::Int8}) {
+            SCOPED_TRACE(fmt::format("{}, {} activations", kernels::cpu::quant_format_name(q),
+                                     a == kernels::cpu::QuantActivations::Int8 ? "int8" : "fp32"));
+            ModelOptions opts;
+            opts.weight_dtype = DType::BF16;
+            opts.quant = q;
+            opts.quant_activations = a;
+            expect_batch_invariant("phi3_mini_4k_swa", opts);
+        }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, BatchInvariance,
