@@ -104,6 +104,20 @@ TEST(ClusterConfig, BareCheckpointErrorNamesTheYamlKeys) {
     EXPECT_NO_THROW(require_tokenizer_or_ids_only(test::fixture_dir("serving_tokenizer"), false));
 }
 
+TEST(ClusterConfig, QuantizedDtypesAndActivationMode) {
+    auto parse = [](const std::string& y) { return parse_cluster_config(y, "test.yaml", "/base"); };
+    EXPECT_EQ(parse("model: m\ndtype: int8\n").dtype, "int8");
+    const ClusterConfig c = parse("model: m\ndtype: int4\nquant_activations: int8\n");
+    EXPECT_EQ(c.dtype, "int4");
+    EXPECT_EQ(c.quant_activations, "int8");
+    EXPECT_EQ(parse("model: m\ndtype: int8\n").quant_activations, "f32");
+    EXPECT_NE(error_of("model: m\nquant_activations: int8\n")
+                  .find("quant_activations: int8 quantizes the inputs of int8/int4 linear weights, but dtype is bf16"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\ndtype: int8\nquant_activations: int4\n").find("quant_activations: 'int4' is not one of"),
+              std::string::npos);
+}
+
 TEST(ClusterConfig, ErrorsNameTheKeyPath) {
     EXPECT_NE(error_of("model: m\nbatching:\n  max_num_seq: 3\n").find("batching.max_num_seq: unknown key"),
               std::string::npos);

@@ -55,6 +55,18 @@ TEST(GpuConfig, UnsupportedOptionsAreRefusedByName) {
     EXPECT_NE(e.find("backend: cpu"), std::string::npos) << e;
 }
 
+TEST(GpuConfig, Int8AndInt4WeightsAreRefusedWithBackendCuda) {
+    for (const std::string q : {"int8", "int4"}) {
+        const ClusterConfig c = parse("model: m\nbackend: cuda\ndtype: " + q + "\nquant_activations: int8\n");
+        const std::string e = error_of([&] { check_cuda_options(c, "t.yaml"); });
+        EXPECT_NE(e.find("t.yaml: backend: cuda does not implement these options"), std::string::npos) << e;
+        EXPECT_NE(e.find("dtype: " + q + " (int8/int4 weights run on the CPU backend only"), std::string::npos) << e;
+        EXPECT_NE(e.find("quant_activations: int8"), std::string::npos) << e;
+    }
+    // The same YAML with backend: cpu is accepted.
+    EXPECT_TRUE(cuda_unsupported_options(parse("model: m\nbackend: cuda\ndtype: bf16\n")).empty());
+}
+
 TEST(GpuPlacement, EachLocalRankTakesItsGpu) {
     for (int r = 0; r < 8; ++r) {
         const GpuPlacement p = place_on_gpu(r, 8, 8, false, "", "");

@@ -110,6 +110,33 @@ TEST(Sizing, ShapesGiveThePublishedParameterCounts) {
     EXPECT_EQ(params("phi-2", 2), 2779683840 + (4 * 32 + 2) * 2560);
 }
 
+TEST(Sizing, Int8AndInt4CountQuantizedBytes) {
+    // phi-2's 2,516,582,400 linear weights (qkv, dense, fc1, fc2 of 32 layers: the published count
+    // less the bf16 embedding and LM head and the fp32 norms and biases) take 34 bytes (int8) or 18
+    // bytes (int4) per block of 32 instead of 64; the rest stays as bf16 sizes it.
+    const auto models = released_models();
+    const int64_t linear = 2516582400;
+    auto bytes = [&](const std::string& dtype, int world, int rank) {
+        ClusterConfig c;
+        c.dtype = dtype;
+        return size_cluster(c, models.at("phi-2"), world, rank).weight_bytes;
+    };
+    EXPECT_EQ(bytes("int8", 1, 0), bytes("bf16", 1, 0) - 2 * linear + linear / 32 * 34);
+    EXPECT_EQ(bytes("int4", 1, 0), bytes("bf16", 1, 0) - 2 * linear + linear / 32 * 18);
+    // TP 4 splits every linear evenly in whole blocks (dense: 640 of 2560 input columns a rank).
+    EXPECT_EQ(bytes("int8", 4, 3), bytes("bf16", 4, 3) - 2 * linear / 4 + linear / 4 / 32 * 34);
+    // TP 32 leaves one 80-wide head a rank: the dense weight's input columns cut a block.
+    try {
+        bytes("int4", 32, 0);
+        ADD_FAILURE() << "tp 32 was accepted for int4";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("dtype int4: tp 32 gives each rank 80 of the 2560 input columns of "
+                                             "model.layers.0.self_attn.dense.weight"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
 TEST(Sizing, TheIssuesNumbersAreRefused) {
     // configs/phi3.5-mini-tp4.yaml before the fix: 8 GiB of fp32 K/V per rank hold 43,680 tokens.
     const auto models = released_models();
