@@ -24,24 +24,29 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 
 size_t streamed_bytes_per_step(const phi::ModelWeights& w) {
-    // Every linear weight is read once per step; the embedding only row-wise (ignored).
-    size_t b = w.lm_head.empty() ? w.embed.bytes.size() : w.lm_head.bytes.size();
-    for (const auto& l : w.layers) {
-        b += l.wqkv.bytes.size() + l.wo.bytes.size() + l.w_up.bytes.size() + l.w_down.bytes.size();
-        for (const auto& e : l.expert_up) b += e.bytes.size();
-        for (const auto& e : l.expert_down) b += e.bytes.size();
-    }
-    return b;
+    // Every weight the rank holds is read once per step (quantized ones as their blocks and scales;
+    // norms and biases are a rounding error), except an untied embedding, read only row-wise.
+    return w.resident_bytes - (w.lm_head.empty() ? 0 : w.embed.bytes.size());
+}
+
+// Parameters the LM head and the layers' linears multiply per token (for prefill GFLOP/s).
+double matmul_params(const phi::ModelConfig& c) {
+    const double d = double(c.d_model), hd = double(c.head_dim), ff = double(c.d_ff);
+    const double mlp = c.arch == phi::Arch::Phi ? 2 * ff * d : 3 * ff * d * (c.arch == phi::Arch::PhiMoE ? 2 : 1);
+    const double attn = (double(c.n_heads) + 2.0 * double(c.n_kv_heads)) * hd * d + double(c.n_heads) * hd * d;
+    return double(c.n_layers) * (attn + mlp) + double(c.vocab_size) * d;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"bench_decode"};
-    std::string model_dir, dtype = "bf16", batches = "1,16";
+    std::string model_dir, dtype = "bf16", batches = "1,16", quant_acts = "f32";
     int steps = 8, prompt_len = 16, prefill_len = 0;
     app.add_option("--model", model_dir)->required();
-    app.add_option("--dtype", dtype)->check(CLI::IsMember({"f32", "bf16"}));
+    app.add_option("--dtype", dtype)->check(CLI::IsMember({"f32", "bf16", "int8", "int4"}));
+    app.add_option("--quant-activations", quant_acts, "int8/int4 weights: f32 (weight-only) or int8")
+        ->check(CLI::IsMember({"f32", "int8"}));
     app.add_option("--batch", batches, "comma-separated batch sizes");
     app.add_option("--steps", steps, "timed decode steps per batch size");
     app.add_option("--prompt", prompt_len, "prompt tokens per sequence before decoding");
@@ -64,7 +69,10 @@ int main(int argc, char** argv) {
     const int max_b = *std::max_element(bs.begin(), bs.end());
     phi::ModelOptions opts;
     opts.isa = phi::kernels::cpu::choose_isa();
-    opts.weight_dtype = dtype == "bf16" ? phi::DType::BF16 : phi::DType::F32;
+    opts.weight_dtype = dtype == "f32" ? phi::DType::F32 : phi::DType::BF16;
+    if (dtype == "int8") opts.quant = phi::kernels::cpu::QuantFormat::Q8;
+    if (dtype == "int4") opts.quant = phi::kernels::cpu::QuantFormat::Q4;
+    if (quant_acts == "int8") opts.quant_activations = phi::kernels::cpu::QuantActivations::Int8;
     opts.kv.block_size = 16;
     const int per_seq_blocks = (std::max(prompt_len, prefill_len) + steps + 16) / 16 + 1;
     opts.kv.num_blocks = int64_t(max_b) * per_seq_blocks + per_seq_blocks;
@@ -78,8 +86,8 @@ int main(int argc, char** argv) {
     }
     const size_t bytes_rank = streamed_bytes_per_step(model->weights());
     const size_t bytes_all = bytes_rank * size_t(comm.size());
-    std::printf("model %s, %s weights, tp %d, %d OpenMP thread(s) per rank, ISA %s, load %.1f s\n",
-                model_dir.c_str(), dtype.c_str(), comm.size(), omp_get_max_threads(),
+    std::printf("model %s, %s weights (%s activations), tp %d, %d OpenMP thread(s) per rank, ISA %s, load %.1f s\n",
+                model_dir.c_str(), dtype.c_str(), quant_acts.c_str(), comm.size(), omp_get_max_threads(),
                 std::string(phi::kernels::cpu::isa_name(opts.isa)).c_str(), load_s);
     std::printf("measured read bandwidth: %.1f GB/s; weights streamed per step: %.2f GB (all ranks)\n", bw,
                 double(bytes_all) / 1e9);
@@ -139,7 +147,7 @@ int main(int argc, char** argv) {
         const auto t0 = clock_type::now();
         exec.run(plan, &logits);
         const double dt = std::chrono::duration<double>(clock_type::now() - t0).count();
-        const double flops = 2.0 * double(bytes_all) / double(phi::dtype_size(opts.weight_dtype)) * prefill_len;
+        const double flops = 2.0 * matmul_params(model->config()) * prefill_len;
         std::printf("prefill %d tokens: %.2f s, %.1f tok/s, %.1f GFLOP/s (weights only)\n", prefill_len, dt,
                     prefill_len / dt, flops / dt / 1e9);
     }
