@@ -4,6 +4,7 @@
 // and bf16 weights, plus a Phi-2 decode estimate and decode attention over a 2048-token cache.
 // Weights rotate over enough copies (>= 256 MiB) that every call streams them from DRAM.
 // OMP_NUM_THREADS=1 times on the thread's CPU clock (robust on a shared, busy machine).
+// `bench_kernels activations` runs only the GELU/SiLU part.
 #include <omp.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <memory>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "bench/common/membw.h"
@@ -84,15 +86,43 @@ double time_linear(Isa isa, const Weights& w, int64_t n, const float* x, float* 
         k_min_seconds, [&](size_t i) { linear(isa, y, x, n, w.view(i), nullptr); }, w.copies(), thread_cpu);
 }
 
+/// GELU and SiLU over one 512-token prefill chunk of Phi-2's fc1 output (512 x 10240), at the
+/// chosen level against the scalar reference (the same polynomial, activation_math.h).
+void bench_activations(Isa isa, bool thread_cpu) {
+    const int64_t n = 512, d = 10240, count = n * d;
+    std::vector<float> src(static_cast<size_t>(2 * count)), x(static_cast<size_t>(count)), out(static_cast<size_t>(count));
+    for (size_t i = 0; i < src.size(); ++i) src[i] = 4.0f * hash_value(i + 777);
+    for (Isa level : {Isa::Scalar, isa}) {
+        const double tg = phi::bench::best_time(
+            k_min_seconds,
+            [&](size_t) {
+                std::copy(src.begin(), src.begin() + count, x.begin());
+                gelu_new(level, x.data(), count);
+            },
+            1, thread_cpu);
+        const double ts = phi::bench::best_time(
+            k_min_seconds, [&](size_t) { silu_mul(level, out.data(), src.data(), n, d); }, 1, thread_cpu);
+        std::printf("activations %-7s gelu_new %.2f ns/element (copy included), silu_mul %.2f ns/element; "
+                    "Phi-2 512-token prefill's GELUs: %.0f ms\n",
+                    std::string(isa_name(level)).c_str(), tg / double(count) * 1e9, ts / double(count) * 1e9,
+                    32.0 * tg * 1e3);
+        if (level == isa) break;
+    }
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
     const Isa isa = choose_isa();
     const int threads = omp_get_max_threads();
     // One thread: time on the thread's CPU clock, so other load on a shared machine does not count.
     const bool thread_cpu = threads == 1;
     std::printf("bench_kernels: isa=%s threads=%d clock=%s\n", std::string(isa_name(isa)).c_str(), threads,
                 thread_cpu ? "thread-cpu" : "wall");
+    if (argc > 1 && std::string(argv[1]) == "activations") {
+        bench_activations(isa, thread_cpu);
+        return 0;
+    }
     const double bw = phi::bench::measure_read_bandwidth_gbs(size_t(512) << 20, threads);
     std::printf("measured read bandwidth (512 MiB, %d threads): %.1f GB/s\n\n", threads, bw);
 
@@ -161,5 +191,6 @@ int main() {
         std::printf("paged_attention decode (ctx 2048, 32x80, fp32 KV %.0f MB): %.3f ms, %.1f GB/s\n",
                     kv_bytes * 1e-6, t * 1e3, kv_bytes / t * 1e-9);
     }
+    bench_activations(isa, thread_cpu);
     return 0;
 }

@@ -57,6 +57,8 @@ struct QuantActs {
     void layer_norm(float* y, const float* x, const float* w, const float* b, int64_t n, int64_t d,          \
                     float eps);                                                                              \
     void rms_norm(float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);                \
+    void gelu_new(float* x, int64_t count);                                                                  \
+    void silu_mul(float* out, const float* in, int64_t n, int64_t d);                                        \
     void paged_attention(const AttentionArgs& a);                                                            \
     void paged_attention(const AttentionArgsBf16& a);                                                        \
     void linear_quant_f32(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias); \
@@ -66,8 +68,6 @@ struct QuantActs {
 namespace ref {
 PHI_KERNELS_LEVEL_DECLS
 // Ops without a reduction: one portable implementation serves every level (bitwise equal).
-void gelu_new(float* x, int64_t count);
-void silu_mul(float* out, const float* in, int64_t n, int64_t d);
 void add_inplace(float* y, const float* x, int64_t count);
 void rope(float* x, const int32_t* pos, int64_t n, int64_t n_heads, int64_t head_dim, int64_t rotary_dim,
           const float* inv_freq, float attn_scale);

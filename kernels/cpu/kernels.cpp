@@ -88,14 +88,34 @@ void rms_norm(Isa isa, float* y, const float* x, const float* w, int64_t n, int6
     }
 }
 
-void gelu_new(Isa, float* x, int64_t count) {
+void gelu_new(Isa isa, float* x, int64_t count) {
     PHI_CHECK(count >= 0, "gelu_new: count = {} is negative", count);
-    ref::gelu_new(x, count);
+    switch (isa) {
+        case Isa::Scalar:
+            ref::gelu_new(x, count);
+            return;
+        case Isa::Avx2:
+            avx2::gelu_new(x, count);
+            return;
+        case Isa::Avx512:
+            avx512::gelu_new(x, count);
+            return;
+    }
 }
 
-void silu_mul(Isa, float* out, const float* in, int64_t n, int64_t d) {
+void silu_mul(Isa isa, float* out, const float* in, int64_t n, int64_t d) {
     PHI_CHECK(n >= 0 && d >= 0, "silu_mul: bad shape [{}, {}]", n, d);
-    ref::silu_mul(out, in, n, d);
+    switch (isa) {
+        case Isa::Scalar:
+            ref::silu_mul(out, in, n, d);
+            return;
+        case Isa::Avx2:
+            avx2::silu_mul(out, in, n, d);
+            return;
+        case Isa::Avx512:
+            avx512::silu_mul(out, in, n, d);
+            return;
+    }
 }
 
 void add_inplace(Isa, float* y, const float* x, int64_t count) {

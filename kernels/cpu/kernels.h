@@ -34,7 +34,8 @@ void layer_norm(Isa isa, float* y, const float* x, const float* w, const float* 
 /// RMSNorm: y = x * rsqrt(mean(x^2) + eps) * w. y may alias x.
 void rms_norm(Isa isa, float* y, const float* x, const float* w, int64_t n, int64_t d, float eps);
 
-/// In place: x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (HF gelu_new).
+/// In place: x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (HF gelu_new), evaluated as
+/// x / (1 + exp(-2u)) with activation_math.h's polynomial exp: bitwise equal at every ISA level.
 void gelu_new(Isa isa, float* x, int64_t count);
 
 /// out[t, j] = silu(gate[t, j]) * up[t, j], where gate = in[t, 0:d] and up = in[t, d:2d]

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/impl.h"
 
 namespace phi::kernels::cpu::ref {
@@ -191,17 +192,7 @@ void paged_attention(const AttentionArgsBf16& a) { paged_attention_impl(a); }
 
 void gelu_new(float* x, int64_t count) {
 #pragma omp parallel for schedule(static) if (count >= k_parallel_min_transcendental)
-    for (int64_t i = 0; i < count; ++i) {
-        // HF's op order: t = x^3; t = 0.044715 t; t = x + t; t = c t; t = tanh t; t = 1 + t; 0.5 x t.
-        const float v = x[i];
-        float t = v * v * v;
-        t = 0.044715f * t;
-        t = v + t;
-        t = 0.7978845608028654f * t;
-        t = std::tanh(t);
-        t = 1.0f + t;
-        x[i] = (0.5f * v) * t;
-    }
+    for (int64_t i = 0; i < count; ++i) x[i] = actmath::gelu_new<actmath::ScalarOps>(x[i]);
 }
 
 void silu_mul(float* out, const float* in, int64_t n, int64_t d) {
@@ -211,7 +202,7 @@ void silu_mul(float* out, const float* in, int64_t n, int64_t d) {
         for (int64_t j = 0; j < d; ++j) {
             const float g = in[t * 2 * d + j];       // gate = in[t, 0:d]
             const float up = in[t * 2 * d + d + j];  // up = in[t, d:2d]
-            out[t * d + j] = g / (1.0f + std::exp(-g)) * up;
+            out[t * d + j] = actmath::silu_mul<actmath::ScalarOps>(g, up);
         }
     }
 }

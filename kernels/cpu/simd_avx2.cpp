@@ -4,6 +4,7 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/impl.h"
 
 namespace phi::kernels::cpu::avx2 {
@@ -38,6 +39,14 @@ struct V {
     static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
     static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
     static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+    static F div(F a, F b) { return _mm256_div_ps(a, b); }
+    static F max(F a, F b) { return _mm256_max_ps(a, b); }
+    static F min(F a, F b) { return _mm256_min_ps(a, b); }
+    /// 2^n for integral n in [-126, 127] (activation_math.h).
+    static F exp2i(F n) {
+        const __m256i e = _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    }
     /// Fixed tree: 4 + 4, 2 + 2, 1 + 1.
     static float hsum(F v) {
         __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/impl.h"
 
 namespace phi::kernels::cpu::avx512 {
@@ -40,6 +41,14 @@ struct V {
     static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
     static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
     static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+    static F div(F a, F b) { return _mm512_div_ps(a, b); }
+    static F max(F a, F b) { return _mm512_max_ps(a, b); }
+    static F min(F a, F b) { return _mm512_min_ps(a, b); }
+    /// 2^n for integral n in [-126, 127] (activation_math.h).
+    static F exp2i(F n) {
+        const __m512i e = _mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+    }
     /// Fixed tree: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
     static float hsum(F v) {
         const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));

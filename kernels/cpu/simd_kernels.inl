@@ -187,6 +187,51 @@ void linear(float* y, const float* x, int64_t n, const WeightView& w, const floa
     }
 }
 
+// Activations: activation_math.h's operation sequence on whole vectors; each lane is bitwise the
+// scalar reference's element, so chunks and tails change nothing.
+namespace {
+constexpr int64_t k_act_chunk = 1024;          // elements per OpenMP work item
+constexpr int64_t k_act_parallel_min = 1 << 12;  // below: one thread (decode rows are short)
+
+template <typename Op>
+inline void map_span(float* y, const float* x, int64_t count, Op op) {
+    int64_t i = 0;
+    for (; i + V::k_width <= count; i += V::k_width) V::store(y + i, op(V::load(x + i)));
+    if (i < count) {
+        const int rem = int(count - i);
+        V::store_tail(y + i, op(V::load_tail(x + i, rem)), rem);
+    }
+}
+}  // namespace
+
+void gelu_new(float* x, int64_t count) {
+    const int64_t chunks = (count + k_act_chunk - 1) / k_act_chunk;
+#pragma omp parallel for schedule(static) if (count >= k_act_parallel_min)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t lo = c * k_act_chunk;
+        map_span(x + lo, x + lo, min64(k_act_chunk, count - lo), [](F v) { return actmath::gelu_new<V>(v); });
+    }
+}
+
+void silu_mul(float* out, const float* in, int64_t n, int64_t d) {
+    const int64_t per_row = (d + k_act_chunk - 1) / k_act_chunk;
+#pragma omp parallel for schedule(static) if (n * d >= k_act_parallel_min)
+    for (int64_t c = 0; c < n * per_row; ++c) {
+        const int64_t t = c / per_row, lo = (c % per_row) * k_act_chunk;
+        const int64_t len = min64(k_act_chunk, d - lo);
+        const float* g = in + t * 2 * d + lo;  // gate = in[t, 0:d]
+        const float* up = g + d;               // up = in[t, d:2d]
+        float* o = out + t * d + lo;
+        int64_t j = 0;
+        for (; j + V::k_width <= len; j += V::k_width)
+            V::store(o + j, actmath::silu_mul<V>(V::load(g + j), V::load(up + j)));
+        if (j < len) {
+            const int rem = int(len - j);
+            V::store_tail(o + j, actmath::silu_mul<V>(V::load_tail(g + j, rem), V::load_tail(up + j, rem)), rem);
+        }
+    }
+}
+
 void layer_norm(float* y, const float* x, const float* w, const float* b, int64_t n, int64_t d, float eps) {
 #pragma omp parallel for schedule(static) if (n * d >= (1 << 15))
     for (int64_t t = 0; t < n; ++t) {

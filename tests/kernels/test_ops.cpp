@@ -110,6 +110,31 @@ TEST(Elementwise, GeluNewMatchesFormula) {
     }
 }
 
+// activation_math.h: every level runs the scalar reference's operations lane by lane, so the
+// outputs are bitwise equal, including the vector tails and the clamped extremes.
+TEST(Elementwise, GeluAndSiluAreBitwiseEqualAtEveryLevel) {
+    std::vector<float> x0 = random_floats(50007, 12, -12.0f, 12.0f);
+    x0.insert(x0.end(), {0.0f, -0.0f, 1e-30f, -1e-30f, 88.0f, -88.0f, 200.0f, -200.0f, 3e38f, -3e38f});
+    std::vector<float> g_ref = x0;
+    gelu_new(Isa::Scalar, g_ref.data(), int64_t(g_ref.size()));
+    const int64_t n = 3, d = int64_t(x0.size()) / 6;
+    std::vector<float> s_ref(size_t(n * d));
+    silu_mul(Isa::Scalar, s_ref.data(), x0.data(), n, d);
+    for (Isa isa : levels_to_test()) {
+        std::vector<float> g = x0;
+        gelu_new(isa, g.data(), int64_t(g.size()));
+        EXPECT_TRUE(bitwise_equal(g, g_ref)) << isa_label(isa);
+        std::vector<float> s(size_t(n * d));
+        silu_mul(isa, s.data(), x0.data(), n, d);
+        EXPECT_TRUE(bitwise_equal(s, s_ref)) << isa_label(isa);
+        for (int64_t len : {int64_t(1), int64_t(7), int64_t(17), int64_t(33)}) {  // tails only
+            std::vector<float> t(x0.begin(), x0.begin() + len);
+            gelu_new(isa, t.data(), len);
+            EXPECT_EQ(std::memcmp(t.data(), g_ref.data(), size_t(len) * 4), 0) << isa_label(isa) << " len " << len;
+        }
+    }
+}
+
 TEST(Elementwise, SiluMulMatchesFormula) {
     const int64_t n = 3, d = 1001;
     const std::vector<float> in = random_floats(n * 2 * d, 9, -10.0f, 10.0f);
