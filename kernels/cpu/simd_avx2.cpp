@@ -76,7 +76,15 @@ struct QV {
 
 #include "kernels/cpu/simd_kernels.inl"
 
-#define PHI_QUANT_VNNI_PRAGMA _Pragma("GCC target(\"avxvnni\")")
+// GCC and clang spell "compile this region for one more feature" differently.
+#if defined(__clang__)
+#define PHI_QUANT_VNNI_BEGIN \
+    _Pragma("clang attribute push(__attribute__((target(\"avxvnni\"))), apply_to = function)")
+#define PHI_QUANT_VNNI_END _Pragma("clang attribute pop")
+#else
+#define PHI_QUANT_VNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avxvnni\")")
+#define PHI_QUANT_VNNI_END _Pragma("GCC pop_options")
+#endif
 #define PHI_QUANT_VNNI_DPBUSD(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
 #include "kernels/cpu/simd_quant.inl"
 

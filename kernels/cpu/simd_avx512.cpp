@@ -81,7 +81,15 @@ struct QV {
 
 // The int8-activation mode uses 256-bit integer code at this level too (one block of 32 is one
 // ymm); AVX512-VNNI provides its 256-bit VPDPBUSD (with AVX512VL).
-#define PHI_QUANT_VNNI_PRAGMA _Pragma("GCC target(\"avx512vnni\")")
+// GCC and clang spell "compile this region for one more feature" differently.
+#if defined(__clang__)
+#define PHI_QUANT_VNNI_BEGIN \
+    _Pragma("clang attribute push(__attribute__((target(\"avx512vnni\"))), apply_to = function)")
+#define PHI_QUANT_VNNI_END _Pragma("clang attribute pop")
+#else
+#define PHI_QUANT_VNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx512vnni\")")
+#define PHI_QUANT_VNNI_END _Pragma("GCC pop_options")
+#endif
 #define PHI_QUANT_VNNI_DPBUSD(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
 #include "kernels/cpu/simd_quant.inl"
 

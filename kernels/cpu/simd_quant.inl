@@ -5,7 +5,7 @@
 //               static F q8(const int8_t* p);            // V::k_width int8 values as fp32
 //               static F q4(const uint8_t* p, int high); // nibbles (high ? >> 4 : & 15) of V::k_width
 //                                                        // bytes, minus 8, as fp32 };
-//   PHI_QUANT_VNNI_PRAGMA: _Pragma("GCC target(...)") enabling the level's 256-bit VPDPBUSD;
+//   PHI_QUANT_VNNI_BEGIN / _END: a region compiled with the level's 256-bit VPDPBUSD enabled;
 //   PHI_QUANT_VNNI_DPBUSD(u, s): that instruction on a zero accumulator.
 // Everything here has internal linkage (see impl.h).
 //
@@ -157,14 +157,13 @@ namespace quant_i8_plain {
 #undef PHI_QUANT_DOT
 }  // namespace quant_i8_plain
 
-#pragma GCC push_options
-PHI_QUANT_VNNI_PRAGMA
+PHI_QUANT_VNNI_BEGIN
 namespace quant_i8_vnni {
 #define PHI_QUANT_DOT(u, s) PHI_QUANT_VNNI_DPBUSD(u, s)
 #include "kernels/cpu/simd_quant_i8.inl"
 #undef PHI_QUANT_DOT
 }  // namespace quant_i8_vnni
-#pragma GCC pop_options
+PHI_QUANT_VNNI_END
 
 void linear_quant_f32(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias) {
     if (w.format == QuantFormat::Q8) {
