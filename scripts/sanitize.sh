@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The sanitizer and fuzz jobs, with clang (meant for CI after the main suite; not yet called from
-# scripts/test.sh: it has not been run end to end, see the note of issue 14):
+# The sanitizer and fuzz jobs, with clang; scripts/test.sh (the README's test command, what CI runs)
+# calls it after the main suite:
 #  1. AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/, also libFuzzer-instrumented):
 #     the unit and in-process suites, then every fuzzer of tests/fuzz over its committed corpus,
 #     deterministically (fixed -seed and -runs: a random find never turns an unrelated change red;
 #     open-ended fuzzing runs outside CI and what it finds becomes a corpus file).
-#  2. ThreadSanitizer build (build-tsan/): the threaded suites (serving, HTTP, native server, thread
-#     communicator) with OMP_NUM_THREADS=1 (the OpenMP runtime is not instrumented).
+#  2. ThreadSanitizer build (build-tsan/): the threaded suites (engine on the fake runner, serving,
+#     HTTP, native server, thread communicator) with OMP_NUM_THREADS=1 (the OpenMP runtime is not
+#     instrumented).
 # Only the targets these jobs run are built. Any report fails the job; the suppression files in
-# scripts/sanitizers/ hold OpenMPI's own reports only. Usage: scripts/sanitize.sh [asan|tsan|fuzz]...
+# scripts/sanitizers/ hold third-party libraries' own reports only (each entry says why). A fuzzer's
+# failing input is written under build-asan/fuzz-work/. Usage: scripts/sanitize.sh [asan|tsan|fuzz]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -30,8 +32,9 @@ configure() {  # dir, sanitizers, fuzzers ON/OFF
 }
 
 asan_suites=(test_kernels test_sharding test_cluster test_thread_communicator test_worker test_app
-             test_chat_template test_sampling test_tokenizer test_service test_http test_native)
-tsan_suites=(test_thread_communicator test_service test_http test_native)
+             test_chat_template test_sampling test_tokenizer test_service test_http test_native
+             test_engine_fake test_engine_speculative)
+tsan_suites=(test_thread_communicator test_engine_fake test_service test_http test_native)
 fuzzers=(fuzz_safetensors fuzz_model_config fuzz_tokenizer_json fuzz_tokenizer_text fuzz_chat_template
          fuzz_cluster_config fuzz_native_frames fuzz_http_body)
 # Executions per fuzzer in CI (each fixed): sized so the whole fuzz step takes a few minutes.
@@ -64,7 +67,7 @@ for step in "${steps[@]}"; do
                 rm -rf "$work" && mkdir -p "$work"
                 echo "sanitize: $f: ${fuzz_runs[$f]} runs"
                 # New inputs go to $work, never into the committed corpus.
-                "build-asan/tests/fuzz/$f" -seed=1 -runs="${fuzz_runs[$f]}" -max_len=65536 -timeout=60 \
+                "build-asan/tests/fuzz/$f" -seed=1 -runs="${fuzz_runs[$f]}" -max_len=65536 -timeout=60 -artifact_prefix="$work/" \
                     -rss_limit_mb=4096 "$work" "tests/fuzz/corpus/$f" >"build-asan/$f.log" 2>&1 ||
                     { tail -n 60 "build-asan/$f.log"; echo "sanitize: $f FAILED"; exit 1; }
                 grep -E "^(#[0-9]+ *DONE|Done [0-9]+ runs)" "build-asan/$f.log" | tail -n1
