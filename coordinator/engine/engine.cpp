@@ -13,6 +13,8 @@
 // computed with short factors is recomputed from scratch with long factors (HF's rule).
 #include "coordinator/engine/engine.h"
 
+#include <omp.h>
+
 #include <algorithm>
 
 #include "common/error.h"
@@ -308,6 +310,46 @@ void Engine::admit_prefix(Sequence& s) {
     }
 }
 
+// Every plain sample of the step, in parallel over sequences: a draw depends only on the
+// sequence's logits row, history, parameters and Philox stream, never on the thread or the other
+// sequences, so the tokens are those of one thread. Events still go out in schedule order.
+void Engine::sample_plain(const std::vector<Scheduled>& sched) {
+    const int64_t vp = exec_.model().vocab_padded();
+    jobs_.resize(sched.size());  // keeps each result's storage from step to step
+    size_t n = 0, row = 0;
+    for (size_t i = 0; i < sched.size(); ++i) {
+        const Sequence& s = *sched[i].seq;
+        const std::vector<int32_t>& proposals = sched[i].proposals;
+        if (proposals.empty() && s.computed + sched[i].chunk >= int64_t(s.tokens.size())) {
+            jobs_[n].index = i;
+            jobs_[n].row = row;
+            ++n;
+        }
+        row += proposals.empty() ? 1 : 1 + proposals.size();
+    }
+    jobs_.resize(n);
+    const size_t threads = size_t(std::max(1, omp_get_max_threads()));
+    if (samplers_.size() < threads) samplers_.resize(threads);
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (size_t j = 0; j < n; ++j) {
+        SampleJob& job = jobs_[j];
+        const Sequence& s = *sched[job.index].seq;
+        job.error.clear();
+        const std::span<const float> row_logits(logits_.data() + job.row * size_t(vp), size_t(vp));
+        const sampling::TokenHistory hist{
+            std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
+            std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated()))};
+        try {  // nothing may leave an OpenMP region
+            samplers_[size_t(omp_get_thread_num())].sample(row_logits, vocab_limit_, hist, s.req.params,
+                                                           {s.rng_seed, s.req.stream}, job.result);
+        } catch (const Error& e) {
+            job.error = user_message(e);
+        } catch (const std::exception& e) {
+            job.error = fmt::format("sampling failed: {}", e.what());
+        }
+    }
+}
+
 bool Engine::step() {
     const auto t_start = std::chrono::steady_clock::now();
     take_inbox();
@@ -402,6 +444,8 @@ bool Engine::step() {
     const auto t_sample = std::chrono::steady_clock::now();
 
     const int64_t vp = exec_.model().vocab_padded();
+    sample_plain(sched);
+    size_t next_job = 0;
     int64_t new_prompt = 0, new_gen = 0, proposed = 0, accepted = 0, seq_samples = 0, sampled_tokens = 0;
     size_t row0 = 0;  // first logits row of sched[i]
     for (size_t i = 0; i < sched.size(); ++i) {
@@ -457,16 +501,14 @@ bool Engine::step() {
         }
         publish_full_blocks(s);
         if (s.computed < int64_t(s.tokens.size())) continue;  // prefill continues next step
-        const std::span<const float> row_logits(logits_.data() + row * size_t(vp), size_t(vp));
-        sampling::TokenHistory hist{std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
-                                    std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated()))};
-        sampling::SampleResult r;
-        try {
-            sampler_.sample(row_logits, vocab_limit_, hist, s.req.params, {s.rng_seed, s.req.stream}, r);
-        } catch (const Error& e) {
-            finish(s, FinishReason::Error, e.what());
+        PHI_CHECK(next_job < jobs_.size() && jobs_[next_job].index == i && jobs_[next_job].row == row,
+                  "engine: the step's samples do not follow its schedule (entry {})", i);
+        SampleJob& job = jobs_[next_job++];
+        if (!job.error.empty()) {
+            finish(s, FinishReason::Error, job.error);
             continue;
         }
+        sampling::SampleResult& r = job.result;
         s.tokens.push_back(r.id);
         ++new_gen;
         ++seq_samples;

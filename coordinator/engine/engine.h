@@ -154,6 +154,14 @@ private:
         int64_t chunk;  // tokens computed this step, proposals included
         std::vector<int32_t> proposals;
     };
+    /// One plain (non-speculative) sample of a step, drawn before the events go out.
+    struct SampleJob {
+        size_t index;  // into the step's schedule
+        size_t row;    // logits row
+        sampling::SampleResult result;
+        std::string error;  // non-empty: the sampler refused this sequence's logits
+    };
+    void sample_plain(const std::vector<Scheduled>& sched);
 
     void take_inbox();
     void finish(Sequence& s, FinishReason reason, const std::string& error = "");
@@ -176,6 +184,8 @@ private:
     BlockManager blocks_;
     int64_t max_seq_tokens_;  // after blocks_: initialized from it
     sampling::Sampler sampler_;
+    std::vector<sampling::Sampler> samplers_;  // one per OpenMP thread (sample_plain)
+    std::vector<SampleJob> jobs_;
 
     std::map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // engine thread only
     std::deque<Sequence*> waiting_;

@@ -2,6 +2,7 @@
 // checked against the fake model's own greedy continuation, which the engine reproduces only when
 // its block tables, prefix-cache reuse, preemption, chunked prefill and admission are right.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <map>
 #include <random>
@@ -190,6 +191,72 @@ TEST(EngineFake, AFullQueueRefusesWithOverloaded) {
         EXPECT_EQ(err.kind, SubmitError::Kind::Overloaded);
     }
     e.run_until_done(std::vector<const Outcome*>{&outs[0], &outs[1], &outs[2]});
+}
+
+// Plain samples of a step are drawn in parallel over sequences (Engine::sample_plain): sixteen
+// seeded sampled requests with logprobs give the same tokens and logprobs with one OpenMP thread
+// and with four, batched or each alone.
+TEST(EngineFake, ParallelSamplingGivesTheTokensOfOneThread) {
+    struct Sampled {
+        std::vector<int32_t> tokens;
+        std::vector<float> logprobs;
+        std::vector<int32_t> top_ids;
+        bool done = false;
+    };
+    auto run = [](int threads, bool alone) {
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        EngineConfig cfg;
+        cfg.max_num_seqs = 16;
+        FakeEngine e(512, 4, cfg);
+        std::mt19937 rng(11);
+        std::vector<Sampled> outs(16);
+        for (size_t i = 0; i < outs.size(); ++i) {
+            EngineRequest r;
+            r.prompt = random_prompt(rng, 3 + int(i));
+            r.params.temperature = 0.9f;
+            r.params.top_p = 0.95f;
+            r.params.top_k = int32_t(i % 3 == 0 ? 0 : 20);
+            r.params.repetition_penalty = i % 2 == 0 ? 1.0f : 1.2f;
+            r.params.seed = 1000 + i;
+            r.params.logprobs = 3;
+            r.params.max_tokens = 24;
+            r.want_logprobs = true;
+            Sampled* o = &outs[i];
+            e.engine().submit(std::move(r), [o](const Event& ev) {
+                if (ev.kind == Event::Kind::Token) {
+                    o->tokens.push_back(ev.token);
+                    o->logprobs.push_back(ev.logprob);
+                    for (const auto& t : ev.top_logprobs) o->top_ids.push_back(t.id);
+                } else {
+                    o->done = true;
+                }
+            });
+            if (alone) {
+                while (!o->done) e.engine().step();
+            }
+        }
+        for (int step = 0; step < 10000; ++step) {
+            bool all = true;
+            for (const Sampled& o : outs) all = all && o.done;
+            if (all) break;
+            e.engine().step();
+        }
+        omp_set_num_threads(saved);
+        return outs;
+    };
+    // Under OMP_NUM_THREADS=1 (the ThreadSanitizer job: the OpenMP runtime is not instrumented) the
+    // parallel runs stay on one thread too.
+    const int many = omp_get_max_threads() > 1 ? 4 : 1;
+    const std::vector<Sampled> one = run(1, false), four = run(many, false), alone = run(many, true);
+    for (size_t i = 0; i < one.size(); ++i) {
+        ASSERT_TRUE(one[i].done && four[i].done && alone[i].done) << "request " << i;
+        EXPECT_EQ(one[i].tokens.size(), 24u) << "request " << i;
+        EXPECT_EQ(four[i].tokens, one[i].tokens) << "request " << i;
+        EXPECT_EQ(four[i].logprobs, one[i].logprobs) << "request " << i;
+        EXPECT_EQ(four[i].top_ids, one[i].top_ids) << "request " << i;
+        EXPECT_EQ(alone[i].tokens, one[i].tokens) << "request " << i;
+    }
 }
 
 TEST(BlockManagerUnit, AllocatesReleasesAndReusesPublishedBlocks) {
