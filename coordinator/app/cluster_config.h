@@ -33,7 +33,9 @@ struct ClusterConfig {
     int64_t block_size = 16;
     double kv_gpu_memory_fraction = 0;  // backend cuda: > 0 sizes the KV cache from free GPU memory
     bool allow_shared_device = false;   // backend cuda: more ranks than GPUs on a node (testing)
-    std::string kv_dtype = "f32";  // f32 | bf16: how K and V are stored (attention widens bf16 to fp32)
+    // f32 | bf16: how K and V are stored (attention widens bf16 to fp32); empty: the backend's own
+    // (f32 on the CPU, bf16 on CUDA, which holds nothing else).
+    std::string kv_dtype;
     int64_t max_num_seqs = 32;
     int64_t max_batched_tokens = 512;
     int64_t max_context = 0;      // 0: the model's max_position_embeddings

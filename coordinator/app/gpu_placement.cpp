@@ -20,8 +20,9 @@ std::vector<std::string> cuda_unsupported_options(const ClusterConfig& cfg) {
         out.push_back(fmt::format("quant_activations: {} (the int8-activation mode of the CPU backend's int8/int4 "
                                   "linears)",
                                   cfg.quant_activations));
-    // (Its KV cache is always bf16 on the device. kv_cache.dtype is not a key of this build's
-    // YAML yet; when it becomes one, a value other than bf16 belongs in this list.)
+    if (cfg.kv_dtype == "f32")
+        out.push_back("kv_cache.dtype: f32 (the CUDA backend's KV cache is bf16 only; leave kv_cache.dtype out or "
+                      "set bf16)");
     if (cfg.threads_per_rank > 0)
         out.push_back(fmt::format("threads_per_rank: {} (CPU threads; the CUDA backend runs on the GPU)",
                                   cfg.threads_per_rank));

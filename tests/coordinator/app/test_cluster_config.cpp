@@ -49,7 +49,8 @@ TEST(ClusterConfig, DefaultsAndRelativeModelPath) {
 }
 
 TEST(ClusterConfig, KvCacheDtype) {
-    EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").kv_dtype, "f32");
+    EXPECT_EQ(parse_cluster_config("model: m\n", "x.yaml", "/").kv_dtype, "");  // the backend's own
+    EXPECT_EQ(parse_cluster_config("model: m\nkv_cache: {dtype: f32}\n", "x.yaml", "/").kv_dtype, "f32");
     EXPECT_EQ(parse_cluster_config("model: m\nkv_cache: {dtype: bf16}\n", "x.yaml", "/").kv_dtype, "bf16");
     EXPECT_NE(error_of("model: m\nkv_cache:\n  dtype: fp8\n").find("kv_cache.dtype: 'fp8' is not one of"),
               std::string::npos);

@@ -67,6 +67,14 @@ TEST(GpuConfig, Int8AndInt4WeightsAreRefusedWithBackendCuda) {
     EXPECT_TRUE(cuda_unsupported_options(parse("model: m\nbackend: cuda\ndtype: bf16\n")).empty());
 }
 
+TEST(GpuConfig, Fp32KvCacheIsRefusedWithBackendCuda) {
+    const std::string e =
+        error_of([&] { check_cuda_options(parse("model: m\nbackend: cuda\nkv_cache: {dtype: f32}\n"), "t.yaml"); });
+    EXPECT_NE(e.find("kv_cache.dtype: f32 (the CUDA backend's KV cache is bf16 only"), std::string::npos) << e;
+    EXPECT_TRUE(cuda_unsupported_options(parse("model: m\nbackend: cuda\nkv_cache: {dtype: bf16}\n")).empty());
+    EXPECT_TRUE(cuda_unsupported_options(parse("model: m\nbackend: cuda\n")).empty());
+}
+
 TEST(GpuPlacement, EachLocalRankTakesItsGpu) {
     for (int r = 0; r < 8; ++r) {
         const GpuPlacement p = place_on_gpu(r, 8, 8, false, "", "");
