@@ -10,7 +10,7 @@ namespace phi {
 namespace {
 
 constexpr uint32_t k_magic = 0x50534850;  // "PHSP"
-constexpr uint16_t k_version = 2;
+constexpr uint16_t k_version = 3;
 
 class Writer {
 public:
@@ -64,6 +64,7 @@ std::vector<uint8_t> encode_step_plan(const StepPlan& p) {
     w.put<uint16_t>(k_version);
     w.put<uint64_t>(p.step);
     w.put<uint8_t>(uint8_t(p.kind));
+    w.put<uint8_t>(uint8_t(p.model));
     w.put<uint32_t>(uint32_t(p.seqs.size()));
     for (const SeqPlan& s : p.seqs) {
         w.put<int64_t>(s.seq_id);
@@ -89,6 +90,9 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
     const uint8_t kind = r.get<uint8_t>("kind");
     PHI_CHECK(kind >= 1 && kind <= 3, "step plan has unknown kind {}", kind);
     p.kind = StepKind(kind);
+    const uint8_t model = r.get<uint8_t>("model");
+    PHI_CHECK(model <= 1, "step plan names unknown model {}", model);
+    p.model = StepModel(model);
     const uint32_t n = r.get<uint32_t>("sequence count");
     PHI_CHECK(n <= bytes.size(), "step plan claims {} sequences in {} bytes", n, bytes.size());
     for (uint32_t i = 0; i < n; ++i) {
@@ -114,6 +118,7 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
 
 uint64_t step_state_hash(const StepPlan& p) {
     uint64_t h = fnv1a(&p.step, sizeof(p.step));
+    h = fnv1a(&p.model, sizeof(p.model), h);
     for (const SeqPlan& s : p.seqs) {
         const int64_t len = s.start_pos + int64_t(s.tokens.size());
         h = fnv1a(&s.seq_id, 8, h);

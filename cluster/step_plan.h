@@ -31,9 +31,14 @@ struct SeqPlan {
     std::vector<int32_t> block_table;  // blocks covering [0, start_pos + tokens.size())
 };
 
+/// Which of a rank's models a Forward step runs: the served model, or the draft model of
+/// speculative decoding (its own weights and KV cache on the same ranks).
+enum class StepModel : uint8_t { Target = 0, Draft = 1 };
+
 struct StepPlan {
     uint64_t step = 0;
     StepKind kind = StepKind::Forward;
+    StepModel model = StepModel::Target;
     std::vector<SeqPlan> seqs;
     std::vector<int64_t> released;  // sequences finished or cancelled since the last step
 };

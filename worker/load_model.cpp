@@ -9,7 +9,10 @@ namespace phi {
 
 std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Communicator& comm,
                                      const ModelOptions& opts) {
-    const ModelConfig cfg = load_model_config(model_dir / "config.json");
+    ModelConfig cfg = load_model_config(model_dir / "config.json");
+    PHI_CHECK(opts.layers >= 0 && opts.layers <= cfg.n_layers, "{} has {} layers; cannot take its first {}",
+              model_dir.string(), cfg.n_layers, opts.layers);
+    if (opts.layers > 0) cfg.n_layers = opts.layers;
     const ShardPlan plan = make_shard_plan(cfg, comm.size(), comm.rank());
     Checkpoint ckpt(model_dir);
     PHI_CHECK(opts.weight_dtype == DType::F32 || opts.weight_dtype == DType::BF16,

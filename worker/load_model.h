@@ -22,6 +22,9 @@ struct ModelOptions {
     /// How quantized linears treat their inputs: F32 (weight-only, the default) or Int8 (opt-in).
     kernels::cpu::QuantActivations quant_activations = kernels::cpu::QuantActivations::F32;
     KvCacheConfig kv;
+    /// > 0: only the checkpoint's first `layers` decoder layers, then its final norm and LM head
+    /// (an early-exit model: a draft for speculative decoding cut from the served checkpoint).
+    int64_t layers = 0;
     /// Where to write named intermediates for diffing against HF; unset: $PHI_DEBUG_DUMP, if set.
     std::optional<std::filesystem::path> debug_dump_dir;
 };

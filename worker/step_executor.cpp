@@ -7,8 +7,16 @@
 
 namespace phi {
 
-StepExecutor::StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog)
-    : model_(model), comm_(comm), wd_(watchdog) {}
+StepExecutor::StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog,
+                           ModelRunner* draft)
+    : model_(model), draft_(draft), comm_(comm), wd_(watchdog) {}
+
+ModelRunner& StepExecutor::runner(StepModel m) {
+    if (m == StepModel::Target) return model_;
+    PHI_CHECK(draft_, "rank {}: the step plan runs the draft model, but this rank loaded none (ranks were started "
+              "with different speculative settings)", comm_.rank());
+    return *draft_;
+}
 
 namespace {
 int64_t plan_tokens(const StepPlan& plan) {
@@ -20,7 +28,7 @@ int64_t plan_tokens(const StepPlan& plan) {
 
 std::chrono::milliseconds StepExecutor::allowance(const StepPlan& plan) const {
     const int64_t tokens = plan_tokens(plan);
-    const std::optional<double> expected = times_.expected(plan.kind, tokens);
+    const std::optional<double> expected = times(plan.model).expected(plan.kind, tokens);
     // A step of real work larger than anything measured: no basis for a tight deadline yet.
     if (!expected) return plan.kind == StepKind::Forward && tokens > 0 ? wd_.unmeasured : wd_.step_base;
     const auto scaled = std::chrono::milliseconds(int64_t(wd_.step_factor * *expected * 1000.0) + 1);
@@ -28,7 +36,7 @@ std::chrono::milliseconds StepExecutor::allowance(const StepPlan& plan) const {
 }
 
 void StepExecutor::record(const StepPlan& plan, std::chrono::steady_clock::time_point start) {
-    times_.record(plan.kind, plan_tokens(plan),
+    times(plan.model).record(plan.kind, plan_tokens(plan),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
@@ -44,6 +52,12 @@ void StepExecutor::calibrate(int64_t tokens) {
     s.argmax_limit = 1;  // no logits gather: the forward is what is timed
     plan.seqs.push_back(std::move(s));
     std::vector<float> logits;
+    if (draft_ && int64_t(plan.seqs[0].block_table.size()) <= draft_->kv_blocks() &&
+        tokens <= draft_->config().max_position_embeddings) {
+        plan.model = StepModel::Draft;
+        run(plan, &logits);
+        plan.model = StepModel::Target;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     run(plan, &logits);
     log().info("watchdog calibration: a {}-token step took {:.3f} s; a step's collectives may take {}x the recent "
@@ -96,9 +110,10 @@ int64_t StepExecutor::execute(const StepPlan& plan, std::vector<float>* logits) 
         seqs.push_back(st);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t rows = model_.forward(seqs, logits);
+    ModelRunner& m = runner(plan.model);
+    const int64_t rows = m.forward(seqs, logits);
     forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    last_activation_hash_ = model_.activation_hash();
+    last_activation_hash_ = m.activation_hash();
 
     // Every rank must have applied the same state; the comparison is one small collective, which
     // also carries each rank's cumulative forward and all-reduce time (microseconds) to rank 0.

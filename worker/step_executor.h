@@ -32,7 +32,10 @@ struct WatchdogOptions {
 
 class StepExecutor {
 public:
-    StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog);
+    /// `draft`: the draft model of speculative decoding on this rank (same ranks, its own KV
+    /// cache), run by plans with StepModel::Draft; null when there is none.
+    StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog,
+                 ModelRunner* draft = nullptr);
 
     /// Rank 0: broadcast `plan`, run it, check the ranks agree. Returns logit rows (see
     /// ModelRunner::forward); `logits` receives them.
@@ -59,6 +62,7 @@ public:
     };
     const std::vector<RankTimes>& rank_times() const { return rank_times_; }
     ModelRunner& model() { return model_; }
+    ModelRunner* draft() { return draft_; }
     const Communicator& comm() const { return comm_; }
     /// Hash of the residual stream after the last step (bit-identical on every rank).
     uint64_t last_activation_hash() const { return last_activation_hash_; }
@@ -69,7 +73,12 @@ private:
     int64_t execute(const StepPlan& plan, std::vector<float>* logits);
     void record(const StepPlan& plan, std::chrono::steady_clock::time_point start);
 
+    ModelRunner& runner(StepModel m);
+    StepTimes& times(StepModel m) { return m == StepModel::Draft ? draft_times_ : times_; }
+    const StepTimes& times(StepModel m) const { return m == StepModel::Draft ? draft_times_ : times_; }
+
     ModelRunner& model_;
+    ModelRunner* draft_;
     Communicator& comm_;
     WatchdogOptions wd_;
     uint64_t next_step_ = 0;
@@ -77,6 +86,7 @@ private:
     double forward_seconds_ = 0;
     std::vector<RankTimes> rank_times_;
     StepTimes times_;
+    StepTimes draft_times_;  // a draft step takes a fraction of a target step of the same size
 };
 
 }  // namespace phi

@@ -114,7 +114,13 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"max_context", [&](auto& n, auto& p) { c.max_context = integer(n, p, 0, 1 << 24); }},
     };
     const std::map<std::string, Handler> speculative_schema = {
-        {"method", [&](auto& n, auto& p) { c.spec_method = choice(n, p, {"off", "ngram"}); }},
+        {"method", [&](auto& n, auto& p) { c.spec_method = choice(n, p, {"off", "ngram", "draft"}); }},
+        {"draft_model",
+         [&](auto& n, auto& p) {
+             const std::filesystem::path m = scalar<std::string>(n, p, "a folder path");
+             c.spec_draft_model = m.is_absolute() ? m : base_dir / m;
+         }},
+        {"draft_layers", [&](auto& n, auto& p) { c.spec_draft_layers = integer(n, p, 1, 1024); }},
         {"k", [&](auto& n, auto& p) { c.spec_k = int(integer(n, p, 1, 16)); }},
         {"ngram_min", [&](auto& n, auto& p) { c.spec_ngram_min = int(integer(n, p, 1, 64)); }},
         {"ngram_max", [&](auto& n, auto& p) { c.spec_ngram_max = int(integer(n, p, 1, 64)); }},
@@ -185,6 +191,16 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     PHI_CHECK(c.tcp.enabled() || c.http.enabled(), "{}: listen: at least one of tcp and http must be on", origin);
     PHI_CHECK(c.spec_ngram_max >= c.spec_ngram_min, "{}: speculative.ngram_max ({}) must be >= speculative.ngram_min ({})",
               origin, c.spec_ngram_max, c.spec_ngram_min);
+    PHI_CHECK(c.spec_method != "draft" || !c.spec_draft_model.empty(),
+              "{}: speculative.method: draft needs speculative.draft_model (a Phi checkpoint folder with the served "
+              "model's tokenizer; with speculative.draft_layers it may be the served model itself)",
+              origin);
+    PHI_CHECK(c.spec_method == "draft" || (c.spec_draft_model.empty() && c.spec_draft_layers == 0),
+              "{}: speculative.draft_model and draft_layers are for speculative.method: draft", origin);
+    PHI_CHECK(c.spec_method != "draft" || c.backend != "cuda",
+              "{}: speculative.method: draft runs on the CPU backend only for now (backend: cuda loads no draft "
+              "model); use method: ngram",
+              origin);
     PHI_CHECK(c.backend == "cuda" || (c.kv_gpu_memory_fraction == 0 && !c.allow_shared_device),
               "{}: kv_cache.gpu_memory_fraction and allow_shared_device are for backend: cuda", origin);
     PHI_CHECK(c.kv_gpu_memory_fraction == 0 || c.kv_blocks == 0,

@@ -40,9 +40,13 @@ struct ClusterConfig {
     int64_t max_batched_tokens = 512;
     int64_t max_context = 0;      // 0: the model's max_position_embeddings
     bool prefix_caching = true;
-    // speculative: {method: off|ngram, k, ngram_min, ngram_max} (engine::SpeculativeConfig)
+    // speculative: {method: off|ngram|draft, k, ngram_min, ngram_max, draft_model, draft_layers}
+    // (engine::SpeculativeConfig). draft_layers > 0 takes only the draft checkpoint's first layers
+    // (it may then be the served model itself: an early-exit draft).
     std::string spec_method = "off";
     int spec_k = 3, spec_ngram_min = 1, spec_ngram_max = 3;
+    std::filesystem::path spec_draft_model;
+    int64_t spec_draft_layers = 0;
     ListenAddress tcp{"127.0.0.1", native::k_default_port};
     ListenAddress http{"127.0.0.1", 8000};
     int64_t max_queued = 256;

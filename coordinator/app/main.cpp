@@ -45,6 +45,9 @@ struct OfflineArgs {
     int top_k = 0;
     int64_t seed = -1;
     int ngram_k = 0;  // > 0: n-gram speculative decoding with this many proposals per step
+    std::string draft_model;  // non-empty: draft-model speculative decoding
+    int draft_k = 3;
+    int64_t draft_layers = 0;
     int threads = 0;
     int tp = 0;
     int64_t watchdog_ms = 10000;
@@ -123,11 +126,20 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     } else {
         cpu_model = load_model(a.model_dir, comm, opts);
     }
+    std::unique_ptr<PhiModel> draft_model;
+    if (!a.draft_model.empty()) {
+        PHI_CHECK(!gpu, "--draft-model runs on the CPU backend only for now; use --ngram-k with --backend cuda");
+        PHI_CHECK(a.ngram_k == 0, "--ngram-k and --draft-model are two proposers: pick one");
+        ModelOptions dopts = opts;
+        dopts.layers = a.draft_layers;
+        dopts.debug_dump_dir = std::nullopt;
+        draft_model = load_model(a.draft_model, comm, dopts);
+    }
     ModelRunner& model = gpu ? static_cast<ModelRunner&>(gpu_rank->model()) : *cpu_model;
     WatchdogOptions wd;
     wd.step_base = std::chrono::milliseconds(a.watchdog_ms);
     wd.plan_wait = std::chrono::milliseconds(a.plan_wait_ms);
-    StepExecutor exec(model, comm, wd);
+    StepExecutor exec(model, comm, wd, draft_model.get());
     if (comm.rank() == 0)
         log().info("model {} loaded on {} rank(s): {} layers, d_model {}, {} heads, {}", a.model_dir, comm.size(),
                    model.config().n_layers, model.config().d_model, model.config().n_heads,
@@ -152,6 +164,10 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     if (a.ngram_k > 0) {
         ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;
         ec.speculative.k = a.ngram_k;
+    }
+    if (draft_model) {
+        ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
+        ec.speculative.k = a.draft_k;
     }
     engine::Engine engine(exec, ec);
 
@@ -298,6 +314,14 @@ int main(int argc, char** argv) {
     cli.add_option("--seed", a.seed);
     cli.add_option("--ngram-k", a.ngram_k, "offline: n-gram speculative decoding, proposals per step (0 = off)")
         ->check(CLI::Range(0, 16));
+    cli.add_option("--draft-model", a.draft_model,
+                   "offline: draft-model speculative decoding with this Phi checkpoint (same tokenizer; server "
+                   "mode: speculative.draft_model)");
+    cli.add_option("--draft-k", a.draft_k, "offline: proposals per step with --draft-model")->check(CLI::Range(1, 16));
+    cli.add_option("--draft-layers", a.draft_layers,
+                   "offline: only the draft checkpoint's first N layers (0 = all); with the served model as the "
+                   "draft, an early-exit draft")
+        ->check(CLI::Range(0, 1024));
     cli.add_option("--dtype", a.dtype,
                    "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
                    "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "

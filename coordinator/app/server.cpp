@@ -80,7 +80,17 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     const ClusterSizing sizing = size_cluster(sized, mc, comm.size(), comm.rank());
     log().info("{}", describe_sizing(sizing));
     check_sizing(sizing);
+    std::optional<DraftSizing> draft_sizing;
+    if (cfg.spec_method == "draft") {
+        ModelConfig dmc = load_model_config(cfg.spec_draft_model / "config.json");
+        PHI_CHECK(cfg.spec_draft_layers <= dmc.n_layers, "speculative.draft_layers {} exceeds the {} layers of {}",
+                  cfg.spec_draft_layers, dmc.n_layers, cfg.spec_draft_model.string());
+        if (cfg.spec_draft_layers > 0) dmc.n_layers = cfg.spec_draft_layers;
+        draft_sizing = size_draft(sizing, mc, dmc);
+        log().info("{}", describe_draft_sizing(*draft_sizing));
+    }
     std::unique_ptr<PhiModel> cpu_model;
+    std::unique_ptr<PhiModel> draft_model;
     std::unique_ptr<GpuRank> gpu_rank;
     if (gpu) {
         GpuModelOptions go;
@@ -101,6 +111,16 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
                                                                  : kernels::cpu::QuantActivations::F32;
         opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size, sizing.kv_dtype};
         cpu_model = load_model(cfg.model, comm, opts);
+        if (draft_sizing) {
+            ModelOptions dopts = opts;
+            dopts.layers = cfg.spec_draft_layers;
+            dopts.kv.num_blocks = draft_sizing->kv_blocks;
+            dopts.debug_dump_dir = std::nullopt;
+            draft_model = load_model(cfg.spec_draft_model, comm, dopts);
+            log().info("rank {}/{}: draft model {} loaded ({} layers, {} bytes resident)", comm.rank(), comm.size(),
+                       cfg.spec_draft_model.string(), draft_model->config().n_layers,
+                       draft_model->weights().resident_bytes);
+        }
         log().info("rank {}/{}: {} loaded ({} weights{}, {} bytes resident), {} threads, ISA {}, {} KV blocks of {} "
                    "tokens",
                    comm.rank(), comm.size(), cfg.model.string(), sizing.weight.name(),
@@ -111,7 +131,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     WatchdogOptions wd;
     wd.step_base = cfg.watchdog_step_base;
     wd.plan_wait = cfg.plan_wait;
-    StepExecutor exec(model, comm, wd);
+    StepExecutor exec(model, comm, wd, draft_model.get());
     if (comm.rank() != 0) {
         // Teardown (mpirun saw a rank die, or the operator's raw SIGTERM): nothing to hand over
         // here, so go at once. Drain (SIGUSR1) is rank 0's: this rank waits for its shutdown plan.
@@ -137,6 +157,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     ec.max_context = cfg.max_context;
     ec.prefix_caching = cfg.prefix_caching;
     if (cfg.spec_method == "ngram") ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;
+    if (cfg.spec_method == "draft") ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;

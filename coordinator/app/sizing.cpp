@@ -52,6 +52,30 @@ ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int 
     return s;
 }
 
+DraftSizing size_draft(const ClusterSizing& target, const ModelConfig& served, const ModelConfig& draft) {
+    PHI_CHECK(draft.vocab_size == served.vocab_size,
+              "speculative.draft_model has a vocabulary of {} tokens but the served model's has {}: a draft model "
+              "must share the served model's tokenizer",
+              draft.vocab_size, served.vocab_size);
+    PHI_CHECK(draft.max_position_embeddings >= target.max_context,
+              "speculative.draft_model's context ({} positions) is shorter than the served context ({} tokens): "
+              "lower batching.max_context or pick a draft with a longer context",
+              draft.max_position_embeddings, target.max_context);
+    const ShardPlan plan = make_shard_plan(draft, target.world, target.rank);  // throws if heads do not split
+    DraftSizing d;
+    d.layers = draft.n_layers;
+    d.weight_bytes = shard_weight_bytes(draft, plan, target.weight);
+    d.kv_bytes_per_token = kv_bytes_per_token(draft, plan, target.kv_dtype);
+    d.kv_blocks = target.kv_blocks;
+    d.kv_bytes = target.kv_tokens * d.kv_bytes_per_token;
+    return d;
+}
+
+std::string describe_draft_sizing(const DraftSizing& d) {
+    return fmt::format("draft model: {} layers, weights {}, KV cache {} ({} bytes per token) in {} blocks", d.layers,
+                       gib(d.weight_bytes), gib(d.kv_bytes), d.kv_bytes_per_token, d.kv_blocks);
+}
+
 void check_sizing(const ClusterSizing& s) {
     if (s.max_context <= s.kv_tokens) return;
     const int64_t blocks_needed = (s.max_context + s.block_size - 1) / s.block_size;

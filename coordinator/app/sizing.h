@@ -31,6 +31,21 @@ struct ClusterSizing {
     int64_t largest_request = 0;     // prompt + output tokens of the longest request that fits
 };
 
+/// The draft model of speculative decoding on each rank (speculative.method: draft): weights in
+/// the served model's precision, and a KV cache holding as many tokens as the served model's.
+struct DraftSizing {
+    int64_t layers = 0;
+    int64_t weight_bytes = 0;
+    int64_t kv_bytes_per_token = 0;
+    int64_t kv_blocks = 0;
+    int64_t kv_bytes = 0;
+};
+
+/// Sizes the draft `draft` (its config with any draft_layers cut applied) beside `target`. Throws
+/// when its heads do not split over the ranks, its context is shorter than the served one, or its
+/// vocabulary is smaller than the served model's.
+DraftSizing size_draft(const ClusterSizing& target, const ModelConfig& served, const ModelConfig& draft);
+
 /// The weight precision of a `dtype:` word (f32, bf16, int8, int4). Quantized dtypes keep the
 /// embedding and the LM head in bf16 (docs/QUANT.md).
 WeightPrecision weight_precision(const std::string& dtype);
@@ -44,5 +59,6 @@ void check_sizing(const ClusterSizing& s);
 
 /// One line for the log: weights, KV capacity in tokens, the largest request.
 std::string describe_sizing(const ClusterSizing& s);
+std::string describe_draft_sizing(const DraftSizing& d);
 
 }  // namespace phi::app

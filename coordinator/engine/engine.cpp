@@ -49,6 +49,11 @@ struct Engine::Sequence {
     std::string sink_error;  // what the sink threw, when it did
     int64_t cached_prompt_tokens = 0;
     uint64_t rng_seed = 0;
+    // The draft model's cache of this sequence (speculative method draft): its own blocks, valid
+    // for tokens [0, draft_computed), computed with long RoPE factors when draft_long_rope.
+    std::vector<int32_t> draft_blocks;
+    int64_t draft_computed = 0;
+    bool draft_long_rope = false;
 
     int64_t generated() const { return int64_t(tokens.size()) - prompt_len; }
 };
@@ -64,6 +69,16 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
     PHI_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_batched_tokens > 0, "max_num_seqs and max_batched_tokens must be > 0");
     PHI_CHECK(max_context_ > 0, "max context must be > 0");
     if (cfg_.speculative.method != SpeculativeConfig::Method::Off) cfg_.speculative.validate();
+    if (cfg_.speculative.method == SpeculativeConfig::Method::Draft) {
+        draft_ = exec.draft();
+        PHI_CHECK(draft_, "speculative method draft needs a draft model (speculative.draft_model), and none was loaded");
+        PHI_CHECK(draft_->config().vocab_size >= vocab_limit_,
+                  "the draft model's vocabulary has {} entries but the served tokenizer has {}: a draft model must "
+                  "share the served model's tokenizer",
+                  draft_->config().vocab_size, vocab_limit_);
+        draft_blocks_.emplace(draft_->kv_blocks(), draft_->block_size());
+        stats_.draft_kv_blocks_total = draft_blocks_->num_blocks();
+    }
     stats_.kv_blocks_total = blocks_.num_blocks();
     update_stats_locked();
 }
@@ -149,6 +164,7 @@ void Engine::update_stats_locked() {
     stats_.kv_blocks_free = blocks_.num_available();
     stats_.kv_blocks_cached_idle = blocks_.num_cached_idle();
     stats_.prefix_cache_hits = blocks_.hits();
+    if (draft_blocks_) stats_.draft_kv_blocks_used = draft_blocks_->num_used();
 }
 
 void Engine::take_inbox() {
@@ -178,7 +194,47 @@ void Engine::release_blocks(Sequence& s) {
     s.blocks.clear();
     s.computed = 0;
     s.published = 0;
+    release_draft(s);
 }
+
+void Engine::release_draft(Sequence& s) {
+    for (int32_t b : s.draft_blocks) draft_blocks_->release(b);
+    s.draft_blocks.clear();
+    s.draft_computed = 0;
+}
+
+namespace {
+// Grows `blocks` from `pool` to cover `tokens` slots; false (with what it got kept) when it ran out.
+bool grow_blocks(BlockManager& pool, std::vector<int32_t>& blocks, int64_t tokens) {
+    const int64_t need = (tokens + pool.block_size() - 1) / pool.block_size();
+    while (int64_t(blocks.size()) < need) {
+        auto b = pool.allocate();
+        if (!b) return false;
+        blocks.push_back(*b);
+    }
+    return true;
+}
+
+// Gives back the blocks of `blocks` past the ones covering `tokens` slots.
+void shrink_blocks(BlockManager& pool, std::vector<int32_t>& blocks, int64_t tokens) {
+    const int64_t need = (tokens + pool.block_size() - 1) / pool.block_size();
+    while (int64_t(blocks.size()) > need) {
+        pool.release(blocks.back());
+        blocks.pop_back();
+    }
+}
+
+// The id of a row's largest value below `limit` (the lowest such id on ties). With argmax_limit
+// over several ranks the row is 0 at the winner and -inf elsewhere, which this reads the same way.
+int32_t row_argmax(const float* row, int64_t limit) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < limit; ++i)
+        if (row[i] > row[best]) best = i;
+    return int32_t(best);
+}
+}  // namespace
+
+void Engine::trim_draft(Sequence& s) { shrink_blocks(*draft_blocks_, s.draft_blocks, s.draft_computed); }
 
 BlockKey Engine::chain_root(const Sequence& s) const {
     return prefix_root(PrefixCacheScope{s.long_rope, s.req.cache_salt});
@@ -231,15 +287,7 @@ bool Engine::deliver(Sequence& s, const Event& e) {
     return false;
 }
 
-bool Engine::ensure_blocks(Sequence& s, int64_t tokens) {
-    const int64_t need = (tokens + blocks_.block_size() - 1) / blocks_.block_size();
-    while (int64_t(s.blocks.size()) < need) {
-        auto b = blocks_.allocate();
-        if (!b) return false;
-        s.blocks.push_back(*b);
-    }
-    return true;
-}
+bool Engine::ensure_blocks(Sequence& s, int64_t tokens) { return grow_blocks(blocks_, s.blocks, tokens); }
 
 void Engine::preempt(Sequence& s) {
     release_blocks(s);
@@ -250,22 +298,16 @@ void Engine::preempt(Sequence& s) {
     ++queued_count_;
 }
 
-void Engine::trim_blocks(Sequence& s) {
-    const int64_t need = (s.computed + blocks_.block_size() - 1) / blocks_.block_size();
-    while (int64_t(s.blocks.size()) > need) {
-        blocks_.release(s.blocks.back());
-        s.blocks.pop_back();
-    }
-}
+void Engine::trim_blocks(Sequence& s) { shrink_blocks(blocks_, s.blocks, s.computed); }
 
-std::vector<int32_t> Engine::propose(const Sequence& s, int64_t budget) const {
+int64_t Engine::proposal_room(const Sequence& s, int64_t budget) const {
     const SpeculativeConfig& sc = cfg_.speculative;
-    if (!sc.enabled() || !s.req.speculative) return {};
+    if (!sc.enabled() || !s.req.speculative) return 0;
     const int64_t L = int64_t(s.tokens.size());
     int64_t k = std::min<int64_t>(sc.k, budget - 1);
-    // At most 1 + k tokens come out: stay within max_tokens and the context.
+    // At most 1 + k tokens come out: stay within max_tokens and what one sequence can reach.
     if (s.req.params.max_tokens) k = std::min<int64_t>(k, *s.req.params.max_tokens - s.generated() - 1);
-    k = std::min<int64_t>(k, max_context_ - L - 1);
+    k = std::min<int64_t>(k, max_seq_tokens_ - L - 1);
     // Proposals take blocks only while free ones are left: they never preempt anyone.
     const int64_t bs = blocks_.block_size();
     const int64_t have = int64_t(s.blocks.size());
@@ -274,8 +316,95 @@ std::vector<int32_t> Engine::propose(const Sequence& s, int64_t budget) const {
     // verification step never crosses original_max_position_embeddings.
     const bool long_now = uses_long_rope(model_cfg_, L);
     while (k > 0 && uses_long_rope(model_cfg_, L + k) != long_now) --k;
-    if (k <= 0) return {};
-    return ngram_propose(s.tokens, sc.ngram_min, sc.ngram_max, k);
+    return std::max<int64_t>(k, 0);
+}
+
+// The draft model proposes for every scheduled sequence that reserved room: round 0 feeds what its
+// draft cache lacks (the new tokens since the last step; a whole prompt the first time, within the
+// step's token budget) and reads proposal 0 from its last row; round r feeds proposal r - 1 and
+// reads proposal r. Each round is one draft step on every rank. Proposals are the draft's greedy
+// tokens: verification accepts only what the target's own sampler draws, so they only set the speed.
+void Engine::run_draft(std::vector<Scheduled>& sched) {
+    const ModelConfig& dc = draft_->config();
+    struct Job {
+        size_t index;  // into sched
+        int64_t k;     // proposals wanted (0: only catching up)
+        int64_t feed;  // round 0's tokens
+    };
+    std::vector<Job> jobs;
+    int64_t budget = cfg_.max_batched_tokens;
+    for (size_t i = 0; i < sched.size(); ++i) {
+        Scheduled& x = sched[i];
+        if (x.draft_k <= 0) continue;
+        Sequence& s = *x.seq;
+        const int64_t L = int64_t(s.tokens.size());
+        const bool long_now = uses_long_rope(dc, L);
+        if (long_now != s.draft_long_rope) {
+            release_draft(s);  // keys computed with the other factors cannot be reused
+            s.draft_long_rope = long_now;
+        }
+        // The draft's cache reaches L + k - 1 tokens (proposal k - 1 is never fed).
+        int64_t k = std::min<int64_t>(x.draft_k, dc.max_position_embeddings - L + 1);
+        while (k > 0 && uses_long_rope(dc, L + k - 1) != long_now) --k;
+        int64_t feed = L - s.draft_computed;
+        if (feed > budget) {
+            feed = budget;  // catch up over several steps; no proposals until then
+            k = 0;
+        }
+        if (feed <= 0) continue;
+        const int64_t fed = s.draft_computed + feed;
+        if (!grow_blocks(*draft_blocks_, s.draft_blocks, fed)) {
+            release_draft(s);  // its draft cache is full: this sequence decodes plainly
+            continue;
+        }
+        while (k > 1 && !grow_blocks(*draft_blocks_, s.draft_blocks, L + k - 1)) --k;
+        budget -= feed;
+        jobs.push_back({i, std::max<int64_t>(k, 0), feed});
+    }
+    int64_t rounds = jobs.empty() ? 0 : 1;
+    for (const Job& j : jobs) rounds = std::max(rounds, j.k);
+    const int64_t vp = draft_->vocab_padded();
+    for (int64_t r = 0; r < rounds; ++r) {
+        StepPlan plan;
+        plan.model = StepModel::Draft;
+        std::vector<const Job*> members;
+        for (const Job& j : jobs) {
+            if (r > 0 && r >= j.k) continue;
+            Sequence& s = *sched[j.index].seq;
+            SeqPlan p;
+            p.seq_id = int64_t(s.id);
+            p.long_rope = s.draft_long_rope;
+            p.argmax_limit = int32_t(vocab_limit_);
+            if (r == 0) {
+                p.start_pos = s.draft_computed;
+                p.tokens.assign(s.tokens.begin() + s.draft_computed, s.tokens.begin() + s.draft_computed + j.feed);
+            } else {
+                p.start_pos = int64_t(s.tokens.size()) + r - 1;
+                p.tokens = {sched[j.index].proposals.back()};
+            }
+            p.block_table = s.draft_blocks;
+            s.draft_computed = p.start_pos + int64_t(p.tokens.size());
+            plan.seqs.push_back(std::move(p));
+            members.push_back(&j);
+        }
+        exec_.run(plan, &draft_logits_);
+        for (size_t m = 0; m < members.size(); ++m) {
+            const Job& j = *members[m];
+            if (j.k > r)
+                sched[j.index].proposals.push_back(row_argmax(draft_logits_.data() + m * size_t(vp), vocab_limit_));
+        }
+    }
+    {
+        std::lock_guard lock(mu_);
+        stats_.draft_steps += rounds;
+    }
+    // What was reserved for proposals and not proposed goes back.
+    for (Scheduled& x : sched) {
+        if (x.draft_k <= 0) continue;
+        x.chunk = 1 + int64_t(x.proposals.size());
+        x.draft_k = 0;
+        shrink_blocks(blocks_, x.seq->blocks, x.seq->computed + x.chunk);
+    }
 }
 
 void Engine::publish_full_blocks(Sequence& s) {
@@ -308,6 +437,33 @@ void Engine::admit_prefix(Sequence& s) {
         std::lock_guard lock(mu_);
         stats_.prefix_cache_hit_tokens += s.computed;
     }
+}
+
+bool Engine::emit_token(Sequence& s, sampling::SampleResult& r) {
+    s.tokens.push_back(r.id);
+    Event e;
+    e.kind = Event::Kind::Token;
+    e.request_id = s.id;
+    e.token = r.id;
+    e.index = s.generated() - 1;
+    e.logprob = r.logprob;
+    e.top_logprobs = std::move(r.top_logprobs);
+    if (!deliver(s, e)) {
+        finish(s, FinishReason::Error,
+               fmt::format("the server failed while producing this request's output: {}", s.sink_error));
+        return false;
+    }
+    if (s.finished) return false;  // the sink may not cancel synchronously, but be safe
+    if (sampling::is_stop_token(s.req.params, cfg_.eos_ids, r.id)) {
+        finish(s, FinishReason::Stop);
+    } else if ((s.req.params.max_tokens && s.generated() >= *s.req.params.max_tokens) ||
+               int64_t(s.tokens.size()) >= max_seq_tokens_) {
+        // At max_seq_tokens_ the next step would need more blocks than the whole cache (or pass
+        // the context): only then does the sequence end here; short of it, a lack of free blocks
+        // preempts it instead, so its output never depends on other traffic.
+        finish(s, FinishReason::Length);
+    }
+    return !s.finished;
 }
 
 // Every plain sample of the step, in parallel over sequences: a draw depends only on the
@@ -372,9 +528,16 @@ bool Engine::step() {
             s->long_rope = true;
         }
         std::vector<int32_t> proposals;
-        if (int64_t(s->tokens.size()) - s->computed == 1) proposals = propose(*s, budget);
-        const int64_t chunk =
-            std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget) + int64_t(proposals.size());
+        int64_t draft_k = 0;  // the draft model proposes after scheduling (run_draft)
+        if (int64_t(s->tokens.size()) - s->computed == 1) {
+            const int64_t room = proposal_room(*s, budget);
+            if (draft_)
+                draft_k = room;
+            else if (room > 0)
+                proposals = ngram_propose(s->tokens, cfg_.speculative.ngram_min, cfg_.speculative.ngram_max, room);
+        }
+        const int64_t chunk = std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget) +
+                              int64_t(proposals.size()) + draft_k;
         while (!ensure_blocks(*s, s->computed + chunk)) {
             Sequence* victim = running_.back();
             preempt(*victim);
@@ -387,7 +550,7 @@ bool Engine::step() {
             if (victim == s) break;
         }
         if (std::find(running_.begin(), running_.end(), s) == running_.end()) continue;  // preempted itself
-        sched.push_back({s, chunk, std::move(proposals)});
+        sched.push_back({s, chunk, std::move(proposals), draft_k});
         budget -= chunk;
     }
 
@@ -416,6 +579,7 @@ bool Engine::step() {
         update_stats_locked();
         return false;
     }
+    if (draft_) run_draft(sched);
 
     StepPlan plan;
     plan.seqs.reserve(sched.size());
@@ -464,32 +628,23 @@ bool Engine::step() {
                                  std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated())),
                                  proposals, s.req.params, {s.rng_seed, s.req.stream}, accepted_);
             } catch (const Error& e) {
-                finish(s, FinishReason::Error, e.what());
+                finish(s, FinishReason::Error, user_message(e));
                 continue;
             }
+            const int64_t taken = int64_t(accepted_.size()) - 1;  // proposals accepted
             proposed += int64_t(proposals.size());
-            accepted += int64_t(accepted_.size()) - 1;
+            accepted += taken;
             ++seq_samples;
+            if (draft_) {
+                // The draft's cache holds the history and its proposals; those past the accepted
+                // ones are rolled back like the target's.
+                s.draft_computed = std::min(s.draft_computed, int64_t(s.tokens.size()) + taken);
+                trim_draft(s);
+            }
             for (sampling::SampleResult& r : accepted_) {
-                s.tokens.push_back(r.id);
                 ++new_gen;
                 ++sampled_tokens;
-                Event e;
-                e.kind = Event::Kind::Token;
-                e.request_id = s.id;
-                e.token = r.id;
-                e.index = s.generated() - 1;
-                e.logprob = r.logprob;
-                e.top_logprobs = std::move(r.top_logprobs);
-                if (s.sink) s.sink(e);
-                if (s.finished) break;
-                if (sampling::is_stop_token(s.req.params, cfg_.eos_ids, r.id)) {
-                    finish(s, FinishReason::Stop);
-                } else if ((s.req.params.max_tokens && s.generated() >= *s.req.params.max_tokens) ||
-                           int64_t(s.tokens.size()) >= max_context_) {
-                    finish(s, FinishReason::Length);
-                }
-                if (s.finished) break;
+                if (!emit_token(s, r)) break;
             }
             if (s.finished) continue;
             // Roll back the rejected proposals: the cache is valid up to the last accepted
@@ -508,33 +663,10 @@ bool Engine::step() {
             finish(s, FinishReason::Error, job.error);
             continue;
         }
-        sampling::SampleResult& r = job.result;
-        s.tokens.push_back(r.id);
         ++new_gen;
         ++seq_samples;
         ++sampled_tokens;
-        Event e;
-        e.kind = Event::Kind::Token;
-        e.request_id = s.id;
-        e.token = r.id;
-        e.index = s.generated() - 1;
-        e.logprob = r.logprob;
-        e.top_logprobs = std::move(r.top_logprobs);
-        if (!deliver(s, e)) {
-            finish(s, FinishReason::Error,
-                   fmt::format("the server failed while producing this request's output: {}", s.sink_error));
-            continue;
-        }
-        if (s.finished) continue;  // the sink may not cancel synchronously, but be safe
-        if (sampling::is_stop_token(s.req.params, cfg_.eos_ids, r.id)) {
-            finish(s, FinishReason::Stop);
-        } else if ((s.req.params.max_tokens && s.generated() >= *s.req.params.max_tokens) ||
-                   int64_t(s.tokens.size()) >= max_seq_tokens_) {
-            // At max_seq_tokens_ the next step would need more blocks than the whole cache (or
-            // pass the context): only then does the sequence end here; short of it, a lack of
-            // free blocks preempts it instead, so its output never depends on other traffic.
-            finish(s, FinishReason::Length);
-        }
+        emit_token(s, job.result);
     }
     // Finished sequences are dropped here, after their events went out.
     for (auto it = seqs_.begin(); it != seqs_.end();) it = it->second->finished ? seqs_.erase(it) : std::next(it);

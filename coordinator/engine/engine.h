@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,9 @@ struct EngineStats {
     // sequences (one per sequence per step that sampled) and the tokens they produced.
     int64_t spec_proposed = 0, spec_accepted = 0;
     int64_t decode_seq_steps = 0, decode_tokens = 0;
+    // The draft model's KV cache (speculative method draft; 0 otherwise) and its steps.
+    int64_t draft_kv_blocks_total = 0, draft_kv_blocks_used = 0;
+    int64_t draft_steps = 0;
     double step_seconds = 0, sample_seconds = 0, forward_seconds = 0;
     double last_step_seconds = 0;
     double comm_all_reduce_seconds = 0;
@@ -153,6 +157,7 @@ private:
         Sequence* seq;
         int64_t chunk;  // tokens computed this step, proposals included
         std::vector<int32_t> proposals;
+        int64_t draft_k = 0;  // draft method: proposals room reserved in `chunk` before drafting
     };
     /// One plain (non-speculative) sample of a step, drawn before the events go out.
     struct SampleJob {
@@ -173,8 +178,15 @@ private:
     void admit_prefix(Sequence& s);
     BlockKey chain_root(const Sequence& s) const;
     void update_stats_locked();
-    std::vector<int32_t> propose(const Sequence& s, int64_t budget) const;
+    int64_t proposal_room(const Sequence& s, int64_t budget) const;
     void trim_blocks(Sequence& s);
+    /// Ends a step's token for `s`: appends it, sends its event, and finishes the sequence on a
+    /// failing sink, a stop token, max_tokens or max_sequence_tokens. False when `s` has finished.
+    bool emit_token(Sequence& s, sampling::SampleResult& r);
+    // The draft model (speculative method draft).
+    void run_draft(std::vector<Scheduled>& sched);
+    void release_draft(Sequence& s);
+    void trim_draft(Sequence& s);
 
     StepExecutor& exec_;
     ModelConfig model_cfg_;
@@ -183,6 +195,8 @@ private:
     int64_t vocab_limit_;
     BlockManager blocks_;
     int64_t max_seq_tokens_;  // after blocks_: initialized from it
+    ModelRunner* draft_ = nullptr;           // set with the draft method
+    std::optional<BlockManager> draft_blocks_;  // the draft model's cache (no prefix sharing)
     sampling::Sampler sampler_;
     std::vector<sampling::Sampler> samplers_;  // one per OpenMP thread (sample_plain)
     std::vector<SampleJob> jobs_;
@@ -191,6 +205,7 @@ private:
     std::deque<Sequence*> waiting_;
     std::vector<Sequence*> running_;
     std::vector<float> logits_;
+    std::vector<float> draft_logits_;
     std::vector<sampling::SampleResult> accepted_;
 
     mutable std::mutex mu_;  // guards the inbox, cancels, stats_ and next_id_

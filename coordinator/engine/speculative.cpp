@@ -8,6 +8,7 @@ namespace phi::engine {
 
 void SpeculativeConfig::validate() const {
     PHI_CHECK(k >= 1 && k <= 16, "speculative.k must be in [1, 16], got {}", k);
+    if (method != Method::Ngram) return;
     PHI_CHECK(ngram_min >= 1, "speculative.ngram_min must be >= 1, got {}", ngram_min);
     PHI_CHECK(ngram_max >= ngram_min && ngram_max <= 64,
               "speculative.ngram_max must be in [ngram_min, 64] (ngram_min is {}), got {}", ngram_min, ngram_max);
@@ -17,6 +18,7 @@ const char* speculative_method_name(SpeculativeConfig::Method m) {
     switch (m) {
         case SpeculativeConfig::Method::Off: return "off";
         case SpeculativeConfig::Method::Ngram: return "ngram";
+        case SpeculativeConfig::Method::Draft: return "draft";
     }
     return "off";
 }

@@ -20,7 +20,9 @@
 namespace phi::engine {
 
 struct SpeculativeConfig {
-    enum class Method { Off, Ngram };
+    /// Ngram: prompt lookup. Draft: the executor's draft model (StepExecutor::draft()) runs k
+    /// greedy steps ahead on the same ranks, with its own KV cache.
+    enum class Method { Off, Ngram, Draft };
     Method method = Method::Off;
     int32_t k = 3;          // proposals per step (at most)
     int32_t ngram_min = 1;  // shortest suffix matched

@@ -37,6 +37,19 @@ TEST(StepPlan, RoundTrips) {
     EXPECT_TRUE(q.seqs[1].all_logits);
     EXPECT_EQ(q.released, p.released);
     EXPECT_EQ(step_state_hash(q), step_state_hash(p));
+    EXPECT_EQ(q.model, StepModel::Target);
+}
+
+TEST(StepPlan, CarriesTheModelItRuns) {
+    StepPlan p = sample();
+    p.model = StepModel::Draft;
+    const auto bytes = encode_step_plan(p);
+    EXPECT_EQ(decode_step_plan(bytes).model, StepModel::Draft);
+    auto bad = bytes;
+    bad[4 + 2 + 8 + 1] = 2;  // the model byte
+    EXPECT_THROW(decode_step_plan(bad), Error);
+    // A draft step and a target step of the same shape are different states.
+    EXPECT_NE(step_state_hash(p), step_state_hash(sample()));
 }
 
 TEST(StepPlan, EveryTruncationIsAnError) {
@@ -54,7 +67,7 @@ TEST(StepPlan, CorruptCountsAndTrailingBytesAreErrors) {
     bad.push_back(0);
     EXPECT_THROW(decode_step_plan(bad), Error);
     bad = bytes;
-    bad[4 + 2 + 8 + 1] = 0xff;  // sequence count
+    bad[4 + 2 + 8 + 1 + 1] = 0xff;  // sequence count
     EXPECT_THROW(decode_step_plan(bad), Error);
 }
 

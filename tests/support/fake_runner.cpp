@@ -25,7 +25,8 @@ FakeRunner::FakeRunner(int64_t vocab, int64_t max_context, int64_t kv_blocks, in
 std::vector<float> FakeRunner::logits_after(std::span<const int32_t> history) const {
     // A peaked pseudo-random distribution that depends on the whole history (so a wrong cached
     // token anywhere changes it), with a clear greedy winner.
-    const uint64_t h = fnv1a(history.data(), history.size() * 4);
+    const uint64_t h = salt_ == 0 ? fnv1a(history.data(), history.size() * 4)
+                                  : fnv1a(history.data(), history.size() * 4, fnv1a(&salt_, sizeof(salt_)));
     std::vector<float> row(size_t(vocab_padded_), -std::numeric_limits<float>::infinity());
     for (int64_t j = 0; j < cfg_.vocab_size; ++j) {
         const uint64_t x = fnv1a(&j, 8, h);

@@ -33,6 +33,10 @@ public:
     /// three histories in four (by a hash of the whole history) put a clear winner on the token
     /// `period` positions back. Prompt lookup then guesses right often, but not always.
     void set_copy_period(int64_t period) { copy_period_ = period; }
+    /// A different model over the same vocabulary (a draft for speculative decoding): the salt
+    /// changes every history's hash, so it copies at other positions and ranks other ids first.
+    /// Salt 0 is the default model.
+    void set_salt(uint64_t salt) { salt_ = salt; }
 
     /// The logits row the fake model gives after `history` (what the engine must reproduce).
     std::vector<float> logits_after(std::span<const int32_t> history) const;
@@ -52,6 +56,7 @@ private:
     int64_t steps_ = 0, max_step_tokens_ = 0, max_step_seqs_ = 0, tokens_computed_ = 0;
     uint64_t last_hash_ = 0;
     int64_t copy_period_ = 0;
+    uint64_t salt_ = 0;
 };
 
 }  // namespace phi::test

@@ -64,7 +64,19 @@ TEST(ClusterConfig, SpeculativeSection) {
     EXPECT_EQ(c.spec_k, 5);
     EXPECT_EQ(c.spec_ngram_min, 2);
     EXPECT_EQ(c.spec_ngram_max, 4);
-    EXPECT_THROW(parse_cluster_config("model: m\nspeculative: {method: draft}\n", "x.yaml", "/"), Error);
+    // A draft model is named, relative to the YAML's folder like `model:`.
+    const ClusterConfig d = parse_cluster_config(
+        "model: m\nspeculative: {method: draft, k: 4, draft_model: small, draft_layers: 2}\n", "x.yaml", "/cfg");
+    EXPECT_EQ(d.spec_method, "draft");
+    EXPECT_EQ(d.spec_draft_model, std::filesystem::path("/cfg/small"));
+    EXPECT_EQ(d.spec_draft_layers, 2);
+    EXPECT_NE(error_of("model: m\nspeculative: {method: draft}\n").find("needs speculative.draft_model"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\nspeculative: {method: ngram, draft_model: s}\n").find("are for speculative.method"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\nbackend: cuda\nspeculative: {method: draft, draft_model: s}\n")
+                  .find("CPU backend only"),
+              std::string::npos);
     EXPECT_THROW(parse_cluster_config("model: m\nspeculative: {k: 0}\n", "x.yaml", "/"), Error);
     EXPECT_THROW(parse_cluster_config("model: m\nspeculative: {ngram_min: 3, ngram_max: 2}\n", "x.yaml", "/"),
                  Error);

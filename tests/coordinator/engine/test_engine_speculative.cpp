@@ -5,6 +5,8 @@
 // every block must be free after many requests, cancelled ones included.
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <optional>
 #include <random>
 
 #include "cluster/communicator.h"
@@ -31,11 +33,24 @@ struct Req {
     bool speculative = true;
 };
 
+// The draft model of the draft-method tests: the fake model with another salt (it agrees with the
+// target where both copy, about half the time), or the target itself (salt 0).
+struct DraftSpec {
+    uint64_t salt = 1;
+    int64_t kv_blocks = 512;
+};
+
 class SpecEngine {
 public:
-    SpecEngine(int64_t kv_blocks, int64_t block_size, EngineConfig cfg)
-        : runner_(k_vocab, 512, kv_blocks, block_size), exec_(runner_, comm_, WatchdogOptions{}) {
+    SpecEngine(int64_t kv_blocks, int64_t block_size, EngineConfig cfg, std::optional<DraftSpec> draft = std::nullopt)
+        : runner_(k_vocab, 512, kv_blocks, block_size),
+          draft_(draft ? std::make_unique<test::FakeRunner>(k_vocab, 512, draft->kv_blocks, block_size) : nullptr),
+          exec_(runner_, comm_, WatchdogOptions{}, draft_.get()) {
         runner_.set_copy_period(7);
+        if (draft_) {
+            draft_->set_copy_period(7);
+            draft_->set_salt(draft->salt);
+        }
         engine_ = std::make_unique<Engine>(exec_, cfg);
     }
     uint64_t submit(const Req& q, Outcome* out) {
@@ -70,6 +85,7 @@ public:
 private:
     LocalCommunicator comm_;
     test::FakeRunner runner_;
+    std::unique_ptr<test::FakeRunner> draft_;
     StepExecutor exec_;
     std::unique_ptr<Engine> engine_;
 };
@@ -95,8 +111,9 @@ struct RunResult {
 };
 
 // Submits every request (later ones joining a running batch), runs to the end.
-RunResult run_all(const std::vector<Req>& reqs, EngineConfig cfg, int64_t kv_blocks = 512) {
-    SpecEngine e(kv_blocks, 4, cfg);
+RunResult run_all(const std::vector<Req>& reqs, EngineConfig cfg, int64_t kv_blocks = 512,
+                  std::optional<DraftSpec> draft = std::nullopt) {
+    SpecEngine e(kv_blocks, 4, cfg, draft);
     RunResult r;
     r.outs.resize(reqs.size());
     for (size_t i = 0; i < reqs.size(); ++i) {
@@ -106,6 +123,7 @@ RunResult run_all(const std::vector<Req>& reqs, EngineConfig cfg, int64_t kv_blo
     e.run_until_done(r.outs);
     r.stats = e.engine().stats();
     EXPECT_EQ(r.stats.kv_blocks_used, 0) << "blocks still referenced after every request finished";
+    EXPECT_EQ(r.stats.draft_kv_blocks_used, 0) << "draft blocks still referenced after every request finished";
     return r;
 }
 
@@ -117,6 +135,12 @@ void expect_same(const RunResult& plain, const RunResult& spec) {
         EXPECT_EQ(spec.outs[i].reason, plain.outs[i].reason) << "request " << i;
         EXPECT_TRUE(spec.outs[i].indices_contiguous) << "request " << i;
     }
+}
+
+EngineConfig with_draft(EngineConfig cfg, int32_t k) {
+    cfg.speculative.method = SpeculativeConfig::Method::Draft;
+    cfg.speculative.k = k;
+    return cfg;
 }
 
 double acceptance(const EngineStats& s) {
@@ -258,6 +282,152 @@ TEST(EngineSpeculative, ProposalsStopAtTheContextEnd) {
     expect_same(plain, spec);
     for (size_t i = 0; i < reqs.size(); ++i)
         EXPECT_EQ(int64_t(reqs[i].prompt.size() + spec.outs[i].tokens.size()), 40) << "request " << i;
+}
+
+// The draft method: the draft runs ahead on its own cache (catching up over whole prompts, within
+// the step's token budget), its rejected proposals' slots are rolled back; the output never changes.
+TEST(EngineSpeculativeDraft, GreedyMixedBatchesWithChunkedPrefillAreUnchanged) {
+    for (int32_t k : {1, 3, 5}) {
+        EngineConfig cfg;
+        cfg.max_num_seqs = 16;
+        cfg.max_batched_tokens = 24;  // prompts reach the draft over several steps too
+        std::vector<Req> reqs = greedy_requests(16, 700 + uint32_t(k));
+        for (size_t i = 0; i < reqs.size(); i += 4) reqs[i].speculative = false;
+        for (size_t i = 1; i < reqs.size(); i += 5) reqs[i].params.stop_token_ids = {int32_t(i * 3 % k_vocab)};
+        const RunResult plain = run_all(reqs, cfg);
+        const RunResult spec = run_all(reqs, with_draft(cfg, k), 512, DraftSpec{});
+        expect_same(plain, spec);
+        EXPECT_GT(spec.stats.draft_steps, 0) << "k " << k;
+        EXPECT_GT(acceptance(spec.stats), 0.1) << "k " << k;
+        EXPECT_LT(acceptance(spec.stats), 0.9) << "k " << k;
+        // Alone, too.
+        const std::vector<Req> one(reqs.begin() + 1, reqs.begin() + 2);
+        expect_same(run_all(one, cfg), run_all(one, with_draft(cfg, k), 512, DraftSpec{}));
+    }
+}
+
+TEST(EngineSpeculativeDraft, SeededSampledRequestsDrawTheirPlainTokens) {
+    for (int32_t k : {1, 3, 5}) {
+        EngineConfig cfg;
+        cfg.max_num_seqs = 16;
+        std::mt19937 rng(800 + uint32_t(k));
+        std::vector<Req> reqs(16);
+        for (size_t i = 0; i < reqs.size(); ++i) {
+            reqs[i].prompt = random_prompt(rng, 6 + int(i) * 3);
+            reqs[i].params.temperature = 0.7f;
+            reqs[i].params.top_p = i % 2 ? 0.9f : 1.0f;
+            reqs[i].params.seed = 2000 + i;
+            reqs[i].params.max_tokens = 40;
+            reqs[i].params.logprobs = i % 4 == 0 ? 2 : 0;
+            if (i % 5 == 2) reqs[i].params.frequency_penalty = 0.5f;
+        }
+        const RunResult plain = run_all(reqs, cfg);
+        const RunResult spec = run_all(reqs, with_draft(cfg, k), 512, DraftSpec{});
+        expect_same(plain, spec);
+        EXPECT_GT(acceptance(spec.stats), 0.1) << "k " << k;
+        EXPECT_LT(acceptance(spec.stats), 0.9) << "k " << k;
+    }
+}
+
+// A draft equal to the target proposes exactly the target's greedy tokens, so every proposal is
+// accepted only if the draft's cache holds the right tokens after every rollback and catch-up (the
+// fake model reads its history back from its slots): acceptance is then exactly 1.
+TEST(EngineSpeculativeDraft, ADraftEqualToTheTargetHasEveryProposalAccepted) {
+    EngineConfig cfg;
+    cfg.max_num_seqs = 16;
+    cfg.max_batched_tokens = 24;
+    const std::vector<Req> reqs = greedy_requests(16, 900);
+    const RunResult plain = run_all(reqs, cfg);
+    const RunResult spec = run_all(reqs, with_draft(cfg, 4), 512, DraftSpec{0, 512});
+    expect_same(plain, spec);
+    EXPECT_GT(spec.stats.spec_proposed, 100);
+    EXPECT_EQ(spec.stats.spec_accepted, spec.stats.spec_proposed);
+    EXPECT_LT(spec.stats.steps, plain.stats.steps);
+}
+
+// Preemption frees both caches; a draft cache too small for the batch leaves some sequences
+// without proposals, never with another output.
+TEST(EngineSpeculativeDraft, PreemptionAndAFullDraftCacheKeepOutputsExact) {
+    EngineConfig cfg;
+    cfg.max_num_seqs = 16;
+    cfg.prefix_caching = false;
+    const std::vector<Req> reqs = greedy_requests(16, 1000);
+    const RunResult plain = run_all(reqs, cfg, 40);
+    const RunResult spec = run_all(reqs, with_draft(cfg, 5), 40, DraftSpec{1, 512});
+    expect_same(plain, spec);
+    EXPECT_GT(spec.stats.preemptions, 0);
+    EXPECT_GT(spec.stats.spec_accepted, 0);
+    const RunResult small = run_all(reqs, with_draft(cfg, 3), 512, DraftSpec{1, 12});
+    expect_same(plain, small);
+    EXPECT_GT(small.stats.spec_accepted, 0);
+}
+
+TEST(EngineSpeculativeDraft, AThousandRequestsWithCancelsLeaveBothCachesFree) {
+    EngineConfig cfg = with_draft(EngineConfig{}, 4);
+    cfg.max_num_seqs = 16;
+    cfg.max_queued = 2000;
+    cfg.max_batched_tokens = 32;
+    SpecEngine e(96, 4, cfg, DraftSpec{1, 96});
+    std::mt19937 rng(1100);
+    std::vector<Outcome> outs(1000);
+    std::vector<uint64_t> ids;
+    for (size_t i = 0; i < outs.size(); ++i) {
+        Req q;
+        q.prompt = random_prompt(rng, 3 + int(i % 13));
+        q.params.temperature = i % 2 ? 0.0f : 0.9f;
+        q.params.seed = i;
+        q.params.max_tokens = 5 + int(i % 17);
+        ids.push_back(e.submit(q, &outs[i]));
+        if (i % 8 == 7) {
+            e.engine().step();
+            e.engine().step();
+            e.engine().cancel(ids[i - 3]);
+        }
+    }
+    e.run_until_done(outs);
+    const EngineStats s = e.engine().stats();
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    EXPECT_EQ(s.draft_kv_blocks_used, 0);
+    EXPECT_EQ(s.draft_kv_blocks_total, 96);
+    EXPECT_GT(s.finished_cancelled, 0);
+    EXPECT_GT(s.spec_accepted, 0);
+    EXPECT_LT(s.spec_accepted, s.spec_proposed);
+}
+
+// A sink that throws under speculation ends only its own request, with the reason, as without it.
+TEST(EngineSpeculativeDraft, AThrowingSinkEndsOnlyItsRequest) {
+    for (auto method : {SpeculativeConfig::Method::Ngram, SpeculativeConfig::Method::Draft}) {
+        EngineConfig cfg;
+        cfg.speculative.method = method;
+        cfg.speculative.k = 4;
+        SpecEngine e(512, 4, cfg, DraftSpec{});
+        const std::vector<Req> reqs = greedy_requests(3, 1200);
+        std::vector<Outcome> outs(3);
+        FinishReason bad_reason = FinishReason::Stop;
+        std::string bad_error;
+        int bad_tokens = 0;
+        EngineRequest r;
+        r.prompt = reqs[0].prompt;
+        r.params = reqs[0].params;
+        e.engine().submit(std::move(r), [&](const Event& ev) {
+            if (ev.kind == Event::Kind::Finished) {
+                bad_reason = ev.reason;
+                bad_error = ev.error;
+                return;
+            }
+            if (++bad_tokens == 5) throw std::runtime_error("client transport broke");
+        });
+        e.submit(reqs[1], &outs[1]);
+        e.submit(reqs[2], &outs[2]);
+        outs[0].done = true;
+        e.run_until_done(outs);
+        EXPECT_EQ(bad_reason, FinishReason::Error);
+        EXPECT_NE(bad_error.find("client transport broke"), std::string::npos) << bad_error;
+        EXPECT_EQ(bad_tokens, 5);
+        const RunResult plain = run_all({reqs[1], reqs[2]}, EngineConfig{});
+        EXPECT_EQ(outs[1].tokens, plain.outs[0].tokens);
+        EXPECT_EQ(outs[2].tokens, plain.outs[1].tokens);
+    }
 }
 
 }  // namespace
