@@ -73,10 +73,11 @@ TEST(DefaultModel, GreedyContinuationsMatchHfAtThisTpSize) {
     exec.shutdown();
 }
 
-// N-gram speculative decoding (issue 20): the same greedy continuations, alone and 16 at a time
-// (with sampled seeded requests beside them that must draw their non-speculative tokens), for k in
-// {1, 3, 5}, with some proposals accepted and some rejected.
-TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
+// Speculative decoding (issue 20): the same greedy continuations, alone and 16 at a time (with
+// sampled seeded requests beside them that must draw their non-speculative tokens), for k in
+// {1, 3, 5}, with some proposals accepted and some rejected. The draft model is the bundled model
+// cut to its first 2 layers (an early-exit draft), on the same ranks with its own cache.
+void check_speculation(engine::SpeculativeConfig::Method method) {
     MpiCommunicator comm;
     comm.set_timeout(std::chrono::milliseconds(120000));
     const nlohmann::json ex = expectations();
@@ -85,9 +86,15 @@ TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
     opts.weight_dtype = DType::BF16;
     opts.kv = KvCacheConfig{256, 16};
     auto model = load_model(model_dir(), comm, opts);
+    std::unique_ptr<PhiModel> draft;
+    if (method == engine::SpeculativeConfig::Method::Draft) {
+        ModelOptions dopts = opts;
+        dopts.layers = 2;
+        draft = load_model(model_dir(), comm, dopts);
+    }
     WatchdogOptions wd;
     wd.plan_wait = std::chrono::milliseconds(120000);
-    StepExecutor exec(*model, comm, wd);
+    StepExecutor exec(*model, comm, wd, draft.get());
     if (comm.rank() != 0) return exec.follow();
     const auto& prompts = ex["prompts"];
     // 16 requests: greedy ones with HF's expected continuations, seeded sampled ones between them.
@@ -121,7 +128,7 @@ TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
     }
     for (int32_t k : {1, 3, 5}) {
         engine::EngineConfig sc = ec;
-        sc.speculative.method = engine::SpeculativeConfig::Method::Ngram;
+        sc.speculative.method = method;
         sc.speculative.k = k;
         engine::Engine engine(exec, sc);
         for (const auto& p : prompts) {
@@ -147,14 +154,24 @@ TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
         }
         const engine::EngineStats s = engine.stats();
         const double rate = s.spec_proposed > 0 ? double(s.spec_accepted) / double(s.spec_proposed) : 0.0;
-        std::printf("tp %d k %d: acceptance %.3f (%lld of %lld), %.2f tokens per sequence step\n", comm.size(), k, rate,
+        std::printf("%s, tp %d k %d: acceptance %.3f (%lld of %lld), %.2f tokens per sequence step\n",
+                    engine::speculative_method_name(method), comm.size(), k, rate,
                     (long long)s.spec_accepted, (long long)s.spec_proposed,
                     double(s.decode_tokens) / double(s.decode_seq_steps));
         EXPECT_GT(rate, 0.1) << "k " << k;
         EXPECT_LT(rate, 0.9) << "k " << k;
         EXPECT_EQ(s.kv_blocks_used, 0);
+        EXPECT_EQ(s.draft_kv_blocks_used, 0);
     }
     exec.shutdown();
+}
+
+TEST(DefaultModel, NgramSpeculationKeepsTheContinuationsAtThisTpSize) {
+    check_speculation(engine::SpeculativeConfig::Method::Ngram);
+}
+
+TEST(DefaultModel, DraftSpeculationKeepsTheContinuationsAtThisTpSize) {
+    check_speculation(engine::SpeculativeConfig::Method::Draft);
 }
 
 }  // namespace
