@@ -121,6 +121,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
              c.spec_draft_model = m.is_absolute() ? m : base_dir / m;
          }},
         {"draft_layers", [&](auto& n, auto& p) { c.spec_draft_layers = integer(n, p, 1, 1024); }},
+        {"rejection_sampling", [&](auto& n, auto& p) { c.spec_rejection_sampling = boolean(n, p); }},
         {"k", [&](auto& n, auto& p) { c.spec_k = int(integer(n, p, 1, 16)); }},
         {"ngram_min", [&](auto& n, auto& p) { c.spec_ngram_min = int(integer(n, p, 1, 64)); }},
         {"ngram_max", [&](auto& n, auto& p) { c.spec_ngram_max = int(integer(n, p, 1, 64)); }},
@@ -195,8 +196,14 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
               "{}: speculative.method: draft needs speculative.draft_model (a Phi checkpoint folder with the served "
               "model's tokenizer; with speculative.draft_layers it may be the served model itself)",
               origin);
-    PHI_CHECK(c.spec_method == "draft" || (c.spec_draft_model.empty() && c.spec_draft_layers == 0),
-              "{}: speculative.draft_model and draft_layers are for speculative.method: draft", origin);
+    PHI_CHECK(c.spec_method == "draft" || (c.spec_draft_model.empty() && c.spec_draft_layers == 0 &&
+                                            !c.spec_rejection_sampling),
+              "{}: speculative.draft_model, draft_layers and rejection_sampling are for speculative.method: draft",
+              origin);
+    PHI_CHECK(!c.spec_rejection_sampling || c.max_batched_tokens >= c.max_num_seqs * (1 + c.spec_k),
+              "{}: speculative.rejection_sampling with k {} needs batching.max_batched_tokens >= max_num_seqs x (1 + "
+              "k) = {} (it is {}): a step never cuts a request's proposals for the load",
+              origin, c.spec_k, c.max_num_seqs * (1 + c.spec_k), c.max_batched_tokens);
     PHI_CHECK(c.spec_method != "draft" || c.backend != "cuda",
               "{}: speculative.method: draft runs on the CPU backend only for now (backend: cuda loads no draft "
               "model); use method: ngram",

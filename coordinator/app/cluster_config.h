@@ -47,6 +47,7 @@ struct ClusterConfig {
     int spec_k = 3, spec_ngram_min = 1, spec_ngram_max = 3;
     std::filesystem::path spec_draft_model;
     int64_t spec_draft_layers = 0;
+    bool spec_rejection_sampling = false;  // draft only: see SpeculativeConfig::rejection_sampling
     ListenAddress tcp{"127.0.0.1", native::k_default_port};
     ListenAddress http{"127.0.0.1", 8000};
     int64_t max_queued = 256;

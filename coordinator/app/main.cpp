@@ -48,6 +48,7 @@ struct OfflineArgs {
     std::string draft_model;  // non-empty: draft-model speculative decoding
     int draft_k = 3;
     int64_t draft_layers = 0;
+    bool rejection_sampling = false;
     int threads = 0;
     int tp = 0;
     int64_t watchdog_ms = 10000;
@@ -168,6 +169,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     if (draft_model) {
         ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
         ec.speculative.k = a.draft_k;
+        ec.speculative.rejection_sampling = a.rejection_sampling;
     }
     engine::Engine engine(exec, ec);
 
@@ -322,6 +324,9 @@ int main(int argc, char** argv) {
                    "offline: only the draft checkpoint's first N layers (0 = all); with the served model as the "
                    "draft, an early-exit draft")
         ->check(CLI::Range(0, 1024));
+    cli.add_flag("--rejection-sampling", a.rejection_sampling,
+                 "offline, with --draft-model: sampled requests accept proposals with min(1, p/q) (the target's "
+                 "distribution, not the non-speculative tokens)");
     cli.add_option("--dtype", a.dtype,
                    "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
                    "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "

@@ -158,6 +158,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     ec.prefix_caching = cfg.prefix_caching;
     if (cfg.spec_method == "ngram") ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;
     if (cfg.spec_method == "draft") ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
+    ec.speculative.rejection_sampling = cfg.spec_rejection_sampling;
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;

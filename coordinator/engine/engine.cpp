@@ -69,6 +69,9 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
     PHI_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_batched_tokens > 0, "max_num_seqs and max_batched_tokens must be > 0");
     PHI_CHECK(max_context_ > 0, "max context must be > 0");
     if (cfg_.speculative.method != SpeculativeConfig::Method::Off) cfg_.speculative.validate();
+    PHI_CHECK(!cfg_.speculative.rejection_sampling || cfg_.speculative.method == SpeculativeConfig::Method::Draft,
+              "speculative rejection sampling needs the draft method (it compares the draft's distribution with "
+              "the target's)");
     if (cfg_.speculative.method == SpeculativeConfig::Method::Draft) {
         draft_ = exec.draft();
         PHI_CHECK(draft_, "speculative method draft needs a draft model (speculative.draft_model), and none was loaded");
@@ -77,6 +80,13 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
                   "share the served model's tokenizer",
                   draft_->config().vocab_size, vocab_limit_);
         draft_blocks_.emplace(draft_->kv_blocks(), draft_->block_size());
+        // Rejection sampling never cuts a step's proposals for the budget (the tokens would then
+        // depend on the load), so the budget must hold every sequence's whole verification.
+        PHI_CHECK(!cfg_.speculative.rejection_sampling ||
+                      cfg_.max_batched_tokens >= cfg_.max_num_seqs * (1 + int64_t(cfg_.speculative.k)),
+                  "speculative rejection sampling with k {} needs max_batched_tokens >= max_num_seqs x (1 + k) = {} "
+                  "(it is {}): raise it, lower max_num_seqs or k",
+                  cfg_.speculative.k, cfg_.max_num_seqs * (1 + int64_t(cfg_.speculative.k)), cfg_.max_batched_tokens);
         stats_.draft_kv_blocks_total = draft_blocks_->num_blocks();
     }
     stats_.kv_blocks_total = blocks_.num_blocks();
@@ -234,6 +244,13 @@ int32_t row_argmax(const float* row, int64_t limit) {
 }
 }  // namespace
 
+void Engine::prepare_draft(Sequence& s) {
+    const bool long_now = uses_long_rope(draft_->config(), int64_t(s.tokens.size()));
+    if (long_now == s.draft_long_rope) return;
+    release_draft(s);  // keys computed with the other factors cannot be reused
+    s.draft_long_rope = long_now;
+}
+
 void Engine::trim_draft(Sequence& s) { shrink_blocks(*draft_blocks_, s.draft_blocks, s.draft_computed); }
 
 BlockKey Engine::chain_root(const Sequence& s) const {
@@ -319,6 +336,32 @@ int64_t Engine::proposal_room(const Sequence& s, int64_t budget) const {
     return std::max<int64_t>(k, 0);
 }
 
+int64_t Engine::prefill_left(const Sequence& s) const {
+    const int64_t left = int64_t(s.tokens.size()) - s.computed;
+    // With rejection sampling a generated position is always a verification step with the request's
+    // k proposals, also after a preemption or a LongRoPE recompute: the recompute stops one token
+    // short, so the tokens never depend on the load.
+    if (left > 1 && s.generated() > 0 && rejection_applies(s)) return left - 1;
+    return left;
+}
+
+bool Engine::rejection_applies(const Sequence& s) const {
+    return draft_ && cfg_.speculative.rejection_sampling && s.req.speculative && !s.req.params.greedy();
+}
+
+int64_t Engine::request_k(const Sequence& s) const {
+    const int64_t L = int64_t(s.tokens.size());
+    int64_t k = cfg_.speculative.k;
+    if (s.req.params.max_tokens) k = std::min<int64_t>(k, *s.req.params.max_tokens - s.generated() - 1);
+    k = std::min<int64_t>(k, max_seq_tokens_ - L - 1);
+    const ModelConfig& dc = draft_->config();
+    k = std::min<int64_t>(k, dc.max_position_embeddings - L + 1);
+    const bool long_now = uses_long_rope(model_cfg_, L), draft_long = uses_long_rope(dc, L);
+    while (k > 0 && (uses_long_rope(model_cfg_, L + k) != long_now || uses_long_rope(dc, L + k - 1) != draft_long))
+        --k;
+    return std::max<int64_t>(k, 0);
+}
+
 // The draft model proposes for every scheduled sequence that reserved room: round 0 feeds what its
 // draft cache lacks (the new tokens since the last step; a whole prompt the first time, within the
 // step's token budget) and reads proposal 0 from its last row; round r feeds proposal r - 1 and
@@ -338,11 +381,12 @@ void Engine::run_draft(std::vector<Scheduled>& sched) {
         if (x.draft_k <= 0) continue;
         Sequence& s = *x.seq;
         const int64_t L = int64_t(s.tokens.size());
-        const bool long_now = uses_long_rope(dc, L);
-        if (long_now != s.draft_long_rope) {
-            release_draft(s);  // keys computed with the other factors cannot be reused
-            s.draft_long_rope = long_now;
+        prepare_draft(s);
+        if (x.exact_k) {  // its k and its draft blocks were settled at scheduling
+            jobs.push_back({i, x.draft_k, L - s.draft_computed});
+            continue;
         }
+        const bool long_now = s.draft_long_rope;
         // The draft's cache reaches L + k - 1 tokens (proposal k - 1 is never fed).
         int64_t k = std::min<int64_t>(x.draft_k, dc.max_position_embeddings - L + 1);
         while (k > 0 && uses_long_rope(dc, L + k - 1) != long_now) --k;
@@ -374,7 +418,8 @@ void Engine::run_draft(std::vector<Scheduled>& sched) {
             SeqPlan p;
             p.seq_id = int64_t(s.id);
             p.long_rope = s.draft_long_rope;
-            p.argmax_limit = int32_t(vocab_limit_);
+            // Greedy proposals need only the argmax; rejection sampling, the draft's distribution.
+            p.argmax_limit = sched[j.index].exact_k ? 0 : int32_t(vocab_limit_);
             if (r == 0) {
                 p.start_pos = s.draft_computed;
                 p.tokens.assign(s.tokens.begin() + s.draft_computed, s.tokens.begin() + s.draft_computed + j.feed);
@@ -390,8 +435,25 @@ void Engine::run_draft(std::vector<Scheduled>& sched) {
         exec_.run(plan, &draft_logits_);
         for (size_t m = 0; m < members.size(); ++m) {
             const Job& j = *members[m];
-            if (j.k > r)
-                sched[j.index].proposals.push_back(row_argmax(draft_logits_.data() + m * size_t(vp), vocab_limit_));
+            if (j.k <= r) continue;
+            Scheduled& x = sched[j.index];
+            const float* row = draft_logits_.data() + m * size_t(vp);
+            if (!x.exact_k) {
+                x.proposals.push_back(row_argmax(row, vocab_limit_));
+                continue;
+            }
+            // Drawn from the draft's distribution under the request's own processors, with the
+            // earlier proposals in its history, as the target's row will be processed.
+            const Sequence& s = *x.seq;
+            draft_history_.assign(s.tokens.begin() + s.prompt_len, s.tokens.end());
+            draft_history_.insert(draft_history_.end(), x.proposals.begin(), x.proposals.end());
+            sampler_.distribution(std::span<const float>(row, size_t(vp)), vocab_limit_,
+                                  sampling::TokenHistory{std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
+                                                         draft_history_},
+                                  s.req.params, draft_q_);
+            x.proposals.push_back(draw_inverse_cdf(
+                draft_q_, spec_uniform({s.rng_seed, s.req.stream}, SpecDraw::Draft, uint64_t(draft_history_.size()))));
+            x.draft_probs.insert(x.draft_probs.end(), draft_q_.begin(), draft_q_.end());
         }
     }
     {
@@ -529,16 +591,26 @@ bool Engine::step() {
         }
         std::vector<int32_t> proposals;
         int64_t draft_k = 0;  // the draft model proposes after scheduling (run_draft)
-        if (int64_t(s->tokens.size()) - s->computed == 1) {
+        const bool exact_k = int64_t(s->tokens.size()) - s->computed == 1 && rejection_applies(*s);
+        if (exact_k) {
+            draft_k = request_k(*s);
+        } else if (int64_t(s->tokens.size()) - s->computed == 1) {
             const int64_t room = proposal_room(*s, budget);
             if (draft_)
                 draft_k = room;
             else if (room > 0)
                 proposals = ngram_propose(s->tokens, cfg_.speculative.ngram_min, cfg_.speculative.ngram_max, room);
         }
-        const int64_t chunk = std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget) +
-                              int64_t(proposals.size()) + draft_k;
-        while (!ensure_blocks(*s, s->computed + chunk)) {
+        const int64_t chunk = std::min<int64_t>(prefill_left(*s), budget) + int64_t(proposals.size()) + draft_k;
+        // Blocks for the step (and, with exact proposals, the draft's): preempt the most recently
+        // admitted sequence until they fit.
+        auto fits = [&] {
+            if (!ensure_blocks(*s, s->computed + chunk)) return false;
+            if (!exact_k || draft_k == 0) return true;
+            prepare_draft(*s);
+            return grow_blocks(*draft_blocks_, s->draft_blocks, int64_t(s->tokens.size()) + draft_k - 1);
+        };
+        while (!fits()) {
             Sequence* victim = running_.back();
             preempt(*victim);
             for (auto it = sched.begin(); it != sched.end(); ++it)
@@ -550,7 +622,7 @@ bool Engine::step() {
             if (victim == s) break;
         }
         if (std::find(running_.begin(), running_.end(), s) == running_.end()) continue;  // preempted itself
-        sched.push_back({s, chunk, std::move(proposals), draft_k});
+        sched.push_back({s, chunk, std::move(proposals), draft_k, exact_k, {}});
         budget -= chunk;
     }
 
@@ -559,7 +631,7 @@ bool Engine::step() {
         Sequence* s = waiting_.front();
         s->long_rope = uses_long_rope(model_cfg_, int64_t(s->tokens.size()));
         admit_prefix(*s);
-        const int64_t chunk = std::min<int64_t>(int64_t(s->tokens.size()) - s->computed, budget);
+        const int64_t chunk = std::min<int64_t>(prefill_left(*s), budget);
         if (!ensure_blocks(*s, s->computed + chunk)) {
             release_blocks(*s);
             break;
@@ -570,6 +642,7 @@ bool Engine::step() {
             std::lock_guard lock(mu_);
             --queued_count_;
         }
+        if (chunk == 0) continue;  // only its last token is left: a verification step next time
         sched.push_back({s, chunk, {}});
         budget -= chunk;
     }
@@ -623,10 +696,15 @@ bool Engine::step() {
         if (!proposals.empty()) {
             accepted_.clear();
             try {
-                verify_proposals(sampler_, std::span<const float>(logits_.data() + row * size_t(vp), rows * size_t(vp)),
-                                 vp, vocab_limit_, std::span<const int32_t>(s.tokens.data(), size_t(s.prompt_len)),
-                                 std::span<const int32_t>(s.tokens.data() + s.prompt_len, size_t(s.generated())),
-                                 proposals, s.req.params, {s.rng_seed, s.req.stream}, accepted_);
+                const std::span<const float> vrows(logits_.data() + row * size_t(vp), rows * size_t(vp));
+                const std::span<const int32_t> prompt(s.tokens.data(), size_t(s.prompt_len));
+                const std::span<const int32_t> generated(s.tokens.data() + s.prompt_len, size_t(s.generated()));
+                if (sched[i].draft_probs.empty())
+                    verify_proposals(sampler_, vrows, vp, vocab_limit_, prompt, generated, proposals, s.req.params,
+                                     {s.rng_seed, s.req.stream}, accepted_);
+                else
+                    verify_rejection(sampler_, vrows, vp, vocab_limit_, prompt, generated, proposals,
+                                     sched[i].draft_probs, s.req.params, {s.rng_seed, s.req.stream}, accepted_);
             } catch (const Error& e) {
                 finish(s, FinishReason::Error, user_message(e));
                 continue;

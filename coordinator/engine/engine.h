@@ -158,6 +158,8 @@ private:
         int64_t chunk;  // tokens computed this step, proposals included
         std::vector<int32_t> proposals;
         int64_t draft_k = 0;  // draft method: proposals room reserved in `chunk` before drafting
+        bool exact_k = false;  // rejection sampling: exactly draft_k proposals, blocks already taken
+        std::vector<double> draft_probs;  // rejection sampling: [proposals][vocab_limit] q rows
     };
     /// One plain (non-speculative) sample of a step, drawn before the events go out.
     struct SampleJob {
@@ -179,12 +181,19 @@ private:
     BlockKey chain_root(const Sequence& s) const;
     void update_stats_locked();
     int64_t proposal_room(const Sequence& s, int64_t budget) const;
+    bool rejection_applies(const Sequence& s) const;
+    /// Tokens of `s` a prefill chunk may still take (see prefill_left in engine.cpp).
+    int64_t prefill_left(const Sequence& s) const;
+    /// Rejection sampling: the proposals a step of `s` carries, from the request and its length alone.
+    int64_t request_k(const Sequence& s) const;
     void trim_blocks(Sequence& s);
     /// Ends a step's token for `s`: appends it, sends its event, and finishes the sequence on a
     /// failing sink, a stop token, max_tokens or max_sequence_tokens. False when `s` has finished.
     bool emit_token(Sequence& s, sampling::SampleResult& r);
     // The draft model (speculative method draft).
     void run_draft(std::vector<Scheduled>& sched);
+    /// Drops the draft's cache of `s` when its LongRoPE factors change with the sequence's length.
+    void prepare_draft(Sequence& s);
     void release_draft(Sequence& s);
     void trim_draft(Sequence& s);
 
@@ -206,6 +215,8 @@ private:
     std::vector<Sequence*> running_;
     std::vector<float> logits_;
     std::vector<float> draft_logits_;
+    std::vector<int32_t> draft_history_;  // rejection sampling: generated + proposals so far
+    std::vector<double> draft_q_;         // rejection sampling: the draft's distribution
     std::vector<sampling::SampleResult> accepted_;
 
     mutable std::mutex mu_;  // guards the inbox, cancels, stats_ and next_id_

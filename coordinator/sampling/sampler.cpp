@@ -230,6 +230,23 @@ void Sampler::raw_logprobs(std::span<const float> logits, int64_t limit, int32_t
     for (TokenLogprob& t : top) t.logprob = static_cast<float>(static_cast<double>(t.logprob) - lse);
 }
 
+void Sampler::distribution(std::span<const float> logits, int64_t limit, TokenHistory history,
+                           const SamplingParams& params, std::vector<double>& probs) {
+    processed_.assign(logits.begin(), logits.end());
+    SamplingParams sampled = params;
+    if (sampled.greedy()) sampled.temperature = 1.0f;  // the distribution, not its argmax
+    process(processed_, limit, history, sampled);
+    const std::span<const float> x = std::span<const float>(processed_).first(limit);
+    const float m = finite_max(x);
+    probs.assign(size_t(limit), 0.0);
+    double total = 0.0;
+    for (int64_t i = 0; i < limit; ++i) {
+        probs[size_t(i)] = x[i] == k_neg_inf ? 0.0 : double(weight(x[i], m));
+        total += probs[size_t(i)];
+    }
+    for (double& v : probs) v /= total;
+}
+
 void Sampler::sample(std::span<const float> logits, int64_t limit, TokenHistory history,
                      const SamplingParams& params, RngStream rng, SampleResult& out) {
     processed_.assign(logits.begin(), logits.end());

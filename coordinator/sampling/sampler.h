@@ -95,12 +95,19 @@ public:
         return out;
     }
 
+    /// The distribution a non-greedy `sample` draws from (steps 0-6, then softmax): probs[i] for ids
+    /// below `limit`, summing to 1 (in double). For speculative rejection sampling.
+    void distribution(std::span<const float> logits, int64_t limit, TokenHistory history,
+                      const SamplingParams& params, std::vector<double>& probs);
+    /// out.logprob and out.top_logprobs (params.logprobs of them) of out.id under the raw
+    /// distribution of `logits` (see the header comment), as `sample` fills them.
+    void raw_logprobs(std::span<const float> logits, int64_t limit, int32_t n_top, SampleResult& out) const;
+
 private:
     void apply_penalties(std::span<float> x, int64_t limit, TokenHistory history,
                          const SamplingParams& params);
     void apply_top_k(std::span<float> x, int32_t top_k);
     void apply_top_p(std::span<float> x, float top_p);
-    void raw_logprobs(std::span<const float> logits, int64_t limit, int32_t n_top, SampleResult& out) const;
 
     struct Candidate {
         float logit;

@@ -70,6 +70,14 @@ TEST(ClusterConfig, SpeculativeSection) {
     EXPECT_EQ(d.spec_method, "draft");
     EXPECT_EQ(d.spec_draft_model, std::filesystem::path("/cfg/small"));
     EXPECT_EQ(d.spec_draft_layers, 2);
+    EXPECT_TRUE(parse_cluster_config("model: m\nbatching: {max_num_seqs: 4, max_batched_tokens: 16}\n"
+                                     "speculative: {method: draft, draft_model: s, rejection_sampling: true}\n",
+                                     "x.yaml", "/")
+                    .spec_rejection_sampling);
+    EXPECT_NE(error_of("model: m\nbatching: {max_batched_tokens: 100}\n"
+                       "speculative: {method: draft, draft_model: s, rejection_sampling: true}\n")
+                  .find("needs batching.max_batched_tokens >= max_num_seqs x (1 + k) = 128"),
+              std::string::npos);
     EXPECT_NE(error_of("model: m\nspeculative: {method: draft}\n").find("needs speculative.draft_model"),
               std::string::npos);
     EXPECT_NE(error_of("model: m\nspeculative: {method: ngram, draft_model: s}\n").find("are for speculative.method"),

@@ -430,5 +430,102 @@ TEST(EngineSpeculativeDraft, AThrowingSinkEndsOnlyItsRequest) {
     }
 }
 
+// Rejection sampling (opt-in, draft method): over many seeds, the first verified token follows the
+// target's distribution p although the proposals come from a different q; accepting by a wrong rule
+// makes the same chi-square test fail. The target here is context-free (every row the same logits),
+// so each position's distribution is p.
+double chi_square_first_token(AcceptRule rule, int k) {
+    constexpr int64_t V = 8;
+    const std::vector<float> logits = {0.3f, 1.2f, -0.5f, 2.0f, 0.0f, 1.7f, -1.0f, 0.9f};
+    const std::vector<double> q = {0.30, 0.05, 0.10, 0.05, 0.20, 0.05, 0.20, 0.05};
+    sampling::SamplingParams params;
+    params.temperature = 1.0f;
+    sampling::Sampler sampler;
+    std::vector<double> p;
+    sampler.distribution(logits, V, {}, params, p);
+    std::vector<float> rows;
+    for (int j = 0; j <= k; ++j) rows.insert(rows.end(), logits.begin(), logits.end());
+    std::vector<double> qs;
+    for (int j = 0; j < k; ++j) qs.insert(qs.end(), q.begin(), q.end());
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    constexpr int n = 20000;
+    std::vector<int64_t> counts(V, 0);
+    std::vector<sampling::SampleResult> out;
+    for (int i = 0; i < n; ++i) {
+        const sampling::RngStream rng{uint64_t(i) * 7919 + 13, 0};
+        std::vector<int32_t> proposals;
+        for (int j = 0; j < k; ++j) proposals.push_back(draw_inverse_cdf(q, spec_uniform(rng, SpecDraw::Draft, j)));
+        out.clear();
+        verify_rejection(sampler, rows, V, V, prompt, {}, proposals, qs, params, rng, out, rule);
+        ++counts[size_t(out[0].id)];
+    }
+    double chi2 = 0;
+    for (int64_t t = 0; t < V; ++t) {
+        const double expected = p[size_t(t)] * n;
+        chi2 += (double(counts[size_t(t)]) - expected) * (double(counts[size_t(t)]) - expected) / expected;
+    }
+    return chi2;
+}
+
+TEST(RejectionSampling, FirstTokenFollowsTheTargetDistribution) {
+    constexpr double critical = 24.32;  // chi-square, 7 degrees of freedom, p = 0.001
+    for (int k : {1, 3}) {
+        const double ok = chi_square_first_token(accept_min_ratio, k);
+        EXPECT_LT(ok, critical) << "k " << k;
+        const double always = chi_square_first_token([](double, double) { return 1.0; }, k);
+        EXPECT_GT(always, critical) << "accepting every proposal must fail, k " << k;
+        const double by_p = chi_square_first_token([](double p, double) { return p; }, k);
+        EXPECT_GT(by_p, critical) << "accepting with probability p must fail, k " << k;
+        std::printf("k %d: chi-square %.1f (min(1, p/q)), %.1f (always), %.1f (p); critical %.2f\n", k, ok, always,
+                    by_p, critical);
+    }
+}
+
+// In the engine: a seeded sampled request gives the same tokens alone and in any batch (its steps
+// carry its own k proposals whatever the load, preemption included); greedy requests are still
+// the plain output; both caches are free afterwards.
+TEST(RejectionSampling, SeededOutputsDependOnTheRequestAlone) {
+    EngineConfig cfg = with_draft(EngineConfig{}, 3);
+    cfg.speculative.rejection_sampling = true;
+    cfg.max_num_seqs = 16;
+    cfg.max_batched_tokens = 64;
+    cfg.prefix_caching = false;
+    std::mt19937 rng(1300);
+    std::vector<Req> reqs(16);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+        reqs[i].prompt = random_prompt(rng, 5 + int(i) * 2);
+        reqs[i].params.temperature = i % 4 == 3 ? 0.0f : 0.9f;
+        reqs[i].params.top_p = i % 2 ? 0.95f : 1.0f;
+        reqs[i].params.seed = 3000 + i;
+        reqs[i].params.max_tokens = 30;
+        if (i % 5 == 1) reqs[i].params.presence_penalty = 0.4f;
+    }
+    const RunResult batch = run_all(reqs, cfg, 512, DraftSpec{});
+    const RunResult tight = run_all(reqs, cfg, 48, DraftSpec{1, 64});  // preemptions
+    EXPECT_GT(tight.stats.preemptions, 0);
+    const RunResult plain = run_all(reqs, EngineConfig{});
+    for (size_t i = 0; i < reqs.size(); ++i) {
+        const RunResult alone = run_all({reqs[i]}, cfg, 512, DraftSpec{});
+        EXPECT_EQ(batch.outs[i].tokens, alone.outs[0].tokens) << "request " << i;
+        EXPECT_EQ(tight.outs[i].tokens, alone.outs[0].tokens) << "request " << i;
+        EXPECT_EQ(batch.outs[i].tokens.size(), 30u) << "request " << i;
+        EXPECT_TRUE(batch.outs[i].indices_contiguous) << "request " << i;
+        if (reqs[i].params.greedy()) EXPECT_EQ(batch.outs[i].tokens, plain.outs[i].tokens) << "request " << i;
+    }
+    EXPECT_GT(acceptance(batch.stats), 0.1);
+    EXPECT_LT(acceptance(batch.stats), 0.9);
+}
+
+TEST(RejectionSampling, NeedsTheDraftMethodAndABudgetForEveryVerification) {
+    EngineConfig ngram = with_ngram(EngineConfig{}, 3);
+    ngram.speculative.rejection_sampling = true;
+    EXPECT_THROW(SpecEngine(64, 4, ngram, DraftSpec{}), Error);
+    EngineConfig small = with_draft(EngineConfig{}, 3);
+    small.speculative.rejection_sampling = true;
+    small.max_num_seqs = 16;
+    small.max_batched_tokens = 63;  // < 16 x 4
+    EXPECT_THROW(SpecEngine(64, 4, small, DraftSpec{}), Error);
+}
+
 }  // namespace
 }  // namespace phi::engine
