@@ -10,7 +10,7 @@ namespace phi {
 namespace {
 
 constexpr uint32_t k_magic = 0x50534850;  // "PHSP"
-constexpr uint16_t k_version = 3;
+constexpr uint16_t k_version = 4;  // 3: per-sequence adapter id; 4: the model a step runs
 
 class Writer {
 public:
@@ -71,6 +71,7 @@ std::vector<uint8_t> encode_step_plan(const StepPlan& p) {
         w.put<int64_t>(s.start_pos);
         w.put<uint8_t>(uint8_t((s.long_rope ? 1 : 0) | (s.all_logits ? 2 : 0)));
         w.put<int32_t>(s.argmax_limit);
+        w.put<int32_t>(s.adapter);
         w.put_i32s(s.tokens);
         w.put_i32s(s.block_table);
     }
@@ -104,6 +105,8 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
         s.all_logits = flags & 2;
         s.argmax_limit = r.get<int32_t>("argmax limit");
         PHI_CHECK(s.argmax_limit >= 0, "step plan: sequence {} has a negative argmax limit", s.seq_id);
+        s.adapter = r.get<int32_t>("adapter");
+        PHI_CHECK(s.adapter >= 0, "step plan: sequence {} has a negative adapter id", s.seq_id);
         s.tokens = r.get_i32s("tokens");
         s.block_table = r.get_i32s("block table");
         PHI_CHECK(s.start_pos >= 0, "step plan: sequence {} has negative start position", s.seq_id);
@@ -125,6 +128,7 @@ uint64_t step_state_hash(const StepPlan& p) {
         h = fnv1a(&len, 8, h);
         const uint8_t mode = s.long_rope;
         h = fnv1a(&mode, 1, h);
+        h = fnv1a(&s.adapter, 4, h);  // an adapter changes the K/V a sequence writes
         h = fnv1a(s.block_table.data(), s.block_table.size() * 4, h);
     }
     return h;

@@ -27,6 +27,8 @@ struct SeqPlan {
     /// penalties), so ranks send (max, id) pairs instead of their vocabulary shards; with
     /// all_logits, one pair per row (speculative verification).
     int32_t argmax_limit = 0;
+    /// LoRA adapter id of the sequence (0 = the base model); every rank holds the adapter under this id.
+    int32_t adapter = 0;
     std::vector<int32_t> tokens;       // new tokens
     std::vector<int32_t> block_table;  // blocks covering [0, start_pos + tokens.size())
 };

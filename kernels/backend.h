@@ -12,8 +12,8 @@
 //  - Every buffer is row-major [rows, cols]; fp32 unless its dtype says otherwise. Weights may be
 //    held in a backend-specific format (WeightFormat) chosen at upload.
 //
-// Extension points: StepBatch::adapters (a per-sequence adapter id for LoRA; a backend that holds
-// no adapters refuses a batch that names one), one Backend instance per model (a draft model
+// Extension points: StepSeq::adapter (a per-sequence LoRA adapter id; the model applies adapters with
+// `linear` on fp32 A/B weights and refuses them on a backend whose supports_lora() is false), one Backend instance per model (a draft model
 // beside the target on the same rank has its own), WeightFormat for quantized or packed layouts.
 #pragma once
 
@@ -161,6 +161,10 @@ public:
     /// Whether buffers from upload_weight/upload_f32 may point into the caller's host memory (then
     /// the caller keeps it); otherwise the host copy can be freed after upload.
     virtual bool borrows_host_memory() const = 0;
+    /// Whether LoRA adapters may run on this backend: the model applies them as `linear`s on F32
+    /// A/B weights with `accumulate`, over row slices of the step's activations. A backend says yes
+    /// only once that path has been checked on it against the CPU reference.
+    virtual bool supports_lora() const = 0;
     /// Copies a fp32 buffer to the host.
     virtual void read(const Tensor& t, float* host) = 0;
     /// FNV-1a of a fp32 buffer's bytes (cross-rank state checks).

@@ -52,6 +52,23 @@ ShardPlan make_shard_plan(const ModelConfig& cfg, int world, int rank) {
     return p;
 }
 
+LinearShards linear_shards(const ModelConfig& cfg, const ShardPlan& plan) {
+    const int64_t hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads, dff = cfg.d_ff;
+    LinearShards s;
+    s.q_rows = Range{plan.q_heads.begin * hd, plan.q_heads.end * hd};
+    s.kv_rows = Range{plan.kv_heads.begin * hd, plan.kv_heads.end * hd};
+    s.qkv_rows = {s.q_rows, Range{nh * hd + s.kv_rows.begin, nh * hd + s.kv_rows.end},
+                  Range{(nh + nkv) * hd + s.kv_rows.begin, (nh + nkv) * hd + s.kv_rows.end}};
+    s.o_cols = s.q_rows;
+    if (cfg.act == Activation::Silu) {
+        s.up_rows = {plan.ff, Range{dff + plan.ff.begin, dff + plan.ff.end}};
+    } else {
+        s.up_rows = {plan.ff};
+    }
+    s.down_cols = plan.ff;
+    return s;
+}
+
 std::string describe_shard_plan(const ModelConfig& cfg, const ShardPlan& p) {
     return fmt::format(
         "rank {}/{}: query heads [{}, {}) of {}, kv heads [{}, {}) of {}{}, mlp columns [{}, {}) of {}, "

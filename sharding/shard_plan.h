@@ -48,6 +48,21 @@ struct ShardPlan {
 /// (e.g. "tp size 3 does not divide num_attention_heads 32").
 ShardPlan make_shard_plan(const ModelConfig& cfg, int world, int rank);
 
+/// Which part of each layer's linear weights rank `plan.rank` holds, in the global tensor's
+/// coordinates: the rows of column-parallel weights, the input columns of row-parallel ones. The base
+/// weights and LoRA adapters are both cut by these, so an adapter's B rows and A columns line up with
+/// the base weight's shard exactly.
+struct LinearShards {
+    Range q_rows;                // of q_proj ([n_heads * head_dim, d])
+    Range kv_rows;               // of k_proj, v_proj ([n_kv_heads * head_dim, d])
+    std::vector<Range> qkv_rows; // of a fused [Q | K | V] weight: this rank's Q, K and V sections
+    Range o_cols;                // of dense / o_proj ([d, n_heads * head_dim])
+    std::vector<Range> up_rows;  // of fc1 ([d_ff, d]: one range) or fused gate_up ([2 d_ff, d]: gate, up)
+    Range down_cols;             // of fc2 / down_proj ([d, d_ff]); experts' w2 too
+};
+
+LinearShards linear_shards(const ModelConfig& cfg, const ShardPlan& plan);
+
 /// One line per fact, for `phi-worker --print-plan` and logs.
 std::string describe_shard_plan(const ModelConfig& cfg, const ShardPlan& plan);
 

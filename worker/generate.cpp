@@ -18,15 +18,15 @@ int64_t argmax(std::span<const float> logits, int64_t limit) {
 }
 
 GreedyResult generate_greedy(ModelRunner& model, std::span<const int32_t> prompt, int64_t max_new,
-                             int64_t sample_limit, int32_t first_block) {
+                             int64_t sample_limit, int32_t first_block, int32_t adapter) {
     PHI_CHECK(model.world() == 1, "generate_greedy(ModelRunner&) is for single-rank models");
     LocalCommunicator comm;
     StepExecutor exec(model, comm, WatchdogOptions{});
-    return generate_greedy(exec, prompt, max_new, sample_limit, first_block);
+    return generate_greedy(exec, prompt, max_new, sample_limit, first_block, adapter);
 }
 
 GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt, int64_t max_new,
-                             int64_t sample_limit, int32_t first_block) {
+                             int64_t sample_limit, int32_t first_block, int32_t adapter) {
     ModelRunner& model = exec.model();
     PHI_CHECK(!prompt.empty(), "empty prompt");
     const ModelConfig& cfg = model.config();
@@ -57,6 +57,7 @@ GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt
         sp.start_pos = cached;
         sp.block_table = table;
         sp.long_rope = long_rope;
+        sp.adapter = adapter;
         plan.seqs.push_back(std::move(sp));
         exec.run(plan, &logits);
         cached = total;

@@ -23,13 +23,14 @@ struct GreedyResult {
 };
 
 /// Greedy generation of `max_new` tokens after `prompt`, choosing only ids < `sample_limit`
-/// (the tokenizer's size). Uses blocks [first_block, ...) of the model's cache.
+/// (the tokenizer's size), with LoRA adapter `adapter` (0: the base model). Uses blocks
+/// [first_block, ...) of the model's cache.
 GreedyResult generate_greedy(StepExecutor& exec, std::span<const int32_t> prompt, int64_t max_new,
-                             int64_t sample_limit, int32_t first_block = 0);
+                             int64_t sample_limit, int32_t first_block = 0, int32_t adapter = 0);
 
 /// Same on a single-rank model (builds a local executor).
 GreedyResult generate_greedy(ModelRunner& model, std::span<const int32_t> prompt, int64_t max_new,
-                             int64_t sample_limit, int32_t first_block = 0);
+                             int64_t sample_limit, int32_t first_block = 0, int32_t adapter = 0);
 
 /// Index of the largest of the first `limit` values (first one on ties).
 int64_t argmax(std::span<const float> logits, int64_t limit);

@@ -140,7 +140,6 @@ private:
     std::vector<HeldTensor>* dry_run_;
 };
 
-Range scaled(Range r, int64_t k, int64_t offset = 0) { return Range{offset + r.begin * k, offset + r.end * k}; }
 
 }  // namespace
 
@@ -180,8 +179,8 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     ModelWeights w;
     Loader ld(ckpt, precision, plan.world, w, dry_run);
     const int64_t d = cfg.d_model, hd = cfg.head_dim, nh = cfg.n_heads, nkv = cfg.n_kv_heads, dff = cfg.d_ff;
-    const Range q_rows = scaled(plan.q_heads, hd), kv_rows = scaled(plan.kv_heads, hd);
-    const Range o_cols = q_rows;
+    const LinearShards sh = linear_shards(cfg, plan);
+    const Range q_rows = sh.q_rows, kv_rows = sh.kv_rows;
     const Range all_d{0, d};
 
     const ModelTensorNames mn = model_tensor_names(cfg);
@@ -204,9 +203,7 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
 
         if (!n.qkv_w.empty()) {
             const TensorInfo& qkv = ld.tensor(n.qkv_w, {(nh + 2 * nkv) * hd, d});
-            const Range k_sec = Range{nh * hd + kv_rows.begin, nh * hd + kv_rows.end};
-            const Range v_sec = Range{(nh + nkv) * hd + kv_rows.begin, (nh + nkv) * hd + kv_rows.end};
-            lw.wqkv = ld.linear({{&qkv, q_rows}, {&qkv, k_sec}, {&qkv, v_sec}}, Range{});
+            lw.wqkv = ld.linear({{&qkv, sh.qkv_rows[0]}, {&qkv, sh.qkv_rows[1]}, {&qkv, sh.qkv_rows[2]}}, Range{});
         } else {
             lw.wqkv = ld.linear({{&ld.tensor(n.q_w, {nh * hd, d}), q_rows},
                                  {&ld.tensor(n.k_w, {nkv * hd, d}), kv_rows},
@@ -215,9 +212,7 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
         }
         if (!n.qkv_b.empty()) {
             const TensorInfo& b = ld.tensor(n.qkv_b, {(nh + 2 * nkv) * hd});
-            lw.bqkv = ld.small({{&b, q_rows},
-                                {&b, Range{nh * hd + kv_rows.begin, nh * hd + kv_rows.end}},
-                                {&b, Range{(nh + nkv) * hd + kv_rows.begin, (nh + nkv) * hd + kv_rows.end}}});
+            lw.bqkv = ld.small({{&b, sh.qkv_rows[0]}, {&b, sh.qkv_rows[1]}, {&b, sh.qkv_rows[2]}});
         } else if (!n.q_b.empty()) {
             lw.bqkv = ld.small({{&ld.tensor(n.q_b, {nh * hd}), q_rows},
                                 {&ld.tensor(n.k_b, {nkv * hd}), kv_rows},
@@ -230,7 +225,7 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
             lw.k_norm_w = ld.small({{&ld.tensor(n.k_norm_w, {hd}), all_hd}});
             lw.k_norm_b = ld.small({{&ld.tensor(n.k_norm_b, {hd}), all_hd}});
         }
-        lw.wo = ld.linear({{&ld.tensor(n.o_w, {d, nh * hd}), all_d}}, o_cols);
+        lw.wo = ld.linear({{&ld.tensor(n.o_w, {d, nh * hd}), all_d}}, sh.o_cols);
         if (!n.o_b.empty()) lw.bo = ld.small({{&ld.tensor(n.o_b, {d}), all_d}});
 
         if (cfg.arch == Arch::PhiMoE) {
@@ -245,12 +240,12 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
             }
         } else if (cfg.arch == Arch::Phi3) {
             const TensorInfo& gu = ld.tensor(n.up_w, {2 * dff, d});
-            lw.w_up = ld.linear({{&gu, plan.ff}, {&gu, Range{dff + plan.ff.begin, dff + plan.ff.end}}}, Range{});
-            lw.w_down = ld.linear({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
+            lw.w_up = ld.linear({{&gu, sh.up_rows[0]}, {&gu, sh.up_rows[1]}}, Range{});
+            lw.w_down = ld.linear({{&ld.tensor(n.down_w, {d, dff}), all_d}}, sh.down_cols);
         } else {
-            lw.w_up = ld.linear({{&ld.tensor(n.up_w, {dff, d}), plan.ff}}, Range{});
-            lw.b_up = ld.small({{&ld.tensor(n.up_b, {dff}), plan.ff}});
-            lw.w_down = ld.linear({{&ld.tensor(n.down_w, {d, dff}), all_d}}, plan.ff);
+            lw.w_up = ld.linear({{&ld.tensor(n.up_w, {dff, d}), sh.up_rows[0]}}, Range{});
+            lw.b_up = ld.small({{&ld.tensor(n.up_b, {dff}), sh.up_rows[0]}});
+            lw.w_down = ld.linear({{&ld.tensor(n.down_w, {d, dff}), all_d}}, sh.down_cols);
             lw.b_down = ld.small({{&ld.tensor(n.down_b, {d}), all_d}});
         }
         w.layers.push_back(std::move(lw));

@@ -4,10 +4,12 @@
 // vocab-parallel embedding. Every operation is the backend's; this file is the only layer loop.
 #include "worker/phi_model.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <numeric>
 
 #include <fmt/format.h>
 
@@ -45,6 +47,18 @@ struct PhiModel::Layer {
 struct PhiModel::Scratch {
     int64_t tokens = 0, rows = 0;
     Buffer x, h, qkv, q, k, v, attn, out, mlp, up, act, rows_in, logits;
+    int64_t lora_tokens = 0, lora_rank = 0;
+    Buffer lora;  // [lora_tokens, lora_rank]: a segment's x A^T (LoRA shrink)
+};
+
+/// One servable LoRA adapter: this rank's slice on the host (the backend may read it in place) and
+/// the backend's buffers per layer and site.
+struct PhiModel::Adapter {
+    struct Pair {
+        Buffer a, b;  // [r, in_local], [out_local, r] (scale folded into b)
+    };
+    LoraAdapterWeights host;
+    std::vector<std::array<Pair, 4>> layers;  // [n_layers][LoraSite]
 };
 
 PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights weights, Communicator& comm,
@@ -135,6 +149,64 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
 
 PhiModel::~PhiModel() = default;
 
+void PhiModel::add_adapter(int32_t id, LoraAdapterWeights adapter) {
+    PHI_CHECK(be_->supports_lora(),
+              "LoRA adapter '{}': LoRA does not run on the {} backend yet (it has not been checked on that "
+              "hardware); serve adapters with backend: cpu",
+              adapter.name, be_->name());
+    PHI_CHECK(id > 0, "LoRA adapter ids start at 1 (0 is the base model), got {}", id);
+    PHI_CHECK(!adapters_.count(id), "LoRA adapter id {} is already in use", id);
+    PHI_CHECK(int64_t(adapter.layers.size()) == cfg_.n_layers, "LoRA adapter '{}' has {} layers, the model {}",
+              adapter.name, adapter.layers.size(), cfg_.n_layers);
+    const int64_t d = cfg_.d_model, hd = cfg_.head_dim, f = plan_.d_ff_local;
+    const int64_t up_w = cfg_.act == Activation::Silu ? 2 * f : f;
+    // [out_local, in_local] of the base linear at each site: the slice must have been cut for this shard.
+    const std::array<std::pair<int64_t, int64_t>, 4> shapes = {
+        std::pair{(plan_.n_heads_local + 2 * plan_.n_kv_heads_local) * hd, d},
+        std::pair{d, plan_.n_heads_local * hd}, std::pair{up_w, d}, std::pair{d, f}};
+    auto a = std::make_unique<Adapter>();
+    a->host = std::move(adapter);
+    for (LoraLayerWeights& lw : a->host.layers) {
+        std::array<Adapter::Pair, 4> bufs;
+        const std::array<LoraPair*, 4> pairs = {&lw.qkv, &lw.out, &lw.up, &lw.down};
+        for (size_t site = 0; site < 4; ++site) {
+            LoraPair& p = *pairs[site];
+            if (p.empty()) continue;
+            PHI_CHECK(p.a.cols() == shapes[site].second && p.b.rows() == shapes[site].first && p.b.cols() == p.rank(),
+                      "LoRA adapter '{}' was sliced for another shard: A [{}, {}], B [{}, {}], base [{}, {}]",
+                      a->host.name, p.a.rows(), p.a.cols(), p.b.rows(), p.b.cols(), shapes[site].first,
+                      shapes[site].second);
+            bufs[site].a = be_->upload_weight(host_of(p.a), kernels::WeightFormat::F32);
+            bufs[site].b = be_->upload_weight(host_of(p.b), kernels::WeightFormat::F32);
+            if (!bufs[site].a.borrows_host()) p.a = {};
+            if (!bufs[site].b.borrows_host()) p.b = {};
+        }
+        a->layers.push_back(bufs);
+    }
+    adapters_.emplace(id, std::move(a));
+}
+
+void PhiModel::remove_adapter(int32_t id) {
+    PHI_CHECK(adapters_.erase(id) == 1, "LoRA adapter id {} is not loaded", id);
+}
+
+bool PhiModel::lora_adapts(LoraSite site, int64_t layer) const {
+    for (const LoraSegment& seg : lora_segments_)
+        if (!seg.adapter->layers[size_t(layer)][size_t(site)].a.empty()) return true;
+    return false;
+}
+
+void PhiModel::lora(LoraSite site, int64_t layer, const Tensor& x, const Tensor& y) {
+    for (const LoraSegment& seg : lora_segments_) {
+        const Adapter::Pair& p = seg.adapter->layers[size_t(layer)][size_t(site)];
+        if (p.a.empty()) continue;
+        const Tensor& a = p.a;
+        const Tensor t{Tensor(s_->lora).data, DType::F32, kernels::WeightFormat::F32, seg.n, a.rows};
+        be_->linear(t, x.row_slice(seg.first, seg.n), a, {});                        // shrink: x A^T
+        be_->linear(y.row_slice(seg.first, seg.n), t, p.b, {.bias = {}, .act = kernels::Activation::None, .accumulate = true});  // expand: += t (s B)^T
+    }
+}
+
 void PhiModel::reserve(int64_t T, int64_t R) {
     Scratch& s = *s_;
     if (T <= s.tokens && R <= s.rows) return;
@@ -158,6 +230,19 @@ void PhiModel::reserve(int64_t T, int64_t R) {
     s.logits = be_->alloc(R, plan_.vocab_local);
     s.tokens = T;
     s.rows = R;
+}
+
+void PhiModel::reserve_lora() {
+    int64_t tokens = 0, rank = 0;
+    for (const LoraSegment& seg : lora_segments_) {
+        tokens = std::max(tokens, seg.n);
+        rank = std::max(rank, seg.adapter->host.max_rank);
+    }
+    Scratch& s = *s_;
+    if (tokens <= s.lora_tokens && rank <= s.lora_rank) return;
+    s.lora_tokens = std::max(tokens, s.lora_tokens);
+    s.lora_rank = std::max(rank, s.lora_rank);
+    s.lora = be_->alloc(s.lora_tokens, s.lora_rank);
 }
 
 void PhiModel::debug_dump(const Tensor& t, const char* name, int64_t layer) {
@@ -184,6 +269,7 @@ void PhiModel::attention(const Layer& lw, int64_t layer, const Tensor& h, const 
     const int64_t T = h.rows, hd = cfg_.head_dim, nq = plan_.n_heads_local, nkv = plan_.n_kv_heads_local;
     const Tensor qkv = Tensor(s.qkv).reshaped(s.tokens, (nq + 2 * nkv) * hd).row_slice(0, T);
     be_->linear(qkv, h, lw.wqkv, {.bias = lw.bqkv});
+    lora(LoraSite::Qkv, layer, h, qkv);
     // Split rows [q | k | v] into contiguous q, k, v.
     const Tensor q = Tensor(s.q).row_slice(0, T), k = Tensor(s.k).row_slice(0, T), v = Tensor(s.v).row_slice(0, T);
     be_->copy_columns(q, qkv, 0);
@@ -200,24 +286,36 @@ void PhiModel::attention(const Layer& lw, int64_t layer, const Tensor& h, const 
     be_->attention(attn, q, layer, nq, plan_.q_to_kv, 1.0f / std::sqrt(float(hd)), cfg_.sliding_window);
     debug_dump(attn, "attn_heads", layer);
     be_->linear(out, attn, lw.wo, {});  // row-parallel: partial sum
+    lora(LoraSite::Out, layer, attn, out);  // A split by columns like wo: a partial sum too
 }
 
-void PhiModel::dense_mlp(const Layer& lw, const Tensor& h, const Tensor& out) {
+void PhiModel::dense_mlp(const Layer& lw, int64_t layer, const Tensor& h, const Tensor& out) {
     Scratch& s = *s_;
     const int64_t T = h.rows;
     switch (cfg_.act) {
         case Activation::GeluNew: {
             const Tensor a = Tensor(s.up).row_slice(0, T);
-            be_->linear(a, h, lw.w_up, {.bias = lw.b_up, .act = kernels::Activation::GeluNew});
+            if (lora_adapts(LoraSite::Up, layer)) {
+                // fc1's LoRA adds before the activation. The separate gelu_new gives the fused
+                // epilogue's bits (the CPU epilogue is the same call), so base rows are unchanged.
+                be_->linear(a, h, lw.w_up, {.bias = lw.b_up});
+                lora(LoraSite::Up, layer, h, a);
+                be_->gelu_new(a);
+            } else {
+                be_->linear(a, h, lw.w_up, {.bias = lw.b_up, .act = kernels::Activation::GeluNew});
+            }
             be_->linear(out, a, lw.w_down, {});
+            lora(LoraSite::Down, layer, a, out);
             return;
         }
         case Activation::Silu: {
             const Tensor gu = Tensor(s.up).row_slice(0, T);
             const Tensor a = Tensor(s.act).row_slice(0, T);
             be_->linear(gu, h, lw.w_up, {});
+            lora(LoraSite::Up, layer, h, gu);  // B cut into local gate | up like w_up
             be_->silu_mul(a, gu);
             be_->linear(out, a, lw.w_down, {});
+            lora(LoraSite::Down, layer, a, out);
             return;
         }
     }
@@ -237,7 +335,7 @@ void PhiModel::run_layers(int64_t T, int64_t R) {
         debug_dump(h, "attn_norm", l);
         attention(lw, l, h, out);
         if (cfg_.parallel_residual) {
-            dense_mlp(lw, h, mlp);
+            dense_mlp(lw, l, h, mlp);
             be_->add(out, mlp);
             all_reduce(out);  // attention + MLP partial sums, once per layer
             be_->add_bias_rows(out, lw.bo);
@@ -252,7 +350,7 @@ void PhiModel::run_layers(int64_t T, int64_t R) {
             if (cfg_.arch == Arch::PhiMoE) {
                 be_->moe(out, h, lw.moe);
             } else {
-                dense_mlp(lw, h, out);
+                dense_mlp(lw, l, h, out);
             }
             all_reduce(out);  // MLP down projection
             be_->add(x, out);
@@ -277,7 +375,18 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
     b.ids.clear();
     b.pos.clear();
     b.logit_rows.clear();
-    for (const SeqStep& s : seqs) {
+    lora_segments_.clear();
+    // Tokens are laid out grouped by adapter (base first, stable), so each adapter's LoRA runs as one
+    // shrink and one expand GEMM over a contiguous segment (punica's SGMV grouping). Every kernel's
+    // result for a row is independent of the rows around it, so the grouping changes no bits; the
+    // logits rows stay in the caller's sequence order.
+    std::vector<size_t> order(seqs.size());
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t i, size_t j) { return seqs[i].adapter < seqs[j].adapter; });
+    std::vector<int64_t> first_of(seqs.size());
+    for (size_t idx : order) {
+        const SeqStep& s = seqs[idx];
         const int64_t n = int64_t(s.tokens.size());
         PHI_CHECK(n > 0, "a sequence in the step has no new tokens");
         PHI_CHECK(s.start_pos >= 0, "negative start position {}", s.start_pos);
@@ -289,8 +398,18 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
             PHI_CHECK(s.block_table[size_t(i)] >= 0 && s.block_table[size_t(i)] < opts_.kv.num_blocks,
                       "block_table[{}] = {} is outside the cache's {} blocks", i, s.block_table[size_t(i)],
                       opts_.kv.num_blocks);
-        PHI_CHECK(s.adapter == 0, "sequence names LoRA adapter {}, but this model serves no adapters", s.adapter);
         const int64_t first = b.tokens();
+        if (s.adapter != 0) {
+            const auto it = adapters_.find(s.adapter);
+            PHI_CHECK(it != adapters_.end(), "sequence names LoRA adapter {}, which is not loaded on rank {}",
+                      s.adapter, plan_.rank);
+            if (!lora_segments_.empty() && lora_segments_.back().adapter == it->second.get()) {
+                lora_segments_.back().n += n;
+            } else {
+                lora_segments_.push_back(LoraSegment{it->second.get(), first, n});
+            }
+        }
+        first_of[idx] = first;
         b.seqs.push_back(kernels::StepSeq{first, n, s.start_pos, s.block_table, s.long_rope, s.adapter});
         for (int64_t i = 0; i < n; ++i) {
             const int32_t id = s.tokens[size_t(i)];
@@ -298,9 +417,14 @@ int64_t PhiModel::forward(std::span<const SeqStep> seqs, std::vector<float>* log
                       cfg_.vocab_size);
             b.ids.push_back(id);
             b.pos.push_back(int32_t(s.start_pos + i));
-            if (s.all_logits || i == n - 1) b.logit_rows.push_back(int32_t(first + i));
         }
     }
+    for (size_t idx = 0; idx < seqs.size(); ++idx) {
+        const int64_t n = int64_t(seqs[idx].tokens.size());
+        for (int64_t i = 0; i < n; ++i)
+            if (seqs[idx].all_logits || i == n - 1) b.logit_rows.push_back(int32_t(first_of[idx] + i));
+    }
+    reserve_lora();
     const int64_t T = b.tokens(), R = b.rows();
     if (T == 0) return 0;
     reserve(T, R);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -16,6 +17,7 @@
 #include "kernels/backend.h"
 #include "sharding/model_config.h"
 #include "sharding/shard_plan.h"
+#include "worker/lora_weights.h"
 #include "worker/model_runner.h"
 #include "worker/model_weights.h"
 #include "worker/tensor_collectives.h"
@@ -53,6 +55,14 @@ public:
     int64_t kv_blocks() const override { return opts_.kv.num_blocks; }
     int64_t block_size() const override { return opts_.kv.block_size; }
 
+    /// Serves `adapter` (this rank's slice, from load_lora_adapter with this model's config and plan)
+    /// to sequences whose SeqStep::adapter is `id` (> 0; every rank uses the same id). Throws when the
+    /// id is taken, the slice was cut for another shape, or the backend does not run LoRA.
+    void add_adapter(int32_t id, LoraAdapterWeights adapter);
+    /// Stops serving adapter `id` (a step that names it afterwards is refused).
+    void remove_adapter(int32_t id);
+    bool has_adapter(int32_t id) const { return adapters_.count(id) != 0; }
+
     const ShardPlan& plan() const { return plan_; }
     const ModelWeights& weights() const { return host_; }
     kernels::Backend& backend() { return *be_; }
@@ -62,9 +72,20 @@ public:
 private:
     struct Layer;
     struct Scratch;
+    struct Adapter;
+    /// The base linear a LoRA pair adds to.
+    enum class LoraSite { Qkv, Out, Up, Down };
+    /// Consecutive tokens of the step that use one adapter (sequences are laid out grouped by adapter).
+    struct LoraSegment {
+        const Adapter* adapter;
+        int64_t first, n;
+    };
+    /// y[rows of each segment] += (x A^T) B^T with that segment's adapter's pair at `site` of `layer`.
+    void lora(LoraSite site, int64_t layer, const kernels::Tensor& x, const kernels::Tensor& y);
+    bool lora_adapts(LoraSite site, int64_t layer) const;
     void run_layers(int64_t T, int64_t R);
     void attention(const Layer& lw, int64_t layer, const kernels::Tensor& h, const kernels::Tensor& out);
-    void dense_mlp(const Layer& lw, const kernels::Tensor& h, const kernels::Tensor& out);
+    void dense_mlp(const Layer& lw, int64_t layer, const kernels::Tensor& h, const kernels::Tensor& out);
     void norm(const kernels::Tensor& y, const kernels::Tensor& x, const kernels::Buffer& w,
               const kernels::Buffer& b);
     void all_reduce(const kernels::Tensor& t);
@@ -72,6 +93,7 @@ private:
     void debug_dump(const kernels::Tensor& t, const char* name, int64_t layer);
     void collect_logits(std::span<const SeqStep> seqs, int64_t R, std::vector<float>* logits);
     void reserve(int64_t T, int64_t R);
+    void reserve_lora();  // the shrink scratch for this step's segments
 
     ModelConfig cfg_;
     ShardPlan plan_;
@@ -85,6 +107,8 @@ private:
     std::vector<Layer> layers_;
     kernels::Buffer embed_, lm_head_, lm_head_b_, final_norm_w_, final_norm_b_;
     std::unique_ptr<Scratch> s_;
+    std::map<int32_t, std::unique_ptr<Adapter>> adapters_;  // id -> adapter (id 0 is the base model)
+    std::vector<LoraSegment> lora_segments_;                // this step's, in token order
     kernels::StepBatch batch_;
     std::optional<std::filesystem::path> dump_dir_;
     int64_t tokens_computed_ = 0;

@@ -107,6 +107,7 @@ int64_t StepExecutor::execute(const StepPlan& plan, std::vector<float>* logits) 
         st.long_rope = s.long_rope;
         st.all_logits = s.all_logits;
         st.argmax_limit = s.argmax_limit;
+        st.adapter = s.adapter;
         seqs.push_back(st);
     }
     const auto t0 = std::chrono::steady_clock::now();

@@ -28,7 +28,9 @@
 #include "coordinator/serving/service.h"
 #include "coordinator/tokenizer/tokenizer.h"
 #include "kernels/cpu/isa.h"
+#include "worker/fixed_adapter_runner.h"
 #include "worker/load_model.h"
+#include "worker/lora_weights.h"
 #include "worker/print_plan.h"
 
 namespace {
@@ -36,11 +38,13 @@ namespace {
 using namespace phi;
 
 struct OfflineArgs {
+    std::string adapter_dir;  // --adapter: one LoRA adapter applied to every request
     std::string model_dir, prompt, chat, system, prompt_ids, dtype = "bf16", backend = "cpu",
                 quant_activations = "f32";
     std::string kv_dtype = "f32";
     bool allow_shared_device = false;
     int64_t max_tokens = 128;
+    int64_t max_lora_rank = 64;
     float temperature = 0.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
     int top_k = 0;
     int64_t seed = -1;
@@ -85,6 +89,8 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     PHI_CHECK(modes == 1, "give exactly one of --prompt, --chat and --prompt-ids (or --config, or --print-plan)");
     const bool gpu = a.backend == "cuda";
     PHI_CHECK(gpu || !a.allow_shared_device, "--allow-shared-device is for --backend cuda");
+    PHI_CHECK(!gpu || a.adapter_dir.empty(),
+              "--adapter: LoRA adapters do not run on the cuda backend yet (not checked on a GPU); use --backend cpu");
     app::GpuPlacement placement;
     if (gpu) {
         // Every rank for itself, before any collective: no GPU ends the job at once.
@@ -136,7 +142,30 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
         dopts.debug_dump_dir = std::nullopt;
         draft_model = load_model(a.draft_model, comm, dopts);
     }
-    ModelRunner& model = gpu ? static_cast<ModelRunner&>(gpu_rank->model()) : *cpu_model;
+    ModelRunner* runner = gpu ? static_cast<ModelRunner*>(&gpu_rank->model()) : cpu_model.get();
+    std::unique_ptr<FixedAdapterRunner> with_adapter;
+    if (!a.adapter_dir.empty()) {
+        // Every rank loads its slices; all agree before any step names the adapter, so a rank that
+        // cannot load it stops every rank with its reason instead of failing inside a step.
+        std::string error;
+        try {
+            LoraLoadOptions lo;
+            lo.max_lora_rank = a.max_lora_rank;
+            cpu_model->add_adapter(1, load_lora_adapter(a.adapter_dir, cpu_model->config(), cpu_model->plan(), lo));
+        } catch (const Error& e) {
+            error = e.what();
+        }
+        const uint64_t ok = error.empty() ? 1 : 0;
+        std::vector<uint64_t> all(size_t(comm.size()));
+        comm.all_gather_u64(&ok, 1, all.data());
+        for (int r = 0; r < comm.size(); ++r)
+            PHI_CHECK(all[size_t(r)] == 1, "--adapter {}: rank {} could not load it{}", a.adapter_dir, r,
+                      error.empty() ? "" : ": " + error);
+        with_adapter = std::make_unique<FixedAdapterRunner>(*cpu_model, 1);
+        runner = with_adapter.get();
+        if (comm.rank() == 0) log().info("LoRA adapter {} applied to every request", a.adapter_dir);
+    }
+    ModelRunner& model = *runner;
     WatchdogOptions wd;
     wd.step_base = std::chrono::milliseconds(a.watchdog_ms);
     wd.plan_wait = std::chrono::milliseconds(a.plan_wait_ms);
@@ -307,6 +336,11 @@ int main(int argc, char** argv) {
     cli.add_option("--chat", a.chat, "offline: answer this user message through the chat template");
     cli.add_option("--system", a.system, "offline: system message for --chat");
     cli.add_option("--prompt-ids", a.prompt_ids, "offline: prompt as space-separated token ids");
+    cli.add_option("--adapter", a.adapter_dir,
+                   "offline: a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) applied to "
+                   "every request (backend cpu)");
+    cli.add_option("--max-lora-rank", a.max_lora_rank, "offline: largest LoRA rank --adapter may have")
+        ->check(CLI::Range(1, 4096));
     cli.add_option("--max-tokens", a.max_tokens, "offline: tokens to generate")->check(CLI::Range(1, 1 << 20));
     cli.add_option("--temperature", a.temperature, "offline: 0 = greedy")->check(CLI::Range(0.0, 100.0));
     cli.add_option("--top-p", a.top_p)->check(CLI::Range(0.0, 1.0));

@@ -86,6 +86,7 @@ public:
     }
 
     bool borrows_host_memory() const override { return true; }
+    bool supports_lora() const override { return true; }
 
     void read(const Tensor& t, float* host) override {
         check_f32(t, "read");

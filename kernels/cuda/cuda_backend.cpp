@@ -86,6 +86,8 @@ public:
     }
 
     bool borrows_host_memory() const override { return false; }
+    // Not yet run on a GPU: the F32 A/B linears and the accumulate epilogue are unverified here.
+    bool supports_lora() const override { return false; }
 
     void read(const Tensor& t, float* host) override {
         CUDA_CHECK(cudaMemcpyAsync(host, t.data, size_t(t.numel()) * 4, cudaMemcpyDeviceToHost, stream()));

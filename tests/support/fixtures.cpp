@@ -54,6 +54,38 @@ Golden load_golden(const std::string& name) {
     return g;
 }
 
+LoraGolden load_lora_golden(const std::string& fixture, const std::string& name) {
+    LoraGolden g;
+    g.fixture = fixture;
+    g.name = name;
+    g.dir = fixture_dir(fixture) / "lora" / name;
+    const auto path = g.dir / "golden.json";
+    std::ifstream f(path);
+    PHI_CHECK(f.good(), "cannot open {}", path.string());
+    const nlohmann::json j = nlohmann::json::parse(f);
+    g.prompt = j.at("prompt").get<std::vector<int32_t>>();
+    g.prompt_logits = matrix(j.at("prompt_logits"));
+    g.greedy = j.at("greedy").get<std::vector<int32_t>>();
+    g.greedy_margins = j.at("greedy_margins").get<std::vector<float>>();
+    g.base_max_abs_diff = j.at("base_max_abs_diff").get<double>();
+    g.base_greedy_differs = j.at("base_greedy_differs").get<bool>();
+    g.tokenizer_size = load_golden(fixture).tokenizer_size;
+    return g;
+}
+
+std::vector<std::pair<std::string, std::string>> lora_fixture_names() {
+    std::vector<std::pair<std::string, std::string>> names;
+    for (const std::string& fixture : golden_fixture_names()) {
+        const auto dir = fixture_dir(fixture) / "lora";
+        if (!std::filesystem::is_directory(dir)) continue;
+        for (const auto& e : std::filesystem::directory_iterator(dir))
+            if (std::filesystem::exists(e.path() / "golden.json"))
+                names.emplace_back(fixture, e.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
 std::vector<std::string> golden_fixture_names() {
     std::vector<std::string> names;
     for (const auto& e : std::filesystem::directory_iterator(source_dir() / "tests" / "fixtures"))

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace phi::test {
@@ -29,6 +30,24 @@ struct Golden {
 };
 
 Golden load_golden(const std::string& name);
+
+/// A PEFT adapter fixture (scripts/make_lora_goldens.py): tests/fixtures/<fixture>/lora/<name>/.
+struct LoraGolden {
+    std::string fixture, name;
+    std::filesystem::path dir;  // the adapter folder
+    int64_t tokenizer_size = 0;
+    std::vector<int32_t> prompt;
+    std::vector<std::vector<float>> prompt_logits;  // HF + PEFT fp32, [len][vocab]
+    std::vector<int32_t> greedy;
+    std::vector<float> greedy_margins;
+    double base_max_abs_diff = 0;  // how far the adapter moves the base prompt logits
+    bool base_greedy_differs = false;
+};
+
+LoraGolden load_lora_golden(const std::string& fixture, const std::string& name);
+
+/// Every adapter fixture as {fixture, adapter name}.
+std::vector<std::pair<std::string, std::string>> lora_fixture_names();
 
 /// Every fixture folder holding a golden.json.
 std::vector<std::string> golden_fixture_names();

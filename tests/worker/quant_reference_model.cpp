@@ -51,6 +51,7 @@ public:
         return in_->upload_f32(host, rows, cols);
     }
     bool borrows_host_memory() const override { return in_->borrows_host_memory(); }
+    bool supports_lora() const override { return false; }
     void read(const Tensor& t, float* host) override { in_->read(t, host); }
     uint64_t hash(const Tensor& t) override { return in_->hash(t); }
     bool begin_step(const kernels::StepBatch& batch, bool recordable) override {
