@@ -1,5 +1,6 @@
-// N-gram speculative decoding on the bundled code model, one rank, batch 1:
+// Speculative decoding on the bundled code model, one rank, batch 1:
 //   build/bench/speculative/bench_speculative [--model models/phi-tiny-code] [--k 4] [--gen 128]
+//       [--method ngram|draft] [--draft-model DIR (default: --model)] [--draft-layers 2]
 // Code prompts that repeat context (editing, refactoring: the answer copies much of the prompt).
 // Each prompt runs without and with speculation in the same process, alternating, and the
 // generated tokens must be identical; prints tokens/s of each, their ratio, the acceptance rate
@@ -64,7 +65,12 @@ int main(int argc, char** argv) {
     CLI::App app{"bench_speculative"};
     std::string model_dir = "models/phi-tiny-code";
     int k = 4, gen = 128, reps = 3;
+    std::string method = "ngram", draft_dir;
+    int64_t draft_layers = 2;
     app.add_option("--model", model_dir);
+    app.add_option("--method", method, "ngram or draft")->check(CLI::IsMember({"ngram", "draft"}));
+    app.add_option("--draft-model", draft_dir, "the draft checkpoint (default: --model, cut to --draft-layers)");
+    app.add_option("--draft-layers", draft_layers, "the draft's first N layers (0 = all)");
     app.add_option("--k", k, "proposals per step")->check(CLI::Range(1, 16));
     app.add_option("--gen", gen, "tokens generated per prompt");
     app.add_option("--reps", reps, "runs of each prompt and mode");
@@ -76,14 +82,21 @@ int main(int argc, char** argv) {
     opts.isa = phi::kernels::cpu::choose_isa();
     opts.kv = phi::KvCacheConfig{256, 16};
     auto model = phi::load_model(model_dir, comm, opts);
-    phi::StepExecutor exec(*model, comm, phi::WatchdogOptions{});
+    std::unique_ptr<phi::PhiModel> draft;
+    if (method == "draft") {
+        phi::ModelOptions dopts = opts;
+        dopts.layers = draft_layers;
+        draft = phi::load_model(draft_dir.empty() ? model_dir : draft_dir, comm, dopts);
+    }
+    phi::StepExecutor exec(*model, comm, phi::WatchdogOptions{}, draft.get());
     const phi::tokenizer::Tokenizer tok = phi::tokenizer::Tokenizer::load(model_dir);
 
     phi::engine::EngineConfig plain_cfg;
     plain_cfg.vocab_limit = tok.vocab_size();
     plain_cfg.prefix_caching = false;
     phi::engine::EngineConfig spec_cfg = plain_cfg;
-    spec_cfg.speculative.method = phi::engine::SpeculativeConfig::Method::Ngram;
+    spec_cfg.speculative.method =
+        method == "draft" ? phi::engine::SpeculativeConfig::Method::Draft : phi::engine::SpeculativeConfig::Method::Ngram;
     spec_cfg.speculative.k = k;
     // Engines run one at a time over the same runner (the KV cache is reused, nothing is shared).
     phi::engine::Engine plain(exec, plain_cfg), spec(exec, spec_cfg);
@@ -105,9 +118,11 @@ int main(int argc, char** argv) {
     }
     const phi::engine::EngineStats s = spec.stats();
     const double acc = s.spec_proposed > 0 ? double(s.spec_accepted) / double(s.spec_proposed) : 0.0;
-    std::printf("model %s, batch 1, greedy, %zu code prompts x %d runs, %d tokens each, k %d (ngram 1-3)\n",
-                model_dir.c_str(), std::size(k_prompts), reps, gen, k);
-    std::printf("without speculation: %.1f tok/s\nwith n-gram speculation: %.1f tok/s (%.2fx), acceptance %.3f "
+    std::printf("model %s, batch 1, greedy, %zu code prompts x %d runs, %d tokens each, k %d, %s\n", model_dir.c_str(),
+                std::size(k_prompts), reps, gen, k,
+                method == "draft" ? ("draft model: its first " + std::to_string(draft->config().n_layers) + " layers").c_str()
+                                  : "n-gram 1-3");
+    std::printf("without speculation: %.1f tok/s\nwith speculation: %.1f tok/s (%.2fx), acceptance %.3f "
                 "(%lld of %lld proposals), %.2f tokens per sequence step\noutputs identical: %s\n",
                 double(n_plain) / t_plain, double(n_spec) / t_spec, (double(n_spec) / t_spec) / (double(n_plain) / t_plain),
                 acc, (long long)s.spec_accepted, (long long)s.spec_proposed,

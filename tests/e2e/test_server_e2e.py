@@ -43,7 +43,7 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, max_queued=256, max_num_seqs=64, shutdown_timeout=30, ranks=2):
+    def __init__(self, max_queued=256, max_num_seqs=64, shutdown_timeout=30, ranks=2, extra="", quiet=False):
         self.http_port, self.tcp_port = free_port(), free_port()
         self.dir = tempfile.mkdtemp()
         cfg = os.path.join(self.dir, "cluster.yaml")
@@ -61,7 +61,7 @@ admission: {{max_queued: {max_queued}, request_deadline_s: 120}}
 shutdown_timeout_s: {shutdown_timeout}
 log_level: info
 watchdog: {{step_base_ms: 10000, heartbeat_ms: 500, plan_wait_ms: 5000}}
-""")
+{extra}""")
         self.log = open(os.path.join(self.dir, "log.txt"), "w+")
         env = dict(os.environ, PHI_THREADS_PER_RANK="1")
         self.proc = subprocess.Popen([os.path.join(SRC, "scripts/mpirun.sh"), "-np", str(ranks), WORKER, "--config", cfg],
@@ -76,8 +76,11 @@ watchdog: {{step_base_ms: 10000, heartbeat_ms: 500, plan_wait_ms: 5000}}
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)
-        self.dump()
-        raise RuntimeError("cluster did not become healthy")
+        if not quiet:
+            self.dump()
+        self.stop(timeout=30)
+        self.log.seek(0)
+        raise RuntimeError("cluster did not become healthy: " + self.log.read()[-3000:])
 
     def dump(self):
         self.log.seek(0)
@@ -210,8 +213,9 @@ def wait_blocks_free(port, what):
 
 def main():
     c = Cluster()
+    solo = None
     try:
-        run_streaming_parity(c)
+        solo = run_streaming_parity(c)
         run_cancel_and_disconnect(c)
         run_malformed(c)
         run_openai(c)
@@ -220,6 +224,8 @@ def main():
         c.dump()
     rc = c.stop()
     check(rc == 0, f"graceful stop exit code {rc}")
+    if solo:
+        run_draft_speculation(solo)
     run_admission_and_drain()
     print(f"e2e: {checks[0] - len(failures)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
@@ -269,6 +275,50 @@ def run_streaming_parity(c):
                 check(r["usage"]["completion_tokens"] == 40, f"TCP client {i} usage {r['usage']}")
                 check(r["t_first"] < r["t_done"], f"TCP client {i} not streamed")
     print("streaming parity: 32 concurrent clients checked", flush=True)
+    return solo
+
+
+DRAFT = f"""speculative: {{method: draft, k: 3, draft_model: {MODEL}, draft_layers: 1}}
+"""
+
+
+def run_draft_speculation(solo):
+    """A cluster with a draft model (the served fixture cut to its first layer, on the same 2 ranks with
+    its own cache): 16 concurrent streams give exactly the plain cluster's solo texts, proposals are
+    made, accepted and rejected, and both caches are free afterwards. A draft with another vocabulary
+    is refused at start-up with the reason."""
+    c = Cluster(extra=DRAFT)
+    try:
+        ps = prompts()
+        results = [None] * 16
+
+        def client(i):
+            results[i] = sse_completion(c.http_port, {"prompt": ps[i], "max_tokens": 40, "temperature": 0,
+                                                      "ignore_eos": True})
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        for i in range(16):
+            check(results[i] is not None and results[i][0] == solo[i], f"draft speculation: stream {i} differs from solo")
+        proposed = metric(c.http_port, 'phi_spec_proposed_tokens_total')
+        accepted = metric(c.http_port, 'phi_spec_accepted_tokens_total')
+        print(f"draft speculation: {accepted} of {proposed} proposals accepted")
+        check(proposed and 0 < accepted < proposed, f"draft speculation: accepted {accepted} of {proposed}")
+        wait_blocks_free(c.http_port, "draft speculation")
+    except Exception as e:  # noqa: BLE001
+        check(False, f"draft speculation exception {e!r}")
+        c.dump()
+    rc = c.stop()
+    check(rc == 0, f"draft speculation: graceful stop exit code {rc}")
+    other = os.path.join(SRC, "tests/fixtures/phi1")
+    try:
+        bad = Cluster(extra=f"speculative: {{method: draft, draft_model: {other}}}\n", quiet=True)
+        bad.stop()
+        check(False, "a draft model with another vocabulary was accepted")
+    except RuntimeError as e:
+        check("must share the served model's tokenizer" in str(e), f"draft vocabulary refusal: {str(e)[-600:]}")
 
 
 def run_cancel_and_disconnect(c):
