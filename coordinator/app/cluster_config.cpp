@@ -113,6 +113,24 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"max_batched_tokens", [&](auto& n, auto& p) { c.max_batched_tokens = integer(n, p, 1, 1 << 20); }},
         {"max_context", [&](auto& n, auto& p) { c.max_context = integer(n, p, 0, 1 << 24); }},
     };
+    const std::map<std::string, Handler> lora_schema = {
+        {"adapters",
+         [&](auto& n, auto& p) {
+             PHI_CHECK(n.IsMap(), "{}: must be a map of adapter names to PEFT adapter folders", p);
+             for (const auto& kv : n) {
+                 const std::string name = scalar<std::string>(kv.first, p, "an adapter name");
+                 const std::string where = p + "." + name;
+                 PHI_CHECK(!name.empty() && name.find_first_of(" \t\n/") == std::string::npos,
+                           "{}: an adapter name must be non-empty, without spaces or '/'", where);
+                 for (const auto& [other, dir] : c.lora_adapters)
+                     PHI_CHECK(other != name, "{}: adapter named twice", where);
+                 const std::filesystem::path dir = scalar<std::string>(kv.second, where, "a folder path");
+                 c.lora_adapters.emplace_back(name, dir.is_absolute() ? dir : base_dir / dir);
+             }
+         }},
+        {"max_lora_rank", [&](auto& n, auto& p) { c.max_lora_rank = integer(n, p, 1, 1024); }},
+        {"max_loras", [&](auto& n, auto& p) { c.max_loras = integer(n, p, 0, 1 << 16); }},
+    };
     const std::map<std::string, Handler> speculative_schema = {
         {"method", [&](auto& n, auto& p) { c.spec_method = choice(n, p, {"off", "ngram", "draft"}); }},
         {"draft_model",
@@ -165,6 +183,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"batching", [&](auto& n, auto& p) { walk(n, p, batching_schema); }},
         {"prefix_caching", [&](auto& n, auto& p) { c.prefix_caching = boolean(n, p); }},
         {"speculative", [&](auto& n, auto& p) { walk(n, p, speculative_schema); }},
+        {"lora", [&](auto& n, auto& p) { walk(n, p, lora_schema); }},
         {"listen", [&](auto& n, auto& p) { walk(n, p, listen_schema); }},
         {"admission", [&](auto& n, auto& p) { walk(n, p, admission_schema); }},
         {"shutdown_timeout_s", [&](auto& n, auto& p) { c.shutdown_timeout_s = real(n, p, 0, 86400); }},
@@ -207,6 +226,11 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     PHI_CHECK(c.spec_method != "draft" || c.backend != "cuda",
               "{}: speculative.method: draft runs on the CPU backend only for now (backend: cuda loads no draft "
               "model); use method: ngram",
+              origin);
+    for (const auto& [name, dir] : c.lora_adapters)
+        PHI_CHECK(name != c.model_name, "{}: lora.adapters.{} has the served model's own name", origin, name);
+    PHI_CHECK(c.lora_adapters.empty() || c.backend != "cuda",
+              "{}: lora adapters run on the CPU backend only for now (backend: cuda has not run them on a GPU)",
               origin);
     PHI_CHECK(c.backend == "cuda" || (c.kv_gpu_memory_fraction == 0 && !c.allow_shared_device),
               "{}: kv_cache.gpu_memory_fraction and allow_shared_device are for backend: cuda", origin);

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "coordinator/native/protocol.h"
 
@@ -48,6 +50,11 @@ struct ClusterConfig {
     std::filesystem::path spec_draft_model;
     int64_t spec_draft_layers = 0;
     bool spec_rejection_sampling = false;  // draft only: see SpeculativeConfig::rejection_sampling
+    // lora: {adapters: {name: folder}, max_lora_rank, max_loras}: PEFT adapters loaded on every rank
+    // at start; a request names one as its `model` (HTTP) or `adapter` (native).
+    std::vector<std::pair<std::string, std::filesystem::path>> lora_adapters;
+    int64_t max_lora_rank = 64;
+    int64_t max_loras = 0;  // distinct adapters in the running batch; 0: no limit
     ListenAddress tcp{"127.0.0.1", native::k_default_port};
     ListenAddress http{"127.0.0.1", 8000};
     int64_t max_queued = 256;

@@ -21,6 +21,7 @@
 #include "coordinator/app/cluster_config.h"
 #include "coordinator/app/gpu_rank.h"
 #include "coordinator/app/launch_checks.h"
+#include "coordinator/app/lora_setup.h"
 #include "coordinator/app/model_setup.h"
 #include "coordinator/app/server.h"
 #include "coordinator/app/sizing.h"
@@ -145,22 +146,7 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     ModelRunner* runner = gpu ? static_cast<ModelRunner*>(&gpu_rank->model()) : cpu_model.get();
     std::unique_ptr<FixedAdapterRunner> with_adapter;
     if (!a.adapter_dir.empty()) {
-        // Every rank loads its slices; all agree before any step names the adapter, so a rank that
-        // cannot load it stops every rank with its reason instead of failing inside a step.
-        std::string error;
-        try {
-            LoraLoadOptions lo;
-            lo.max_lora_rank = a.max_lora_rank;
-            cpu_model->add_adapter(1, load_lora_adapter(a.adapter_dir, cpu_model->config(), cpu_model->plan(), lo));
-        } catch (const Error& e) {
-            error = e.what();
-        }
-        const uint64_t ok = error.empty() ? 1 : 0;
-        std::vector<uint64_t> all(size_t(comm.size()));
-        comm.all_gather_u64(&ok, 1, all.data());
-        for (int r = 0; r < comm.size(); ++r)
-            PHI_CHECK(all[size_t(r)] == 1, "--adapter {}: rank {} could not load it{}", a.adapter_dir, r,
-                      error.empty() ? "" : ": " + error);
+        app::load_adapters(*cpu_model, comm, {{"adapter", a.adapter_dir}}, a.max_lora_rank);
         with_adapter = std::make_unique<FixedAdapterRunner>(*cpu_model, 1);
         runner = with_adapter.get();
         if (comm.rank() == 0) log().info("LoRA adapter {} applied to every request", a.adapter_dir);

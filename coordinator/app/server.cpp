@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "coordinator/app/gpu_rank.h"
 #include "coordinator/app/launch_checks.h"
+#include "coordinator/app/lora_setup.h"
 #include "coordinator/app/model_setup.h"
 #include "coordinator/app/signals.h"
 #include "coordinator/app/sizing.h"
@@ -111,6 +112,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
                                                                  : kernels::cpu::QuantActivations::F32;
         opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size, sizing.kv_dtype};
         cpu_model = load_model(cfg.model, comm, opts);
+        load_adapters(*cpu_model, comm, cfg.lora_adapters, cfg.max_lora_rank);
         if (draft_sizing) {
             ModelOptions dopts = opts;
             dopts.layers = cfg.spec_draft_layers;
@@ -159,6 +161,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     if (cfg.spec_method == "ngram") ec.speculative.method = engine::SpeculativeConfig::Method::Ngram;
     if (cfg.spec_method == "draft") ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
     ec.speculative.rejection_sampling = cfg.spec_rejection_sampling;
+    ec.max_loras = cfg.max_loras;
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;
@@ -176,6 +179,11 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     limits.max_prompt_tokens = cfg.max_prompt_tokens;
     limits.request_deadline = std::chrono::milliseconds(int64_t(cfg.request_deadline_s * 1000));
     serving::Service svc(engine, tok_ptr, cfg.model_name, limits, metrics);
+    {
+        std::vector<std::string> names;
+        for (const auto& [name, dir] : cfg.lora_adapters) names.push_back(name);
+        svc.set_adapters(std::move(names));
+    }
     svc.stall_after = cfg.heartbeat * 2;
 
     boost::asio::io_context io;

@@ -79,7 +79,7 @@ void append(std::vector<uint8_t>& out, const void* p, size_t n) {
 
 BlockKey prefix_root(const PrefixCacheScope& scope) {
     // A version tag, then each field with its length, so no two scopes serialize alike.
-    static constexpr char k_tag[] = "phi-cluster prefix cache v1";
+    static constexpr char k_tag[] = "phi-cluster prefix cache v2";
     std::vector<uint8_t> bytes;
     append(bytes, k_tag, sizeof(k_tag));
     const uint8_t rope = scope.long_rope ? 1 : 0;
@@ -87,6 +87,7 @@ BlockKey prefix_root(const PrefixCacheScope& scope) {
     const uint64_t salt_len = scope.cache_salt.size();
     append(bytes, &salt_len, sizeof(salt_len));
     append(bytes, scope.cache_salt.data(), scope.cache_salt.size());
+    append(bytes, &scope.adapter, sizeof(scope.adapter));
     return sha256(bytes);
 }
 

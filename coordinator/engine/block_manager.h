@@ -39,8 +39,9 @@ struct PrefixCacheScope {
     /// The request's cache_salt (vLLM's name): requests share cached blocks only with requests
     /// that carry the same salt. Empty: the shared, unsalted cache.
     std::string cache_salt;
-    // Hook for adapters: a LoRA adapter changes K/V too. Its id belongs here, and prefix_root()
-    // must hash it (bump the version tag there when the layout changes).
+    /// The LoRA adapter (0: the base model): an adapter on q/k/v changes K and V. Ids are never
+    /// reused for other weights while the process lives, so the id names the weights.
+    int32_t adapter = 0;
 };
 
 /// The key a sequence's chain starts from.

@@ -97,6 +97,7 @@ Engine::~Engine() = default;
 
 uint64_t Engine::submit(EngineRequest req, EventSink sink) {
     if (req.prompt.empty()) throw SubmitError(SubmitError::Kind::Invalid, "the prompt is empty");
+    if (req.adapter < 0) throw SubmitError(SubmitError::Kind::Invalid, "the adapter id is negative");
     for (int32_t t : req.prompt)
         if (t < 0 || t >= vocab_limit_)
             throw SubmitError(SubmitError::Kind::Invalid,
@@ -254,7 +255,7 @@ void Engine::prepare_draft(Sequence& s) {
 void Engine::trim_draft(Sequence& s) { shrink_blocks(*draft_blocks_, s.draft_blocks, s.draft_computed); }
 
 BlockKey Engine::chain_root(const Sequence& s) const {
-    return prefix_root(PrefixCacheScope{s.long_rope, s.req.cache_salt});
+    return prefix_root(PrefixCacheScope{s.long_rope, s.req.cache_salt, s.req.adapter});
 }
 
 void Engine::finish(Sequence& s, FinishReason reason, const std::string& error) {
@@ -334,6 +335,16 @@ int64_t Engine::proposal_room(const Sequence& s, int64_t budget) const {
     const bool long_now = uses_long_rope(model_cfg_, L);
     while (k > 0 && uses_long_rope(model_cfg_, L + k) != long_now) --k;
     return std::max<int64_t>(k, 0);
+}
+
+bool Engine::adapter_fits(const Sequence& s) const {
+    if (cfg_.max_loras <= 0 || s.req.adapter == 0) return true;
+    std::vector<int32_t> in_batch;
+    for (const Sequence* r : running_)
+        if (r->req.adapter != 0 && std::find(in_batch.begin(), in_batch.end(), r->req.adapter) == in_batch.end())
+            in_batch.push_back(r->req.adapter);
+    return std::find(in_batch.begin(), in_batch.end(), s.req.adapter) != in_batch.end() ||
+           int64_t(in_batch.size()) < cfg_.max_loras;
 }
 
 int64_t Engine::prefill_left(const Sequence& s) const {
@@ -629,6 +640,7 @@ bool Engine::step() {
     // Waiting sequences, oldest (or preempted) first.
     while (!waiting_.empty() && budget > 0 && int64_t(running_.size()) < cfg_.max_num_seqs) {
         Sequence* s = waiting_.front();
+        if (!adapter_fits(*s)) break;  // waits first in line until an adapter leaves the batch
         s->long_rope = uses_long_rope(model_cfg_, int64_t(s->tokens.size()));
         admit_prefix(*s);
         const int64_t chunk = std::min<int64_t>(prefill_left(*s), budget);
@@ -665,6 +677,7 @@ bool Engine::step() {
         p.tokens.insert(p.tokens.end(), x.proposals.begin(), x.proposals.end());
         p.block_table = x.seq->blocks;
         p.long_rope = x.seq->long_rope;
+        p.adapter = x.seq->req.adapter;
         p.all_logits = !x.proposals.empty();  // a verification step: one row per token
         const sampling::SamplingParams& sp = x.seq->req.params;
         if (sp.greedy() && !x.seq->req.want_logprobs && sp.repetition_penalty == 1.0f && sp.presence_penalty == 0.0f &&

@@ -66,6 +66,9 @@ struct EngineRequest {
     /// Speculative decoding for this request when the engine has it configured (the per-request
     /// off switch; the output is the same either way, only the speed differs).
     bool speculative = true;
+    /// LoRA adapter id on every rank's model (0: the base model). Cached blocks are shared only
+    /// among requests with the same adapter.
+    int32_t adapter = 0;
 };
 
 struct EngineConfig {
@@ -78,6 +81,10 @@ struct EngineConfig {
     std::vector<int32_t> eos_ids;      // generation_config + family end tokens
     std::chrono::milliseconds heartbeat{1000};  // idle rank 0 pings the followers this often
     SpeculativeConfig speculative;              // off by default
+    /// At most this many distinct LoRA adapters in the running batch (0: no limit). A waiting
+    /// request whose adapter would pass it waits at the head of the line (admission is in order,
+    /// so it is never overtaken and never starved).
+    int64_t max_loras = 0;
 };
 
 /// Counters for /metrics and tests (a snapshot).
@@ -182,6 +189,8 @@ private:
     void update_stats_locked();
     int64_t proposal_room(const Sequence& s, int64_t budget) const;
     bool rejection_applies(const Sequence& s) const;
+    /// max_loras: `s` may join the running batch with its adapter.
+    bool adapter_fits(const Sequence& s) const;
     /// Tokens of `s` a prefill chunk may still take (see prefill_left in engine.cpp).
     int64_t prefill_left(const Sequence& s) const;
     /// Rejection sampling: the proposals a step of `s` carries, from the request and its length alone.

@@ -365,7 +365,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
                       {"root", svc.model_name()},
                       {"parent", nullptr},
                       {"max_model_len", svc.engine().max_context()}};
-        respond(200, dump(json{{"object", "list"}, {"data", json::array({model})}}), "application/json");
+        json data = json::array({model});
+        // LoRA adapters, as vLLM lists them: their own id, the served model as parent.
+        for (const std::string& a : svc.adapters())
+            data.push_back({{"id", a},
+                            {"object", "model"},
+                            {"created", srv_->created},
+                            {"owned_by", "phi-cluster"},
+                            {"root", a},
+                            {"parent", svc.model_name()},
+                            {"max_model_len", svc.engine().max_context()}});
+        respond(200, dump(json{{"object", "list"}, {"data", data}}), "application/json");
     }
 
     void handle_health() {
@@ -411,6 +421,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
             fo.id = srv_->next_id(chat ? "chatcmpl-" : "cmpl-");
             fo.created = unix_now();
             fo.model = svc.model_name();
+            for (const std::string& a : svc.adapters())
+                if (gr.model == a) fo.model = a;  // a response names the adapter that made it
             fo.n = gr.n;
             ex->n = gr.n;
             fo.logprobs = gr.logprobs;

@@ -1,5 +1,7 @@
 #include "coordinator/serving/metrics.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <fmt/format.h>
 #include <limits>
@@ -67,6 +69,29 @@ std::string Metrics::render_requests() const {
     std::string out =
         "# HELP phi_requests_total Requests by outcome.\n# TYPE phi_requests_total counter\n";
     for (const auto& [k, v] : requests_) out += fmt::format("phi_requests_total{{outcome=\"{}\"}} {}\n", k, v);
+    return out;
+}
+
+void Metrics::count_adapter_request(const std::string& model) {
+    std::lock_guard lock(mu_);
+    ++adapters_[model].first;
+}
+
+void Metrics::count_adapter_tokens(const std::string& model, int64_t tokens) {
+    std::lock_guard lock(mu_);
+    adapters_[model].second += uint64_t(std::max<int64_t>(tokens, 0));
+}
+
+std::string Metrics::render_adapters() const {
+    std::lock_guard lock(mu_);
+    if (adapters_.empty()) return {};
+    std::string out = "# HELP phi_model_requests_total Requests per served model or LoRA adapter.\n"
+                      "# TYPE phi_model_requests_total counter\n";
+    for (const auto& [k, v] : adapters_) out += fmt::format("phi_model_requests_total{{model=\"{}\"}} {}\n", k, v.first);
+    out += "# HELP phi_model_generated_tokens_total Tokens generated per served model or LoRA adapter.\n"
+           "# TYPE phi_model_generated_tokens_total counter\n";
+    for (const auto& [k, v] : adapters_)
+        out += fmt::format("phi_model_generated_tokens_total{{model=\"{}\"}} {}\n", k, v.second);
     return out;
 }
 

@@ -37,10 +37,16 @@ public:
     Histogram e2e;              // submit -> done (s)
     void count_request(const std::string& outcome);  // "stop", "length", "cancelled", "error", "rejected_4xx", ...
     std::string render_requests() const;
+    /// Per LoRA adapter (the served model's own name for the base model): requests submitted and
+    /// tokens generated.
+    void count_adapter_request(const std::string& model);
+    void count_adapter_tokens(const std::string& model, int64_t tokens);
+    std::string render_adapters() const;
 
 private:
     mutable std::mutex mu_;
     std::map<std::string, uint64_t> requests_;
+    std::map<std::string, std::pair<uint64_t, uint64_t>> adapters_;  // requests, tokens
 };
 
 }  // namespace phi::serving

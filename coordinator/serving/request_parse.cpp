@@ -87,6 +87,10 @@ GenerationRequest parse_generation_request(const json& body, bool chat) {
         if (!m->is_string()) bad_request("model", "'model' must be a string");
         r.model = m->get<std::string>();
     }
+    if (const json* a = field(body, "adapter")) {
+        if (!a->is_string()) bad_request("adapter", "'adapter' must be a string (a LoRA adapter's name)");
+        r.adapter = a->get<std::string>();
+    }
     if (chat) {
         const json* msgs = field(body, "messages");
         if (!msgs) bad_request("messages", "'messages' is required");

@@ -39,6 +39,7 @@ public:
     int remaining = 0;
     bool skip_special = true;
     int logprobs = -1;
+    std::string served_model;  // the served model or LoRA adapter (metrics)
     clock_type::time_point start = clock_type::now();
     Usage usage;
     std::atomic<bool> muted{false};
@@ -133,6 +134,7 @@ void Request::handle_event(int c, const engine::Event& e) {
     if (ch.done) return;  // stopped by a stop string; the engine's own finish follows
     if (e.kind == engine::Event::Kind::Finished) {
         usage.cached_prompt_tokens = std::max(usage.cached_prompt_tokens, e.cached_prompt_tokens);
+        svc->metrics().count_adapter_tokens(served_model, e.completion_tokens);
         std::string tail = ch.decoder ? ch.decoder->flush() : std::string();
         auto st = ch.stop->feed(tail);
         tail = st.text + (st.stopped ? "" : ch.stop->flush());
@@ -233,9 +235,25 @@ PreparedRequest Service::prepare(GenerationRequest req) const {
     }
     if (draining_) throw ApiError(503, "server_error", "the server is shutting down; retry on another instance");
     if (!ready_) throw ApiError(503, "server_error", "the server is still loading");
-    if (!req.model.empty() && req.model != model_name_)
-        throw ApiError(404, "not_found_error", fmt::format("the model '{}' does not exist; this server serves '{}'",
-                                                           req.model, model_name_), "model");
+    // `model` names the served model or one of its LoRA adapters (vLLM's rule); the native
+    // protocol may name the adapter in `adapter` instead.
+    int32_t adapter = 0;
+    std::string served = model_name_;
+    const std::string& wanted = req.adapter.empty() ? req.model : req.adapter;
+    if (!wanted.empty() && wanted != model_name_) {
+        const auto it = std::find(adapters_.begin(), adapters_.end(), wanted);
+        if (it == adapters_.end()) {
+            std::string known = "'" + model_name_ + "'";
+            for (const std::string& a : adapters_) known += ", '" + a + "'";
+            throw ApiError(404, "not_found_error",
+                           fmt::format("the model '{}' does not exist; this server serves {}", wanted, known),
+                           req.adapter.empty() ? "model" : "adapter");
+        }
+        adapter = int32_t(it - adapters_.begin()) + 1;
+        served = wanted;
+    }
+    if (!req.adapter.empty() && !req.model.empty() && req.model != served && req.model != model_name_)
+        bad_request("model", fmt::format("'model' ({}) and 'adapter' ({}) disagree", req.model, req.adapter));
     if (req.n > limits_.max_n) bad_request("n", fmt::format("'n' must be at most {}", limits_.max_n));
     if (!tok_ && !req.params.stop.empty()) ids_only("stop", "stop strings (use stop_token_ids)");
     std::vector<int32_t> ids = prompt_ids(req);
@@ -255,7 +273,7 @@ PreparedRequest Service::prepare(GenerationRequest req) const {
     } catch (const sampling::InvalidParam& e) {
         bad_request(e.param == "max_tokens" ? req.max_tokens_param : e.param, user_message(e));
     }
-    return PreparedRequest{std::move(req), std::move(ids)};
+    return PreparedRequest{std::move(req), std::move(ids), adapter, std::move(served)};
 }
 
 void Service::prepare_async(GenerationRequest req, std::function<void(PrepareResult)> done) {
@@ -295,6 +313,7 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
     r->sink = std::move(sink);
     r->skip_special = req.skip_special_tokens;
     r->logprobs = req.logprobs;
+    r->served_model = p.served_model;
     r->remaining = req.n;
     r->usage.prompt_tokens = int64_t(ids.size());
     r->choices = std::vector<Request::Choice>(size_t(req.n));  // built in place: Choice does not move
@@ -314,6 +333,7 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
         er.deadline = deadline;
         er.cache_salt = req.cache_salt;
         er.speculative = req.speculative;
+        er.adapter = p.adapter;
         try {
             r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });
         } catch (const engine::SubmitError& e) {
@@ -329,6 +349,7 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
             bad_request(e.param.empty() ? prompt_param : e.param, e.what());
         }
     }
+    metrics_.count_adapter_request(p.served_model);
     return r;
 }
 
@@ -367,6 +388,7 @@ std::string Service::metrics_text() const {
         o += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name, help, v);
     };
     o += metrics_.render_requests();
+    o += metrics_.render_adapters();
     gauge("phi_queue_depth", "Requests waiting to be scheduled.", double(s.queued));
     gauge("phi_running_sequences", "Sequences in the running batch.", double(s.running));
     gauge("phi_in_flight_requests", "Requests submitted and not finished.", double(in_flight_.load()));

@@ -74,6 +74,7 @@ struct GenerationRequest {
     std::string cache_salt;                 // prefix-cache salt (engine::PrefixCacheScope); empty: shared
     std::string max_tokens_param = "max_tokens";  // the field the client set it with (for errors)
     bool speculative = true;                // false: no speculative decoding for this request
+    std::string adapter;                    // native protocol: a LoRA adapter by name (or `model`)
 };
 
 /// Reads the OpenAI request fields shared by /v1/completions, /v1/chat/completions and the native
@@ -127,6 +128,8 @@ struct ServiceLimits {
 struct PreparedRequest {
     GenerationRequest req;
     std::vector<int32_t> ids;
+    int32_t adapter = 0;        // resolved from model / adapter (0: the base model)
+    std::string served_model;   // the served model or adapter name (responses, metrics)
 };
 
 /// prepare_async's outcome: the prepared request, or the error to answer.
@@ -181,6 +184,10 @@ public:
     /// Prometheus text exposition of the engine's and the servers' counters.
     std::string metrics_text() const;
     const std::string& model_name() const { return model_name_; }
+    /// LoRA adapters every rank holds, by name; adapter i has id i + 1 (app::load_adapters). Set
+    /// before serving.
+    void set_adapters(std::vector<std::string> names) { adapters_ = std::move(names); }
+    const std::vector<std::string>& adapters() const { return adapters_; }
     /// Null in token-ids-only mode.
     const tokenizer::Tokenizer* tokenizer() const { return tok_; }
     engine::Engine& engine() { return engine_; }
@@ -193,6 +200,7 @@ private:
     const tokenizer::Tokenizer* tok_;
     std::unique_ptr<chat::ChatTemplate> chat_;
     std::string model_name_;
+    std::vector<std::string> adapters_;
     ServiceLimits limits_;
     Metrics& metrics_;
     std::atomic<bool> ready_{false};

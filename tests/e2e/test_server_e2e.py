@@ -226,6 +226,7 @@ def main():
     check(rc == 0, f"graceful stop exit code {rc}")
     if solo:
         run_draft_speculation(solo)
+    run_lora()
     run_admission_and_drain()
     print(f"e2e: {checks[0] - len(failures)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
@@ -319,6 +320,81 @@ def run_draft_speculation(solo):
         check(False, "a draft model with another vocabulary was accepted")
     except RuntimeError as e:
         check("must share the served model's tokenizer" in str(e), f"draft vocabulary refusal: {str(e)[-600:]}")
+
+
+LORA_DIR = os.path.join(MODEL, "lora")
+LORA = f"""lora:
+  adapters:
+    pattern: {LORA_DIR}/phi3_r8_pattern
+    layers: {LORA_DIR}/phi3_r4_layers
+    pattern2: {LORA_DIR}/phi3_r8_pattern
+    layers2: {LORA_DIR}/phi3_r4_layers
+  max_loras: 2
+"""
+LORA_MODELS = ["phi-test", "pattern", "layers", "pattern2", "layers2"]
+
+
+def run_lora():
+    """Four LoRA adapters (two PEFT fixtures, each under two names, so four ids) on a 2-rank cluster,
+    at most two in one step: 32 concurrent streams over the base model and the adapters, joining at
+    different times, each give exactly their solo text; adapters change the output; /v1/models lists
+    them with their parent; the native `adapter` field; unknown names get 404; per-model metrics; a
+    malformed adapter stops start-up with its reason."""
+    c = Cluster(extra=LORA)
+    try:
+        st, body = http_get(c.http_port, "/v1/models")
+        data = json.loads(body)["data"]
+        check([m["id"] for m in data] == LORA_MODELS, f"/v1/models ids {[m['id'] for m in data]}")
+        check(all(m["parent"] == "phi-test" for m in data[1:]) and data[0]["parent"] is None,
+              f"/v1/models parents {[m['parent'] for m in data]}")
+        ps = prompts()
+        req = lambda i: {"model": LORA_MODELS[i % 5], "prompt": ps[i], "max_tokens": 24, "temperature": 0,
+                         "ignore_eos": True}
+        solo = []
+        for i in range(32):
+            st, body, _ = http_post(c.http_port, "/v1/completions", req(i))
+            check(st == 200 and body["model"] == LORA_MODELS[i % 5], f"lora solo {i}: {st} {body}")
+            solo.append(body["choices"][0]["text"] if st == 200 else None)
+        base = [http_post(c.http_port, "/v1/completions", dict(req(i), model="phi-test"))[1]["choices"][0]["text"]
+                for i in range(1, 5)]
+        check(any(base[i - 1] != solo[i] for i in range(1, 5)), "LoRA adapters did not change any output")
+        results = [None] * 32
+
+        def client(i):
+            time.sleep(0.02 * (i % 8))  # joining at different steps
+            results[i] = sse_completion(c.http_port, req(i))
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        for i in range(32):
+            check(results[i] is not None and results[i][0] == solo[i],
+                  f"lora stream {i} ({LORA_MODELS[i % 5]}) differs from its solo text")
+        t = Tcp(c.tcp_port)
+        r = t.generate("a", prompt=ps[1], adapter="pattern", max_tokens=24, temperature=0, ignore_eos=True)
+        check(r and r.get("text") == solo[1], f"native adapter field: {r}")
+        r = t.generate("b", prompt=ps[1], adapter="nope", max_tokens=4)
+        check(r and "error" in r and "nope" in json.dumps(r["error"]), f"native unknown adapter: {r}")
+        t.close()
+        st, body, _ = http_post(c.http_port, "/v1/completions", dict(req(0), model="nope"))
+        check(st == 404 and "pattern" in json.dumps(body), f"unknown model: {st} {body}")
+        _, mbody = http_get(c.http_port, "/metrics")
+        check('phi_model_requests_total{model="layers2"}' in mbody.decode() and
+              'phi_model_generated_tokens_total{model="pattern"}' in mbody.decode(), "per-adapter metrics missing")
+        wait_blocks_free(c.http_port, "lora")
+        print("lora: 32 concurrent streams over 4 adapters and the base model checked", flush=True)
+    except Exception as e:  # noqa: BLE001
+        check(False, f"lora exception {e!r}")
+        c.dump()
+    rc = c.stop()
+    check(rc == 0, f"lora: graceful stop exit code {rc}")
+    try:
+        bad = Cluster(extra=f"lora:\n  adapters:\n    broken: {MODEL}\n", quiet=True)
+        bad.stop()
+        check(False, "a folder without adapter_config.json was accepted as an adapter")
+    except RuntimeError as e:
+        check("LoRA adapter 'broken'" in str(e), f"malformed adapter refusal: {str(e)[-600:]}")
 
 
 def run_cancel_and_disconnect(c):

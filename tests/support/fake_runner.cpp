@@ -1,5 +1,6 @@
 #include "tests/support/fake_runner.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -12,7 +13,7 @@ namespace phi::test {
 
 FakeRunner::FakeRunner(int64_t vocab, int64_t max_context, int64_t kv_blocks, int64_t block_size)
     : vocab_padded_((vocab + 7) / 8 * 8), kv_blocks_(kv_blocks), block_size_(block_size),
-      slots_(size_t(kv_blocks * block_size), -1) {
+      slots_(size_t(kv_blocks * block_size), -1), slot_adapters_(size_t(kv_blocks * block_size), 0) {
     cfg_ = parse_model_config(
         fmt::format(R"({{"architectures": ["PhiForCausalLM"], "model_type": "phi", "hidden_size": 16,
             "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": {},
@@ -22,11 +23,12 @@ FakeRunner::FakeRunner(int64_t vocab, int64_t max_context, int64_t kv_blocks, in
         "fake model");
 }
 
-std::vector<float> FakeRunner::logits_after(std::span<const int32_t> history) const {
+std::vector<float> FakeRunner::logits_after(std::span<const int32_t> history, int32_t adapter) const {
     // A peaked pseudo-random distribution that depends on the whole history (so a wrong cached
     // token anywhere changes it), with a clear greedy winner.
-    const uint64_t h = salt_ == 0 ? fnv1a(history.data(), history.size() * 4)
-                                  : fnv1a(history.data(), history.size() * 4, fnv1a(&salt_, sizeof(salt_)));
+    uint64_t h = salt_ == 0 ? fnv1a(history.data(), history.size() * 4)
+                            : fnv1a(history.data(), history.size() * 4, fnv1a(&salt_, sizeof(salt_)));
+    if (adapter != 0) h = fnv1a(&adapter, sizeof(adapter), h);
     std::vector<float> row(size_t(vocab_padded_), -std::numeric_limits<float>::infinity());
     for (int64_t j = 0; j < cfg_.vocab_size; ++j) {
         const uint64_t x = fnv1a(&j, 8, h);
@@ -37,10 +39,10 @@ std::vector<float> FakeRunner::logits_after(std::span<const int32_t> history) co
     return row;
 }
 
-std::vector<int32_t> FakeRunner::greedy(std::vector<int32_t> seq, int64_t n, int64_t limit) const {
+std::vector<int32_t> FakeRunner::greedy(std::vector<int32_t> seq, int64_t n, int64_t limit, int32_t adapter) const {
     std::vector<int32_t> out;
     for (int64_t i = 0; i < n; ++i) {
-        const std::vector<float> row = logits_after(seq);
+        const std::vector<float> row = logits_after(seq, adapter);
         int64_t best = 0;
         for (int64_t j = 1; j < limit; ++j)
             if (row[size_t(j)] > row[size_t(best)]) best = j;
@@ -63,6 +65,7 @@ int64_t FakeRunner::forward(std::span<const SeqStep> seqs, std::vector<float>* l
             const int32_t b = s.block_table[size_t(p / block_size_)];
             PHI_CHECK(b >= 0 && b < kv_blocks_, "block {} outside the cache", b);
             slots_[size_t(b * block_size_ + p % block_size_)] = s.tokens[size_t(i)];
+            slot_adapters_[size_t(b * block_size_ + p % block_size_)] = s.adapter;
         }
         T += n;
         R += s.all_logits ? n : 1;
@@ -71,6 +74,11 @@ int64_t FakeRunner::forward(std::span<const SeqStep> seqs, std::vector<float>* l
     tokens_computed_ += T;
     max_step_tokens_ = std::max(max_step_tokens_, T);
     max_step_seqs_ = std::max(max_step_seqs_, int64_t(seqs.size()));
+    std::vector<int32_t> adapters;
+    for (const SeqStep& s : seqs)
+        if (s.adapter != 0 && std::find(adapters.begin(), adapters.end(), s.adapter) == adapters.end())
+            adapters.push_back(s.adapter);
+    max_step_adapters_ = std::max(max_step_adapters_, int64_t(adapters.size()));
     if (logits) logits->clear();
     uint64_t hash = 0;
     for (const SeqStep& s : seqs) {
@@ -81,13 +89,16 @@ int64_t FakeRunner::forward(std::span<const SeqStep> seqs, std::vector<float>* l
             const int32_t b = s.block_table[size_t(p / block_size_)];
             const int32_t id = slots_[size_t(b * block_size_ + p % block_size_)];
             PHI_CHECK(id >= 0, "position {} reads a cache slot nothing was written to", p);
+            PHI_CHECK(slot_adapters_[size_t(b * block_size_ + p % block_size_)] == s.adapter,
+                      "position {} of a sequence with adapter {} reads K/V written with adapter {}", p, s.adapter,
+                      slot_adapters_[size_t(b * block_size_ + p % block_size_)]);
             history.push_back(id);
         }
         hash = fnv1a(history.data(), history.size() * 4, hash);
         const int64_t first = s.all_logits ? 0 : n - 1;
         for (int64_t i = first; i < n; ++i) {
             const std::vector<float> row =
-                logits_after(std::span<const int32_t>(history.data(), size_t(s.start_pos + i + 1)));
+                logits_after(std::span<const int32_t>(history.data(), size_t(s.start_pos + i + 1)), s.adapter);
             if (logits) logits->insert(logits->end(), row.begin(), row.end());
         }
     }

@@ -39,20 +39,26 @@ public:
     void set_salt(uint64_t salt) { salt_ = salt; }
 
     /// The logits row the fake model gives after `history` (what the engine must reproduce).
-    std::vector<float> logits_after(std::span<const int32_t> history) const;
+    std::vector<float> logits_after(std::span<const int32_t> history, int32_t adapter = 0) const;
     /// The greedy continuation of `prompt`: n tokens, ids below `limit`.
-    std::vector<int32_t> greedy(std::vector<int32_t> prompt, int64_t n, int64_t limit) const;
+    std::vector<int32_t> greedy(std::vector<int32_t> prompt, int64_t n, int64_t limit, int32_t adapter = 0) const;
 
     // What the engine asked for.
     int64_t steps() const { return steps_; }
     int64_t max_step_tokens() const { return max_step_tokens_; }
     int64_t max_step_seqs() const { return max_step_seqs_; }
     int64_t tokens_computed() const { return tokens_computed_; }
+    /// Most distinct LoRA adapters (ids > 0) in one step. Adapters change the fake model's logits,
+    /// and every KV slot remembers the adapter that wrote it: reading a slot written under another
+    /// adapter (a prefix-cache mix-up) throws.
+    int64_t max_step_adapters() const { return max_step_adapters_; }
 
 private:
     ModelConfig cfg_;
     int64_t vocab_padded_, kv_blocks_, block_size_;
     std::vector<int32_t> slots_;  // [kv_blocks * block_size] token id written there, -1 never
+    std::vector<int32_t> slot_adapters_;  // the adapter of the step that wrote each slot
+    int64_t max_step_adapters_ = 0;
     int64_t steps_ = 0, max_step_tokens_ = 0, max_step_seqs_ = 0, tokens_computed_ = 0;
     uint64_t last_hash_ = 0;
     int64_t copy_period_ = 0;

@@ -90,6 +90,25 @@ TEST(ClusterConfig, SpeculativeSection) {
                  Error);
 }
 
+TEST(ClusterConfig, LoraSection) {
+    const ClusterConfig c = parse_cluster_config(
+        "model: m\nmodel_name: base\nlora:\n  adapters: {sql: a/sql, chat: /abs/chat}\n  max_loras: 2\n  max_lora_rank: 16\n",
+        "x.yaml", "/cfg");
+    ASSERT_EQ(c.lora_adapters.size(), 2u);
+    EXPECT_EQ(c.lora_adapters[0].first, "sql");
+    EXPECT_EQ(c.lora_adapters[0].second, std::filesystem::path("/cfg/a/sql"));
+    EXPECT_EQ(c.lora_adapters[1].second, std::filesystem::path("/abs/chat"));
+    EXPECT_EQ(c.max_loras, 2);
+    EXPECT_EQ(c.max_lora_rank, 16);
+    EXPECT_NE(error_of("model: m\nlora: {adapters: {a/b: x}}\n").find("without spaces or '/'"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nmodel_name: base\nlora: {adapters: {base: x}}\n").find("served model's own name"),
+              std::string::npos);
+    EXPECT_NE(error_of("model: m\nlora: {adapters: [x]}\n").find("must be a map"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nlora: {max_cpu_loras: 3}\n").find("unknown key"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nbackend: cuda\nlora: {adapters: {a: x}}\n").find("CPU backend only"),
+              std::string::npos);
+}
+
 // `mpirun -np N phi-worker --config configs/default.yaml` works for any N that divides the heads,
 // and `phi-client "hi"` reaches it without --port.
 TEST(ClusterConfig, DefaultConfigFollowsMpiAndPhiClient) {
