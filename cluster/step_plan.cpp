@@ -10,7 +10,7 @@ namespace phi {
 namespace {
 
 constexpr uint32_t k_magic = 0x50534850;  // "PHSP"
-constexpr uint16_t k_version = 4;  // 3: per-sequence adapter id; 4: the model a step runs
+constexpr uint16_t k_version = 5;  // 3: per-sequence adapter id; 4: the model a step runs; 5: adapter loading
 
 class Writer {
 public:
@@ -49,6 +49,14 @@ public:
         pos_ += size_t(n) * 4;
         return v;
     }
+    std::string get_string(const char* what) {
+        const uint32_t n = get<uint32_t>(what);
+        PHI_CHECK(size_t(n) <= b_.size() - pos_, "step plan frame: {} claims {} bytes, only {} remain", what, n,
+                  b_.size() - pos_);
+        std::string v(reinterpret_cast<const char*>(b_.data() + pos_), n);
+        pos_ += n;
+        return v;
+    }
     bool done() const { return pos_ == b_.size(); }
 
 private:
@@ -77,6 +85,9 @@ std::vector<uint8_t> encode_step_plan(const StepPlan& p) {
     }
     w.put<uint32_t>(uint32_t(p.released.size()));
     for (int64_t id : p.released) w.put<int64_t>(id);
+    w.put<int32_t>(p.adapter_id);
+    w.put<uint32_t>(uint32_t(p.adapter_path.size()));
+    w.buf.insert(w.buf.end(), p.adapter_path.begin(), p.adapter_path.end());
     return std::move(w.buf);
 }
 
@@ -89,7 +100,7 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
     StepPlan p;
     p.step = r.get<uint64_t>("step");
     const uint8_t kind = r.get<uint8_t>("kind");
-    PHI_CHECK(kind >= 1 && kind <= 3, "step plan has unknown kind {}", kind);
+    PHI_CHECK(kind >= 1 && kind <= 5, "step plan has unknown kind {}", kind);
     p.kind = StepKind(kind);
     const uint8_t model = r.get<uint8_t>("model");
     PHI_CHECK(model <= 1, "step plan names unknown model {}", model);
@@ -115,6 +126,9 @@ StepPlan decode_step_plan(std::span<const uint8_t> bytes) {
     const uint32_t nr = r.get<uint32_t>("released count");
     PHI_CHECK(size_t(nr) * 8 <= bytes.size(), "step plan claims {} released ids in {} bytes", nr, bytes.size());
     for (uint32_t i = 0; i < nr; ++i) p.released.push_back(r.get<int64_t>("released id"));
+    p.adapter_id = r.get<int32_t>("adapter id");
+    PHI_CHECK(p.adapter_id >= 0, "step plan has a negative adapter id");
+    p.adapter_path = r.get_string("adapter path");
     PHI_CHECK(r.done(), "step plan frame has trailing bytes");
     return p;
 }

@@ -16,6 +16,8 @@ enum class StepKind : uint8_t {
     Forward = 1,    // run the sequences below
     Heartbeat = 2,  // nothing to run; proves rank 0 is alive while idle
     Shutdown = 3,   // leave the worker loop and exit cleanly
+    LoadAdapter = 4,    // every rank loads its slices of the LoRA adapter at adapter_path as adapter_id
+    UnloadAdapter = 5,  // every rank drops adapter adapter_id
 };
 
 struct SeqPlan {
@@ -43,6 +45,9 @@ struct StepPlan {
     StepModel model = StepModel::Target;
     std::vector<SeqPlan> seqs;
     std::vector<int64_t> released;  // sequences finished or cancelled since the last step
+    // LoadAdapter / UnloadAdapter
+    int32_t adapter_id = 0;
+    std::string adapter_path;
 };
 
 std::vector<uint8_t> encode_step_plan(const StepPlan& plan);

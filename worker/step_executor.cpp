@@ -5,6 +5,8 @@
 #include "common/error.h"
 #include "common/log.h"
 
+#include <fmt/format.h>
+
 namespace phi {
 
 StepExecutor::StepExecutor(ModelRunner& model, Communicator& comm, const WatchdogOptions& watchdog,
@@ -27,6 +29,7 @@ int64_t plan_tokens(const StepPlan& plan) {
 }  // namespace
 
 std::chrono::milliseconds StepExecutor::allowance(const StepPlan& plan) const {
+    if (plan.kind == StepKind::LoadAdapter || plan.kind == StepKind::UnloadAdapter) return wd_.adapter_load;
     const int64_t tokens = plan_tokens(plan);
     const std::optional<double> expected = times(plan.model).expected(plan.kind, tokens);
     // A step of real work larger than anything measured: no basis for a tight deadline yet.
@@ -95,6 +98,10 @@ int64_t StepExecutor::execute(const StepPlan& plan, std::vector<float>* logits) 
         comm_.all_gather_u64(mine, 1, all.data());
         return 0;
     }
+    if (plan.kind == StepKind::LoadAdapter || plan.kind == StepKind::UnloadAdapter) {
+        execute_adapter(plan);
+        return 0;
+    }
     if (plan.kind != StepKind::Forward) return 0;
     comm_.set_timeout(allowance(plan));
     std::vector<SeqStep> seqs;
@@ -136,6 +143,53 @@ int64_t StepExecutor::execute(const StepPlan& plan, std::vector<float>* logits) 
         rank_times_ = {{forward_seconds_, comm_.stats().all_reduce_seconds}};
     }
     return rows;
+}
+
+void StepExecutor::execute_adapter(const StepPlan& plan) {
+    if (plan.kind == StepKind::UnloadAdapter) {
+        if (drop_adapter_) drop_adapter_(plan.adapter_id);
+        return;
+    }
+    std::string error;
+    if (!load_adapter_) {
+        error = "this rank has no adapter loader (runtime loading is off)";
+    } else {
+        try {
+            load_adapter_(plan.adapter_id, plan.adapter_path);
+        } catch (const std::exception& e) {
+            error = e.what();
+        }
+    }
+    if (!error.empty()) log().error("rank {}: LoRA adapter {}: {}", comm_.rank(), plan.adapter_path, error);
+    // All ranks agree before any step may name the adapter; a failure anywhere drops it everywhere.
+    comm_.set_timeout(wd_.adapter_load);
+    const uint64_t ok = error.empty() ? 1 : 0;
+    std::vector<uint64_t> all(size_t(comm_.size()));
+    comm_.all_gather_u64(&ok, 1, all.data());
+    std::string failed;
+    for (int r = 0; r < comm_.size(); ++r)
+        if (all[size_t(r)] != 1) failed += (failed.empty() ? "" : ", ") + std::to_string(r);
+    adapter_error_.clear();
+    if (failed.empty()) return;
+    if (error.empty() && drop_adapter_) drop_adapter_(plan.adapter_id);
+    adapter_error_ = error.empty() ? fmt::format("rank(s) {} could not load it (their logs say why)", failed)
+                                   : fmt::format("rank(s) {} could not load it: {}", failed, error);
+}
+
+std::string StepExecutor::load_adapter(int32_t id, const std::string& path) {
+    StepPlan p;
+    p.kind = StepKind::LoadAdapter;
+    p.adapter_id = id;
+    p.adapter_path = path;
+    run(p, nullptr);
+    return adapter_error_;
+}
+
+void StepExecutor::unload_adapter(int32_t id) {
+    StepPlan p;
+    p.kind = StepKind::UnloadAdapter;
+    p.adapter_id = id;
+    run(p, nullptr);
 }
 
 int64_t StepExecutor::run(const StepPlan& plan_in, std::vector<float>* logits) {

@@ -8,6 +8,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "cluster/communicator.h"
@@ -28,6 +30,8 @@ struct WatchdogOptions {
     std::chrono::milliseconds plan_wait{120000};
     /// The first plan may come later: rank 0 loads its tokenizer and calibrates first.
     std::chrono::milliseconds first_plan_wait{600000};
+    /// A LoRA adapter load (reading its file on every rank) may take this long.
+    std::chrono::milliseconds adapter_load{300000};
 };
 
 class StepExecutor {
@@ -50,6 +54,21 @@ public:
     std::chrono::milliseconds allowance(const StepPlan& plan) const;
     /// Rank 0: tells every rank to leave follow().
     void shutdown();
+
+    /// How a rank loads (throwing a phi::Error with the reason) and drops a LoRA adapter; set on
+    /// every rank before serving when runtime adapter loading is on.
+    using AdapterLoader = std::function<void(int32_t id, const std::string& path)>;
+    using AdapterDropper = std::function<void(int32_t id)>;
+    void set_adapter_hooks(AdapterLoader load, AdapterDropper drop) {
+        load_adapter_ = std::move(load);
+        drop_adapter_ = std::move(drop);
+    }
+    /// Rank 0: every rank loads the adapter, then all agree in one all-gather under their own
+    /// deadline (WatchdogOptions::adapter_load, not a forward step's); when any rank failed every
+    /// rank drops it. Returns the empty string, or why it failed (naming the ranks).
+    std::string load_adapter(int32_t id, const std::string& path);
+    /// Rank 0: every rank drops adapter `id`.
+    void unload_adapter(int32_t id);
     /// Ranks > 0: receive and run plans until Shutdown.
     void follow();
 
@@ -72,6 +91,7 @@ private:
     void send(const StepPlan& plan);
     int64_t execute(const StepPlan& plan, std::vector<float>* logits);
     void record(const StepPlan& plan, std::chrono::steady_clock::time_point start);
+    void execute_adapter(const StepPlan& plan);
 
     ModelRunner& runner(StepModel m);
     StepTimes& times(StepModel m) { return m == StepModel::Draft ? draft_times_ : times_; }
@@ -87,6 +107,9 @@ private:
     std::vector<RankTimes> rank_times_;
     StepTimes times_;
     StepTimes draft_times_;  // a draft step takes a fraction of a target step of the same size
+    AdapterLoader load_adapter_;
+    AdapterDropper drop_adapter_;
+    std::string adapter_error_;  // rank 0: the last adapter load's failure
 };
 
 }  // namespace phi

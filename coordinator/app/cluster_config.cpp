@@ -130,6 +130,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
          }},
         {"max_lora_rank", [&](auto& n, auto& p) { c.max_lora_rank = integer(n, p, 1, 1024); }},
         {"max_loras", [&](auto& n, auto& p) { c.max_loras = integer(n, p, 0, 1 << 16); }},
+        {"allow_runtime_loading", [&](auto& n, auto& p) { c.lora_runtime_loading = boolean(n, p); }},
     };
     const std::map<std::string, Handler> speculative_schema = {
         {"method", [&](auto& n, auto& p) { c.spec_method = choice(n, p, {"off", "ngram", "draft"}); }},
@@ -229,7 +230,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
               origin);
     for (const auto& [name, dir] : c.lora_adapters)
         PHI_CHECK(name != c.model_name, "{}: lora.adapters.{} has the served model's own name", origin, name);
-    PHI_CHECK(c.lora_adapters.empty() || c.backend != "cuda",
+    PHI_CHECK((c.lora_adapters.empty() && !c.lora_runtime_loading) || c.backend != "cuda",
               "{}: lora adapters run on the CPU backend only for now (backend: cuda has not run them on a GPU)",
               origin);
     PHI_CHECK(c.backend == "cuda" || (c.kv_gpu_memory_fraction == 0 && !c.allow_shared_device),

@@ -55,6 +55,7 @@ struct ClusterConfig {
     std::vector<std::pair<std::string, std::filesystem::path>> lora_adapters;
     int64_t max_lora_rank = 64;
     int64_t max_loras = 0;  // distinct adapters in the running batch; 0: no limit
+    bool lora_runtime_loading = false;  // lora.allow_runtime_loading: /v1/load_lora_adapter and unload
     ListenAddress tcp{"127.0.0.1", native::k_default_port};
     ListenAddress http{"127.0.0.1", 8000};
     int64_t max_queued = 256;

@@ -24,6 +24,7 @@
 #include "kernels/cpu/isa.h"
 #include "sharding/model_config.h"
 #include "worker/load_model.h"
+#include "worker/lora_weights.h"
 
 namespace phi::app {
 namespace {
@@ -134,6 +135,18 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     wd.step_base = cfg.watchdog_step_base;
     wd.plan_wait = cfg.plan_wait;
     StepExecutor exec(model, comm, wd, draft_model.get());
+    if (cfg.lora_runtime_loading) {
+        // Every rank loads (or drops) its slices when rank 0's LoadAdapter plan arrives.
+        exec.set_adapter_hooks(
+            [&cpu_model, rank = cfg.max_lora_rank](int32_t id, const std::string& path) {
+                LoraLoadOptions lo;
+                lo.max_lora_rank = rank;
+                cpu_model->add_adapter(id, load_lora_adapter(path, cpu_model->config(), cpu_model->plan(), lo));
+            },
+            [&cpu_model](int32_t id) {
+                if (cpu_model->has_adapter(id)) cpu_model->remove_adapter(id);
+            });
+    }
     if (comm.rank() != 0) {
         // Teardown (mpirun saw a rank die, or the operator's raw SIGTERM): nothing to hand over
         // here, so go at once. Drain (SIGUSR1) is rank 0's: this rank waits for its shutdown plan.
@@ -162,6 +175,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     if (cfg.spec_method == "draft") ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
     ec.speculative.rejection_sampling = cfg.spec_rejection_sampling;
     ec.max_loras = cfg.max_loras;
+    for (size_t i = 0; i < cfg.lora_adapters.size(); ++i) ec.adapters.push_back(int32_t(i) + 1);
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;
@@ -182,7 +196,8 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     {
         std::vector<std::string> names;
         for (const auto& [name, dir] : cfg.lora_adapters) names.push_back(name);
-        svc.set_adapters(std::move(names));
+        svc.set_adapters(names);
+        if (cfg.lora_runtime_loading) svc.set_runtime_loading(&exec);
     }
     svc.stall_after = cfg.heartbeat * 2;
 

@@ -90,6 +90,7 @@ Engine::Engine(StepExecutor& exec, const EngineConfig& cfg)
         stats_.draft_kv_blocks_total = draft_blocks_->num_blocks();
     }
     stats_.kv_blocks_total = blocks_.num_blocks();
+    live_adapters_ = cfg_.adapters;
     update_stats_locked();
 }
 
@@ -161,6 +162,29 @@ void Engine::cancel(uint64_t id, FinishReason reason) {
 
 void Engine::notify() { cv_.notify_all(); }
 
+void Engine::post_control(std::function<void()> task) {
+    {
+        std::lock_guard lock(mu_);
+        controls_.push_back(std::move(task));
+    }
+    cv_.notify_all();
+}
+
+int64_t Engine::requests_with_adapter(int32_t id) const {
+    int64_t n = 0;
+    for (const auto& [sid, s] : seqs_)
+        if (!s->finished && s->req.adapter == id) ++n;
+    return n;
+}
+
+void Engine::adapter_loaded(int32_t id) {
+    if (std::find(live_adapters_.begin(), live_adapters_.end(), id) == live_adapters_.end()) live_adapters_.push_back(id);
+}
+
+void Engine::adapter_unloaded(int32_t id) {
+    live_adapters_.erase(std::remove(live_adapters_.begin(), live_adapters_.end(), id), live_adapters_.end());
+}
+
 EngineStats Engine::stats() const {
     std::lock_guard lock(mu_);
     return stats_;
@@ -188,7 +212,13 @@ void Engine::take_inbox() {
     }
     for (auto& s : inbox) {
         waiting_.push_back(s.get());
+        Sequence& seq = *s;
         seqs_[s->id] = std::move(s);
+        // Checked here, on the thread that issues every step: an adapter unloaded after the request
+        // was accepted never reaches a rank.
+        if (seq.req.adapter != 0 &&
+            std::find(live_adapters_.begin(), live_adapters_.end(), seq.req.adapter) == live_adapters_.end())
+            finish(seq, FinishReason::Error, "the request's LoRA adapter is not loaded (it was unloaded)");
     }
     for (auto [id, reason] : cancels) {
         auto it = seqs_.find(id);
@@ -582,6 +612,12 @@ void Engine::sample_plain(const std::vector<Scheduled>& sched) {
 bool Engine::step() {
     const auto t_start = std::chrono::steady_clock::now();
     take_inbox();
+    std::vector<std::function<void()>> controls;
+    {
+        std::lock_guard lock(mu_);
+        controls.swap(controls_);
+    }
+    for (auto& task : controls) task();
 
     std::vector<Scheduled> sched;
     int64_t budget = cfg_.max_batched_tokens;
@@ -800,7 +836,7 @@ void Engine::run(const std::function<bool()>& should_stop) {
         {
             std::unique_lock lock(mu_);
             cv_.wait_for(lock, std::min<std::chrono::milliseconds>(cfg_.heartbeat / 2, std::chrono::milliseconds(100)),
-                         [&] { return !inbox_.empty() || !cancels_.empty(); });
+                         [&] { return !inbox_.empty() || !cancels_.empty() || !controls_.empty(); });
         }
         const auto now = std::chrono::steady_clock::now();
         if (now - last_beat >= cfg_.heartbeat) {

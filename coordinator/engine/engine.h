@@ -85,6 +85,9 @@ struct EngineConfig {
     /// request whose adapter would pass it waits at the head of the line (admission is in order,
     /// so it is never overtaken and never starved).
     int64_t max_loras = 0;
+    /// Adapter ids every rank holds at start (more come and go with adapter_loaded/unloaded). A
+    /// request naming another id ends with an error before any step names it.
+    std::vector<int32_t> adapters;
 };
 
 /// Counters for /metrics and tests (a snapshot).
@@ -147,6 +150,14 @@ public:
     void abort_all(FinishReason reason, const std::string& message);
     /// Wakes run() (new work or stop).
     void notify();
+    /// Runs `task` on the engine thread between steps (before the next step's scheduling), where it
+    /// may use the executor (adapter loading) and the calls below. Thread-safe.
+    void post_control(std::function<void()> task);
+    /// Engine thread (control tasks): requests queued or running with adapter `id`.
+    int64_t requests_with_adapter(int32_t id) const;
+    /// Engine thread (control tasks): adapter `id` may now be named by requests, or no longer.
+    void adapter_loaded(int32_t id);
+    void adapter_unloaded(int32_t id);
     bool idle() const;
 
     const ModelConfig& model_config() const { return model_cfg_; }
@@ -232,6 +243,8 @@ private:
     std::condition_variable cv_;
     std::vector<std::unique_ptr<Sequence>> inbox_;
     std::vector<std::pair<uint64_t, FinishReason>> cancels_;
+    std::vector<std::function<void()>> controls_;
+    std::vector<int32_t> live_adapters_;  // engine thread
     uint64_t next_id_ = 1;
     EngineStats stats_;
     int64_t queued_count_ = 0;  // inbox + waiting, for admission

@@ -342,6 +342,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
             if (allow(bhttp::verb::post, "POST")) handle_generate(req, false);
         } else if (path == "/v1/chat/completions") {
             if (allow(bhttp::verb::post, "POST")) handle_generate(req, true);
+        } else if (path == "/v1/load_lora_adapter" || path == "/v1/unload_lora_adapter") {
+            if (allow(bhttp::verb::post, "POST")) handle_adapter(req, path == "/v1/load_lora_adapter");
         } else if (path == "/v1/models") {
             if (allow(bhttp::verb::get, "GET")) handle_models();
         } else if (path == "/health") {
@@ -354,6 +356,50 @@ class Connection : public std::enable_shared_from_this<Connection> {
         } else {
             respond_error(404, "not_found_error", fmt::format("no route for {}", path));
         }
+    }
+
+    // vLLM's runtime LoRA endpoints: {"lora_name", "lora_path"} and {"lora_name"}. The work runs on the
+    // engine thread between steps; the answer comes back to this strand through the gate.
+    void handle_adapter(const bhttp::request<bhttp::string_body>& req, bool load) {
+        auto& svc = srv_->svc;
+        std::string name, path;
+        try {
+            const json body = json::parse(req.body());
+            if (!body.is_object()) throw serving::ApiError(400, "invalid_request_error", "the body must be a JSON object");
+            const auto text = [&](const char* key) -> std::string {
+                const auto it = body.find(key);
+                if (it == body.end()) return {};
+                if (!it->is_string())
+                    throw serving::ApiError(400, "invalid_request_error", fmt::format("'{}' must be a string", key), key);
+                return it->get<std::string>();
+            };
+            name = text("lora_name");
+            if (name.empty()) throw serving::ApiError(400, "invalid_request_error", "'lora_name' is required", "lora_name");
+            if (load) path = text("lora_path");
+        } catch (const serving::ApiError& e) {
+            return reject(e);
+        } catch (const json::exception&) {
+            return reject(serving::ApiError(400, "invalid_request_error", "the body is not valid JSON"));
+        }
+        srv_->hold(shared_from_this());
+        auto done = [gate = srv_->gate, box = mailbox_, weak = weak_from_this(), name,
+                     load](std::optional<serving::ApiError> err) {
+            gate->post(*box, [weak, name, load, err = std::move(err)] {
+                auto c = weak.lock();
+                if (!c) return;
+                auto hold = c->srv_->unhold(c.get());
+                if (c->closed_) return;
+                if (err) return c->reject(*err);
+                c->respond(200,
+                           fmt::format("Success: LoRA adapter '{}' {} successfully.", name,
+                                       load ? "added" : "removed"),
+                           "text/plain; charset=utf-8");
+            });
+        };
+        if (load)
+            svc.load_adapter_async(name, path, std::move(done));
+        else
+            svc.unload_adapter_async(name, std::move(done));
     }
 
     void handle_models() {
@@ -422,7 +468,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
             fo.created = unix_now();
             fo.model = svc.model_name();
             for (const std::string& a : svc.adapters())
-                if (gr.model == a) fo.model = a;  // a response names the adapter that made it
+                if (gr.model == a || gr.adapter == a) fo.model = a;  // a response names the adapter that made it
             fo.n = gr.n;
             ex->n = gr.n;
             fo.logprobs = gr.logprobs;

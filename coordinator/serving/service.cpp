@@ -241,15 +241,16 @@ PreparedRequest Service::prepare(GenerationRequest req) const {
     std::string served = model_name_;
     const std::string& wanted = req.adapter.empty() ? req.model : req.adapter;
     if (!wanted.empty() && wanted != model_name_) {
-        const auto it = std::find(adapters_.begin(), adapters_.end(), wanted);
+        std::lock_guard lock(adapters_mu_);
+        const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.first == wanted; });
         if (it == adapters_.end()) {
             std::string known = "'" + model_name_ + "'";
-            for (const std::string& a : adapters_) known += ", '" + a + "'";
+            for (const auto& a : adapters_) known += ", '" + a.first + "'";
             throw ApiError(404, "not_found_error",
                            fmt::format("the model '{}' does not exist; this server serves {}", wanted, known),
                            req.adapter.empty() ? "model" : "adapter");
         }
-        adapter = int32_t(it - adapters_.begin()) + 1;
+        adapter = it->second;
         served = wanted;
     }
     if (!req.adapter.empty() && !req.model.empty() && req.model != served && req.model != model_name_)
@@ -351,6 +352,90 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
     }
     metrics_.count_adapter_request(p.served_model);
     return r;
+}
+
+void Service::set_adapters(const std::vector<std::string>& names) {
+    std::lock_guard lock(adapters_mu_);
+    adapters_.clear();
+    for (const std::string& n : names) adapters_.emplace_back(n, next_adapter_id_++);
+}
+
+std::vector<std::string> Service::adapters() const {
+    std::lock_guard lock(adapters_mu_);
+    std::vector<std::string> names;
+    for (const auto& a : adapters_) names.push_back(a.first);
+    return names;
+}
+
+void Service::load_adapter_async(const std::string& name, const std::string& path, AdapterDone done) {
+    if (!loader_)
+        return done(ApiError(403, "invalid_request_error",
+                             "runtime LoRA loading is off on this server (set lora.allow_runtime_loading: true)"));
+    if (name.empty() || name.find_first_of(" \t\n/") != std::string::npos || name == model_name_)
+        return done(ApiError(400, "invalid_request_error",
+                             "'lora_name' must be a non-empty name without spaces or '/', other than the served "
+                             "model's",
+                             "lora_name"));
+    if (path.empty()) return done(ApiError(400, "invalid_request_error", "'lora_path' is required", "lora_path"));
+    int32_t id = 0;
+    {
+        std::lock_guard lock(adapters_mu_);
+        for (const auto& a : adapters_)
+            if (a.first == name)
+                return done(ApiError(400, "invalid_request_error",
+                                     fmt::format("a LoRA adapter named '{}' is already loaded", name), "lora_name"));
+        id = next_adapter_id_++;
+    }
+    engine_.post_control([this, name, path, id, done = std::move(done)] {
+        {
+            std::lock_guard lock(adapters_mu_);
+            for (const auto& a : adapters_)
+                if (a.first == name)  // a concurrent load of the same name got there first
+                    return done(ApiError(400, "invalid_request_error",
+                                         fmt::format("a LoRA adapter named '{}' is already loaded", name), "lora_name"));
+        }
+        const std::string error = loader_->load_adapter(id, path);
+        if (!error.empty())
+            return done(ApiError(400, "invalid_request_error",
+                                 fmt::format("LoRA adapter '{}' could not be loaded from {}: {}", name, path, error),
+                                 "lora_path"));
+        engine_.adapter_loaded(id);
+        {
+            std::lock_guard lock(adapters_mu_);
+            adapters_.emplace_back(name, id);
+        }
+        log().info("LoRA adapter '{}' loaded from {} on every rank (id {})", name, path, id);
+        done(std::nullopt);
+    });
+}
+
+void Service::unload_adapter_async(const std::string& name, AdapterDone done) {
+    if (!loader_)
+        return done(ApiError(403, "invalid_request_error",
+                             "runtime LoRA loading is off on this server (set lora.allow_runtime_loading: true)"));
+    engine_.post_control([this, name, done = std::move(done)] {
+        int32_t id = 0;
+        {
+            std::lock_guard lock(adapters_mu_);
+            const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.first == name; });
+            if (it == adapters_.end())
+                return done(ApiError(404, "not_found_error", fmt::format("no LoRA adapter named '{}' is loaded", name),
+                                     "lora_name"));
+            id = it->second;
+            const int64_t users = engine_.requests_with_adapter(id);
+            if (users > 0)
+                return done(ApiError(409, "invalid_request_error",
+                                     fmt::format("LoRA adapter '{}' is in use by {} request(s); unload it when they "
+                                                 "have finished",
+                                                 name, users),
+                                     "lora_name"));
+            adapters_.erase(it);  // new requests no longer find it
+        }
+        engine_.adapter_unloaded(id);  // requests accepted before this end with an error, never reach a rank
+        loader_->unload_adapter(id);
+        log().info("LoRA adapter '{}' unloaded on every rank", name);
+        done(std::nullopt);
+    });
 }
 
 void Service::cancel(const std::shared_ptr<Request>& r) {

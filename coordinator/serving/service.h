@@ -184,10 +184,22 @@ public:
     /// Prometheus text exposition of the engine's and the servers' counters.
     std::string metrics_text() const;
     const std::string& model_name() const { return model_name_; }
-    /// LoRA adapters every rank holds, by name; adapter i has id i + 1 (app::load_adapters). Set
-    /// before serving.
-    void set_adapters(std::vector<std::string> names) { adapters_ = std::move(names); }
-    const std::vector<std::string>& adapters() const { return adapters_; }
+    /// LoRA adapters every rank holds at start, by name; adapter i has id i + 1
+    /// (app::load_adapters). Set before serving.
+    void set_adapters(const std::vector<std::string>& names);
+    /// The adapters served now, in the order they were loaded.
+    std::vector<std::string> adapters() const;
+    /// Runtime loading (lora.allow_runtime_loading): adapters are loaded and dropped on every rank
+    /// through `exec` (rank 0's executor, driven by the engine thread). Null: refused.
+    void set_runtime_loading(StepExecutor* exec) { loader_ = exec; }
+    using AdapterDone = std::function<void(std::optional<ApiError>)>;
+    /// Loads adapter `name` from `path` on every rank, between steps; `done` runs on the engine
+    /// thread with nothing, or the error to answer (403 when runtime loading is off, 400 for a bad
+    /// name or an adapter any rank could not load: the cluster keeps serving).
+    void load_adapter_async(const std::string& name, const std::string& path, AdapterDone done);
+    /// Drops adapter `name` on every rank. Refused (409) while requests use it: unloading never
+    /// waits and never touches a running request.
+    void unload_adapter_async(const std::string& name, AdapterDone done);
     /// Null in token-ids-only mode.
     const tokenizer::Tokenizer* tokenizer() const { return tok_; }
     engine::Engine& engine() { return engine_; }
@@ -200,7 +212,10 @@ private:
     const tokenizer::Tokenizer* tok_;
     std::unique_ptr<chat::ChatTemplate> chat_;
     std::string model_name_;
-    std::vector<std::string> adapters_;
+    mutable std::mutex adapters_mu_;
+    std::vector<std::pair<std::string, int32_t>> adapters_;  // name, id (ids never reused)
+    int32_t next_adapter_id_ = 1;
+    StepExecutor* loader_ = nullptr;
     ServiceLimits limits_;
     Metrics& metrics_;
     std::atomic<bool> ready_{false};

@@ -52,6 +52,20 @@ TEST(StepPlan, CarriesTheModelItRuns) {
     EXPECT_NE(step_state_hash(p), step_state_hash(sample()));
 }
 
+TEST(StepPlan, CarriesAnAdapterLoad) {
+    StepPlan p;
+    p.kind = StepKind::LoadAdapter;
+    p.adapter_id = 7;
+    p.adapter_path = "/models/adapters/sql";
+    const auto bytes = encode_step_plan(p);
+    const StepPlan q = decode_step_plan(bytes);
+    EXPECT_EQ(q.kind, StepKind::LoadAdapter);
+    EXPECT_EQ(q.adapter_id, 7);
+    EXPECT_EQ(q.adapter_path, "/models/adapters/sql");
+    for (size_t n = 0; n < bytes.size(); ++n)
+        EXPECT_THROW(decode_step_plan(std::span<const uint8_t>(bytes.data(), n)), Error) << n;
+}
+
 TEST(StepPlan, EveryTruncationIsAnError) {
     const auto bytes = encode_step_plan(sample());
     for (size_t n = 0; n < bytes.size(); ++n)

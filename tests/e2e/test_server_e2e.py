@@ -308,6 +308,8 @@ def run_draft_speculation(solo):
         print(f"draft speculation: {accepted} of {proposed} proposals accepted")
         check(proposed and 0 < accepted < proposed, f"draft speculation: accepted {accepted} of {proposed}")
         wait_blocks_free(c.http_port, "draft speculation")
+        st, body, _ = http_post(c.http_port, "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"})
+        check(st == 403 and "allow_runtime_loading" in json.dumps(body), f"runtime loading off: {st} {body}")
     except Exception as e:  # noqa: BLE001
         check(False, f"draft speculation exception {e!r}")
         c.dump()
@@ -330,6 +332,7 @@ LORA = f"""lora:
     pattern2: {LORA_DIR}/phi3_r8_pattern
     layers2: {LORA_DIR}/phi3_r4_layers
   max_loras: 2
+  allow_runtime_loading: true
 """
 LORA_MODELS = ["phi-test", "pattern", "layers", "pattern2", "layers2"]
 
@@ -384,6 +387,7 @@ def run_lora():
               'phi_model_generated_tokens_total{model="pattern"}' in mbody.decode(), "per-adapter metrics missing")
         wait_blocks_free(c.http_port, "lora")
         print("lora: 32 concurrent streams over 4 adapters and the base model checked", flush=True)
+        run_lora_runtime_loading(c, req, solo)
     except Exception as e:  # noqa: BLE001
         check(False, f"lora exception {e!r}")
         c.dump()
@@ -395,6 +399,59 @@ def run_lora():
         check(False, "a folder without adapter_config.json was accepted as an adapter")
     except RuntimeError as e:
         check("LoRA adapter 'broken'" in str(e), f"malformed adapter refusal: {str(e)[-600:]}")
+
+
+def run_lora_runtime_loading(c, req, solo):
+    """vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter on a live cluster: a loaded adapter
+    serves at once (the same folder as 'pattern' gives pattern's text); a malformed one is refused
+    with the reason and the cluster keeps serving; unloading an adapter in use is refused (409) and
+    the running request finishes untouched; an unloaded adapter is gone."""
+    st, _, _ = http_post(c.http_port, "/v1/load_lora_adapter",
+                         {"lora_name": "extra", "lora_path": os.path.join(LORA_DIR, "phi3_r8_pattern")})
+    check(st == 200, f"load_lora_adapter: {st}")
+    st, body = http_get(c.http_port, "/v1/models")
+    check("extra" in [m["id"] for m in json.loads(body)["data"]], "loaded adapter missing from /v1/models")
+    st, body, _ = http_post(c.http_port, "/v1/completions", dict(req(1), model="extra"))
+    check(st == 200 and body["choices"][0]["text"] == solo[1], f"runtime-loaded adapter output: {st} {body}")
+    st, body, _ = http_post(c.http_port, "/v1/load_lora_adapter", {"lora_name": "broken", "lora_path": MODEL})
+    check(st == 400 and "broken" in json.dumps(body), f"malformed runtime adapter: {st} {body}")
+    st, body, _ = http_post(c.http_port, "/v1/load_lora_adapter",
+                            {"lora_name": "extra", "lora_path": os.path.join(LORA_DIR, "phi3_r4_layers")})
+    check(st == 400 and "already loaded" in json.dumps(body), f"duplicate adapter name: {st} {body}")
+    st, body, _ = http_post(c.http_port, "/v1/completions", req(2))
+    check(st == 200 and body["choices"][0]["text"] == solo[2], "the cluster stopped serving after a failed load")
+    result = {}
+
+    def long_request():
+        result["r"] = sse_completion(c.http_port, dict(req(1), model="extra", max_tokens=200))
+    th = threading.Thread(target=long_request)
+    th.start()
+    busy = None
+    for _ in range(500):  # until the request runs (before that, unloading it is allowed)
+        if (metric(c.http_port, "phi_running_sequences") or 0) > 0:
+            break
+        time.sleep(0.01)
+    for _ in range(100):
+        st, body, _ = http_post(c.http_port, "/v1/unload_lora_adapter", {"lora_name": "extra"})
+        if st == 409:
+            busy = body
+            break
+        if st == 200:
+            break
+        time.sleep(0.02)
+    check(busy is not None and "in use" in json.dumps(busy), f"unloading an adapter in use: {st} {body}")
+    th.join(120)
+    r = result.get("r")
+    check(r is not None and r[1] == "length",
+          f"the request using an adapter someone tried to unload: {r and r[1]}")
+    st, _, _ = http_post(c.http_port, "/v1/unload_lora_adapter", {"lora_name": "extra"})
+    check(st == 200, f"unload_lora_adapter: {st}")
+    st, body, _ = http_post(c.http_port, "/v1/completions", dict(req(1), model="extra"))
+    check(st == 404, f"an unloaded adapter still answers: {st}")
+    st, _, _ = http_post(c.http_port, "/v1/unload_lora_adapter", {"lora_name": "extra"})
+    check(st == 404, f"unloading twice: {st}")
+    wait_blocks_free(c.http_port, "lora runtime loading")
+    print("lora: runtime load, refusals and unload checked", flush=True)
 
 
 def run_cancel_and_disconnect(c):

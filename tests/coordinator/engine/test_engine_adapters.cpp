@@ -24,6 +24,7 @@ struct Outcome {
 class AdapterEngine {
 public:
     explicit AdapterEngine(EngineConfig cfg) : runner_(k_vocab, 512, 256, 4), exec_(runner_, comm_, WatchdogOptions{}) {
+        cfg.adapters = {1, 2, 3, 4};
         engine_ = std::make_unique<Engine>(exec_, cfg);
     }
     void submit(std::vector<int32_t> prompt, int32_t adapter, int max_tokens, Outcome* out) {
@@ -114,6 +115,37 @@ TEST(EngineAdapters, ARequestWaitingForAnAdapterSlotIsNotOvertaken) {
     EXPECT_GT(outs[1].first_token_step, outs[0].first_token_step);
     EXPECT_LT(outs[1].first_token_step, outs[2].first_token_step);
     EXPECT_EQ(e.runner().max_step_adapters(), 1);
+}
+
+// An adapter unloaded between a request's acceptance and its first step: the request ends with
+// the reason; nothing names the adapter in a step; the others run on.
+TEST(EngineAdapters, ARequestForAnUnloadedAdapterEndsWithTheReason) {
+    EngineConfig cfg;
+    AdapterEngine e(cfg);
+    std::vector<Outcome> outs(2);
+    std::string error;
+    EngineRequest r;
+    r.prompt = {1, 2, 3};
+    r.params.max_tokens = 4;
+    r.adapter = 3;
+    e.engine().post_control([&] { e.engine().adapter_unloaded(3); });
+    e.step();  // the control runs between steps, on the engine thread
+    e.engine().submit(std::move(r), [&](const Event& ev) {
+        if (ev.kind == Event::Kind::Finished) {
+            error = ev.error;
+            outs[0].done = true;
+        }
+    });
+    e.submit({4, 5, 6}, 2, 4, &outs[1]);
+    e.run(outs);
+    EXPECT_NE(error.find("not loaded"), std::string::npos) << error;
+    EXPECT_EQ(outs[1].tokens.size(), 4u);
+    e.engine().post_control([&] { e.engine().adapter_loaded(3); });
+    e.step();
+    std::vector<Outcome> again(1);
+    e.submit({1, 2, 3}, 3, 4, &again[0]);
+    e.run(again);
+    EXPECT_EQ(again[0].tokens, e.runner().greedy({1, 2, 3}, 4, k_vocab, 3));
 }
 
 }  // namespace
