@@ -33,7 +33,7 @@ configure() {  # dir, sanitizers, fuzzers ON/OFF
 
 asan_suites=(test_kernels test_sharding test_cluster test_thread_communicator test_worker test_app
              test_chat_template test_sampling test_tokenizer test_service test_http test_native
-             test_engine_fake test_engine_speculative)
+             test_engine_fake test_engine_speculative test_engine_adapters)
 tsan_suites=(test_thread_communicator test_engine_fake test_service test_http test_native)
 fuzzers=(fuzz_safetensors fuzz_model_config fuzz_tokenizer_json fuzz_tokenizer_text fuzz_chat_template
          fuzz_cluster_config fuzz_native_frames fuzz_http_body)

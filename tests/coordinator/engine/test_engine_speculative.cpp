@@ -239,13 +239,14 @@ TEST(EngineSpeculative, PreemptionUnderAFullCacheKeepsOutputsExact) {
     EXPECT_GT(spec.stats.spec_accepted, 0);
 }
 
-TEST(EngineSpeculative, AThousandRequestsWithCancelsLeaveEveryBlockFree) {
-    EngineConfig cfg = with_ngram(EngineConfig{}, 4);
+// 1000 requests (greedy and sampled, some cancelled mid-generation, some while queued) through a
+// small cache; returns the engine's counters at the end.
+EngineStats thousand_requests_with_cancels(EngineConfig cfg, std::optional<DraftSpec> draft, uint32_t seed) {
     cfg.max_num_seqs = 16;
     cfg.max_queued = 2000;
     cfg.max_batched_tokens = 32;
-    SpecEngine e(96, 4, cfg);
-    std::mt19937 rng(500);
+    SpecEngine e(96, 4, cfg, draft);
+    std::mt19937 rng(seed);
     std::vector<Outcome> outs(1000);
     std::vector<uint64_t> ids;
     for (size_t i = 0; i < outs.size(); ++i) {
@@ -262,7 +263,11 @@ TEST(EngineSpeculative, AThousandRequestsWithCancelsLeaveEveryBlockFree) {
         }
     }
     e.run_until_done(outs);
-    const EngineStats s = e.engine().stats();
+    return e.engine().stats();
+}
+
+TEST(EngineSpeculative, AThousandRequestsWithCancelsLeaveEveryBlockFree) {
+    const EngineStats s = thousand_requests_with_cancels(with_ngram(EngineConfig{}, 4), std::nullopt, 500);
     EXPECT_EQ(s.kv_blocks_used, 0);
     EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
     EXPECT_GT(s.finished_cancelled, 0);
@@ -363,29 +368,7 @@ TEST(EngineSpeculativeDraft, PreemptionAndAFullDraftCacheKeepOutputsExact) {
 }
 
 TEST(EngineSpeculativeDraft, AThousandRequestsWithCancelsLeaveBothCachesFree) {
-    EngineConfig cfg = with_draft(EngineConfig{}, 4);
-    cfg.max_num_seqs = 16;
-    cfg.max_queued = 2000;
-    cfg.max_batched_tokens = 32;
-    SpecEngine e(96, 4, cfg, DraftSpec{1, 96});
-    std::mt19937 rng(1100);
-    std::vector<Outcome> outs(1000);
-    std::vector<uint64_t> ids;
-    for (size_t i = 0; i < outs.size(); ++i) {
-        Req q;
-        q.prompt = random_prompt(rng, 3 + int(i % 13));
-        q.params.temperature = i % 2 ? 0.0f : 0.9f;
-        q.params.seed = i;
-        q.params.max_tokens = 5 + int(i % 17);
-        ids.push_back(e.submit(q, &outs[i]));
-        if (i % 8 == 7) {
-            e.engine().step();
-            e.engine().step();
-            e.engine().cancel(ids[i - 3]);
-        }
-    }
-    e.run_until_done(outs);
-    const EngineStats s = e.engine().stats();
+    const EngineStats s = thousand_requests_with_cancels(with_draft(EngineConfig{}, 4), DraftSpec{1, 96}, 1100);
     EXPECT_EQ(s.kv_blocks_used, 0);
     EXPECT_EQ(s.draft_kv_blocks_used, 0);
     EXPECT_EQ(s.draft_kv_blocks_total, 96);
