@@ -173,6 +173,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
              c.tokenizer = t.is_absolute() ? t : base_dir / t;
          }},
         {"skip_tokenizer_init", [&](auto& n, auto& p) { c.skip_tokenizer_init = boolean(n, p); }},
+        {"vocab_limit", [&](auto& n, auto& p) { c.vocab_limit = integer(n, p, 1, int64_t(1) << 31); }},
         {"model_name", [&](auto& n, auto& p) { c.model_name = scalar<std::string>(n, p, "a string"); }},
         {"tp", [&](auto& n, auto& p) { c.tp = int(integer(n, p, 1, 4096)); }},
         {"backend", [&](auto& n, auto& p) { c.backend = choice(n, p, {"cpu", "cuda"}); }},
@@ -227,6 +228,10 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
     PHI_CHECK(c.spec_method != "draft" || c.backend != "cuda",
               "{}: speculative.method: draft runs on the CPU backend only for now (backend: cuda loads no draft "
               "model); use method: ngram",
+              origin);
+    PHI_CHECK(c.vocab_limit == 0 || c.skip_tokenizer_init,
+              "{}: vocab_limit is for token-ids-only mode (skip_tokenizer_init: true); with a tokenizer its size "
+              "is the limit",
               origin);
     for (const auto& [name, dir] : c.lora_adapters)
         PHI_CHECK(name != c.model_name, "{}: lora.adapters.{} has the served model's own name", origin, name);

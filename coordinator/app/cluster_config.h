@@ -24,6 +24,9 @@ struct ClusterConfig {
     std::filesystem::path model;  // HF folder; relative paths are relative to the config file
     std::filesystem::path tokenizer;  // folder with tokenizer.json; default: the model folder
     bool skip_tokenizer_init = false;  // token-ids-only mode (vLLM's flag): no tokenizer is loaded
+    // Token-ids-only mode: ids at or above this are never generated (the clients' tokenizer is
+    // smaller than the model's padded vocabulary); 0: the model's vocab_size.
+    int64_t vocab_limit = 0;
     std::string model_name;       // served name (/v1/models); default: the folder's name
     int tp = 0;                   // 0 (left out): the MPI world size; otherwise it must equal it
     std::string backend = "cpu";  // cpu | cuda

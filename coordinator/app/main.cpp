@@ -53,6 +53,7 @@ struct OfflineArgs {
     std::string draft_model;  // non-empty: draft-model speculative decoding
     int draft_k = 3;
     int64_t draft_layers = 0;
+    int64_t vocab_limit = 0;  // without a tokenizer: ids at or above it are never generated
     bool rejection_sampling = false;
     int threads = 0;
     int tp = 0;
@@ -173,7 +174,8 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     PHI_CHECK(tok || !a.prompt_ids.empty(), "{} has no tokenizer.json: use --prompt-ids", a.model_dir);
 
     engine::EngineConfig ec;
-    ec.vocab_limit = tok ? tok->vocab_size() : model.config().vocab_size;
+    PHI_CHECK(a.vocab_limit == 0 || !tok, "--vocab-limit is for a model folder without a tokenizer (its size is the limit)");
+    ec.vocab_limit = tok ? tok->vocab_size() : (a.vocab_limit > 0 ? a.vocab_limit : model.config().vocab_size);
     if (tok) {
         for (int32_t id : app::stop_ids_for(a.model_dir, &*tok, 0)) ec.eos_ids.push_back(id);
     }
@@ -336,6 +338,10 @@ int main(int argc, char** argv) {
     cli.add_option("--seed", a.seed);
     cli.add_option("--ngram-k", a.ngram_k, "offline: n-gram speculative decoding, proposals per step (0 = off)")
         ->check(CLI::Range(0, 16));
+    cli.add_option("--vocab-limit", a.vocab_limit,
+                   "offline, for a model folder without a tokenizer: ids at or above N are never generated (the "
+                   "tokenizer the ids come from is smaller than the model's vocabulary; server mode: vocab_limit)")
+        ->check(CLI::Range(int64_t(1), int64_t(1) << 31));
     cli.add_option("--draft-model", a.draft_model,
                    "offline: draft-model speculative decoding with this Phi checkpoint (same tokenizer; server "
                    "mode: speculative.draft_model)");

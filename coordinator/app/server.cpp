@@ -179,7 +179,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;
-    ec.vocab_limit = tok ? tok->vocab_size() : mc.vocab_size;
+    ec.vocab_limit = tok ? tok->vocab_size() : (cfg.vocab_limit > 0 ? cfg.vocab_limit : mc.vocab_size);
     ec.eos_ids = stop_ids_for(cfg.model, tok_ptr, mc.vocab_size);
     PHI_CHECK(!tok || tok->vocab_size() <= mc.vocab_size,
               "the tokenizer in {} has {} tokens but the model's vocabulary has only {} rows", cfg.tokenizer.string(),

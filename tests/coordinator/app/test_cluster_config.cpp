@@ -90,6 +90,12 @@ TEST(ClusterConfig, SpeculativeSection) {
                  Error);
 }
 
+TEST(ClusterConfig, VocabLimitIsForTokenIdsOnlyMode) {
+    EXPECT_EQ(parse_cluster_config("model: m\nskip_tokenizer_init: true\nvocab_limit: 357\n", "x.yaml", "/").vocab_limit,
+              357);
+    EXPECT_NE(error_of("model: m\nvocab_limit: 357\n").find("token-ids-only mode"), std::string::npos);
+}
+
 TEST(ClusterConfig, LoraSection) {
     const ClusterConfig c = parse_cluster_config(
         "model: m\nmodel_name: base\nlora:\n  adapters: {sql: a/sql, chat: /abs/chat}\n  max_loras: 2\n  max_lora_rank: 16\n",
