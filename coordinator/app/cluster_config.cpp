@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 
@@ -131,6 +132,7 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
         {"max_lora_rank", [&](auto& n, auto& p) { c.max_lora_rank = integer(n, p, 1, 1024); }},
         {"max_loras", [&](auto& n, auto& p) { c.max_loras = integer(n, p, 0, 1 << 16); }},
         {"allow_runtime_loading", [&](auto& n, auto& p) { c.lora_runtime_loading = boolean(n, p); }},
+        {"max_cpu_loras", [&](auto& n, auto& p) { c.max_cpu_loras = integer(n, p, 0, 1 << 16); }},
     };
     const std::map<std::string, Handler> speculative_schema = {
         {"method", [&](auto& n, auto& p) { c.spec_method = choice(n, p, {"off", "ngram", "draft"}); }},
@@ -233,6 +235,10 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
               "{}: vocab_limit is for token-ids-only mode (skip_tokenizer_init: true); with a tokenizer its size "
               "is the limit",
               origin);
+    PHI_CHECK(c.max_cpu_loras == 0 || c.max_cpu_loras >= std::max<int64_t>(c.max_loras, 1),
+              "{}: lora.max_cpu_loras ({}) must be at least lora.max_loras ({}): the adapters of one batch stay in "
+              "memory",
+              origin, c.max_cpu_loras, c.max_loras);
     for (const auto& [name, dir] : c.lora_adapters)
         PHI_CHECK(name != c.model_name, "{}: lora.adapters.{} has the served model's own name", origin, name);
     PHI_CHECK((c.lora_adapters.empty() && !c.lora_runtime_loading) || c.backend != "cuda",

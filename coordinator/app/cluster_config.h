@@ -59,6 +59,7 @@ struct ClusterConfig {
     int64_t max_lora_rank = 64;
     int64_t max_loras = 0;  // distinct adapters in the running batch; 0: no limit
     bool lora_runtime_loading = false;  // lora.allow_runtime_loading: /v1/load_lora_adapter and unload
+    int64_t max_cpu_loras = 0;  // adapters kept in memory (LRU eviction, reloaded on demand); 0: all
     ListenAddress tcp{"127.0.0.1", native::k_default_port};
     ListenAddress http{"127.0.0.1", 8000};
     int64_t max_queued = 256;

@@ -91,6 +91,9 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
         draft_sizing = size_draft(sizing, mc, dmc);
         log().info("{}", describe_draft_sizing(*draft_sizing));
     }
+    const size_t resident_adapters = cfg.max_cpu_loras > 0
+                                         ? std::min(cfg.lora_adapters.size(), size_t(cfg.max_cpu_loras))
+                                         : cfg.lora_adapters.size();
     std::unique_ptr<PhiModel> cpu_model;
     std::unique_ptr<PhiModel> draft_model;
     std::unique_ptr<GpuRank> gpu_rank;
@@ -113,7 +116,10 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
                                                                  : kernels::cpu::QuantActivations::F32;
         opts.kv = KvCacheConfig{sizing.kv_blocks, cfg.block_size, sizing.kv_dtype};
         cpu_model = load_model(cfg.model, comm, opts);
-        load_adapters(*cpu_model, comm, cfg.lora_adapters, cfg.max_lora_rank);
+        // With max_cpu_loras only the first that many start in memory; the others load on demand.
+        const std::vector<std::pair<std::string, std::filesystem::path>> resident(
+            cfg.lora_adapters.begin(), cfg.lora_adapters.begin() + std::ptrdiff_t(resident_adapters));
+        load_adapters(*cpu_model, comm, resident, cfg.max_lora_rank);
         if (draft_sizing) {
             ModelOptions dopts = opts;
             dopts.layers = cfg.spec_draft_layers;
@@ -135,7 +141,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     wd.step_base = cfg.watchdog_step_base;
     wd.plan_wait = cfg.plan_wait;
     StepExecutor exec(model, comm, wd, draft_model.get());
-    if (cfg.lora_runtime_loading) {
+    if (cfg.lora_runtime_loading || cfg.max_cpu_loras > 0) {
         // Every rank loads (or drops) its slices when rank 0's LoadAdapter plan arrives.
         exec.set_adapter_hooks(
             [&cpu_model, rank = cfg.max_lora_rank](int32_t id, const std::string& path) {
@@ -175,7 +181,7 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     if (cfg.spec_method == "draft") ec.speculative.method = engine::SpeculativeConfig::Method::Draft;
     ec.speculative.rejection_sampling = cfg.spec_rejection_sampling;
     ec.max_loras = cfg.max_loras;
-    for (size_t i = 0; i < cfg.lora_adapters.size(); ++i) ec.adapters.push_back(int32_t(i) + 1);
+    for (size_t i = 0; i < resident_adapters; ++i) ec.adapters.push_back(int32_t(i) + 1);
     ec.speculative.k = cfg.spec_k;
     ec.speculative.ngram_min = cfg.spec_ngram_min;
     ec.speculative.ngram_max = cfg.spec_ngram_max;
@@ -194,10 +200,11 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     limits.request_deadline = std::chrono::milliseconds(int64_t(cfg.request_deadline_s * 1000));
     serving::Service svc(engine, tok_ptr, cfg.model_name, limits, metrics);
     {
-        std::vector<std::string> names;
-        for (const auto& [name, dir] : cfg.lora_adapters) names.push_back(name);
-        svc.set_adapters(names);
-        if (cfg.lora_runtime_loading) svc.set_runtime_loading(&exec);
+        std::vector<std::pair<std::string, std::string>> adapters;
+        for (const auto& [name, dir] : cfg.lora_adapters) adapters.emplace_back(name, dir.string());
+        svc.set_adapters(adapters, resident_adapters);
+        if (cfg.lora_runtime_loading || cfg.max_cpu_loras > 0)
+            svc.set_adapter_loading(&exec, cfg.lora_runtime_loading, cfg.max_cpu_loras);
     }
     svc.stall_after = cfg.heartbeat * 2;
 

@@ -174,6 +174,9 @@ int64_t Engine::requests_with_adapter(int32_t id) const {
     int64_t n = 0;
     for (const auto& [sid, s] : seqs_)
         if (!s->finished && s->req.adapter == id) ++n;
+    std::lock_guard lock(mu_);  // submitted since the step began: not taken in yet
+    for (const auto& s : inbox_)
+        if (s->req.adapter == id) ++n;
     return n;
 }
 

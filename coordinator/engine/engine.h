@@ -153,7 +153,7 @@ public:
     /// Runs `task` on the engine thread between steps (before the next step's scheduling), where it
     /// may use the executor (adapter loading) and the calls below. Thread-safe.
     void post_control(std::function<void()> task);
-    /// Engine thread (control tasks): requests queued or running with adapter `id`.
+    /// Engine thread (control tasks): requests submitted, queued or running with adapter `id`.
     int64_t requests_with_adapter(int32_t id) const;
     /// Engine thread (control tasks): adapter `id` may now be named by requests, or no longer.
     void adapter_loaded(int32_t id);

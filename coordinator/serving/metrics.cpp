@@ -82,10 +82,21 @@ void Metrics::count_adapter_tokens(const std::string& model, int64_t tokens) {
     adapters_[model].second += uint64_t(std::max<int64_t>(tokens, 0));
 }
 
+void Metrics::count_lora_event(const std::string& event) {
+    std::lock_guard lock(mu_);
+    ++lora_events_[event];
+}
+
 std::string Metrics::render_adapters() const {
     std::lock_guard lock(mu_);
-    if (adapters_.empty()) return {};
-    std::string out = "# HELP phi_model_requests_total Requests per served model or LoRA adapter.\n"
+    std::string out;
+    if (!lora_events_.empty()) {
+        out += "# HELP phi_lora_adapter_events_total LoRA adapters loaded into memory and evicted from it.\n"
+               "# TYPE phi_lora_adapter_events_total counter\n";
+        for (const auto& [k, v] : lora_events_) out += fmt::format("phi_lora_adapter_events_total{{event=\"{}\"}} {}\n", k, v);
+    }
+    if (adapters_.empty()) return out;
+    out += "# HELP phi_model_requests_total Requests per served model or LoRA adapter.\n"
                       "# TYPE phi_model_requests_total counter\n";
     for (const auto& [k, v] : adapters_) out += fmt::format("phi_model_requests_total{{model=\"{}\"}} {}\n", k, v.first);
     out += "# HELP phi_model_generated_tokens_total Tokens generated per served model or LoRA adapter.\n"

@@ -42,11 +42,14 @@ public:
     void count_adapter_request(const std::string& model);
     void count_adapter_tokens(const std::string& model, int64_t tokens);
     std::string render_adapters() const;
+    /// LoRA adapters loaded into memory and evicted from it (lora.max_cpu_loras).
+    void count_lora_event(const std::string& event);
 
 private:
     mutable std::mutex mu_;
     std::map<std::string, uint64_t> requests_;
     std::map<std::string, std::pair<uint64_t, uint64_t>> adapters_;  // requests, tokens
+    std::map<std::string, uint64_t> lora_events_;
 };
 
 }  // namespace phi::serving

@@ -48,6 +48,8 @@ public:
     /// From the engine thread. An exception in the detokenizer, the stop matcher or the transport's
     /// sink ends this request's choice with an error; it never reaches the engine.
     void on_event(int c, const engine::Event& e);
+    /// Ends choice `c` with finish_reason "error" and `error` (a request that never reached the engine).
+    void end_choice_with_error(int c, const std::string& error) { choice_done(c, "error", error, ""); }
 
 private:
     void handle_event(int c, const engine::Event& e);
@@ -242,15 +244,16 @@ PreparedRequest Service::prepare(GenerationRequest req) const {
     const std::string& wanted = req.adapter.empty() ? req.model : req.adapter;
     if (!wanted.empty() && wanted != model_name_) {
         std::lock_guard lock(adapters_mu_);
-        const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.first == wanted; });
+        const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.name == wanted; });
         if (it == adapters_.end()) {
             std::string known = "'" + model_name_ + "'";
-            for (const auto& a : adapters_) known += ", '" + a.first + "'";
+            for (const auto& a : adapters_) known += ", '" + a.name + "'";
             throw ApiError(404, "not_found_error",
                            fmt::format("the model '{}' does not exist; this server serves {}", wanted, known),
                            req.adapter.empty() ? "model" : "adapter");
         }
-        adapter = it->second;
+        adapter = it->id;
+        it->last_used = ++adapter_clock_;
         served = wanted;
     }
     if (!req.adapter.empty() && !req.model.empty() && req.model != served && req.model != model_name_)
@@ -322,12 +325,58 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
         if (tok_) ch.decoder = std::make_unique<tokenizer::IncrementalDecoder>(*tok_, req.skip_special_tokens);
         ch.stop = std::make_unique<sampling::StopMatcher>(req.params.stop);
     }
+    in_flight_.fetch_add(1);
+    bool deferred = false;
+    if (p.adapter != 0 && max_cpu_loras_ > 0 && loader_) {
+        std::lock_guard lock(adapters_mu_);
+        const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.id == p.adapter; });
+        deferred = it == adapters_.end() || !it->resident;
+    }
+    if (deferred) {
+        // Its adapter was evicted (lora.max_cpu_loras): it is loaded again on the engine thread,
+        // between steps, and the request submitted there; a failure ends the request with the reason.
+        engine_.post_control([this, r, p = std::move(p)] {
+            std::string error = make_resident(p.adapter);
+            if (error.empty()) {
+                try {
+                    submit_choices(r, p);
+                    metrics_.count_adapter_request(p.served_model);
+                    return;
+                } catch (const engine::SubmitError& e) {
+                    error = e.what();
+                }
+            }
+            for (int c = 0; c < int(r->choices.size()); ++c) {
+                engine_.cancel(r->choices[size_t(c)].engine_id);
+                r->end_choice_with_error(c, error);
+            }
+        });
+        return r;
+    }
+    try {
+        submit_choices(r, p);
+    } catch (const engine::SubmitError& e) {
+        // Choices already submitted were cancelled silently; the request no longer counts as in
+        // flight (its remaining choices will never report).
+        r->muted = true;
+        if (!r->counted_out.exchange(true)) in_flight_.fetch_sub(1);
+        if (e.kind == engine::SubmitError::Kind::Overloaded) {
+            metrics_.count_request("rejected_overloaded");
+            throw ApiError(429, "rate_limit_error", e.what(), "", limits_.retry_after_s);
+        }
+        bad_request(e.param.empty() ? prompt_param : e.param, e.what());
+    }
+    metrics_.count_adapter_request(p.served_model);
+    return r;
+}
+
+void Service::submit_choices(const std::shared_ptr<Request>& r, const PreparedRequest& p) {
+    const GenerationRequest& req = p.req;
     std::optional<clock_type::time_point> deadline;
     if (limits_.request_deadline.count() > 0) deadline = clock_type::now() + limits_.request_deadline;
-    in_flight_.fetch_add(1);
     for (int c = 0; c < req.n; ++c) {
         engine::EngineRequest er;
-        er.prompt = ids;
+        er.prompt = p.ids;
         er.params = req.params;
         er.stream = uint64_t(c);
         er.want_logprobs = req.logprobs >= 0;
@@ -337,38 +386,78 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
         er.adapter = p.adapter;
         try {
             r->choices[size_t(c)].engine_id = engine_.submit(std::move(er), [r, c](const engine::Event& e) { r->on_event(c, e); });
-        } catch (const engine::SubmitError& e) {
-            // Choices already submitted are cancelled silently; the request no longer counts as
-            // in flight (its remaining choices will never report).
-            r->muted = true;
+        } catch (const engine::SubmitError&) {
             for (int k = 0; k < c; ++k) engine_.cancel(r->choices[size_t(k)].engine_id);
-            if (!r->counted_out.exchange(true)) in_flight_.fetch_sub(1);
-            if (e.kind == engine::SubmitError::Kind::Overloaded) {
-                metrics_.count_request("rejected_overloaded");
-                throw ApiError(429, "rate_limit_error", e.what(), "", limits_.retry_after_s);
-            }
-            bad_request(e.param.empty() ? prompt_param : e.param, e.what());
+            throw;
         }
     }
-    metrics_.count_adapter_request(p.served_model);
-    return r;
 }
 
-void Service::set_adapters(const std::vector<std::string>& names) {
+std::string Service::make_resident(int32_t id) {
+    std::string path;
+    std::vector<AdapterEntry> resident;
+    {
+        std::lock_guard lock(adapters_mu_);
+        const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.id == id; });
+        if (it == adapters_.end()) return "the adapter was unloaded";
+        if (it->resident) return "";
+        path = it->path;
+        for (const auto& a : adapters_)
+            if (a.resident) resident.push_back(a);
+    }
+    // Least recently used first; only adapters no request uses (queued, running or just submitted).
+    std::sort(resident.begin(), resident.end(), [](const auto& a, const auto& b) { return a.last_used < b.last_used; });
+    int64_t count = int64_t(resident.size());
+    for (const AdapterEntry& a : resident) {
+        if (max_cpu_loras_ <= 0 || count < max_cpu_loras_) break;
+        if (engine_.requests_with_adapter(a.id) > 0) continue;
+        {
+            std::lock_guard lock(adapters_mu_);
+            for (auto& e : adapters_)
+                if (e.id == a.id) e.resident = false;
+        }
+        engine_.adapter_unloaded(a.id);
+        loader_->unload_adapter(a.id);
+        metrics_.count_lora_event("evicted");
+        log().info("LoRA adapter '{}' evicted from memory (max_cpu_loras {})", a.name, max_cpu_loras_);
+        --count;
+    }
+    if (max_cpu_loras_ > 0 && count >= max_cpu_loras_)
+        log().warn("loading a LoRA adapter beyond max_cpu_loras {}: every adapter in memory is in use", max_cpu_loras_);
+    const std::string error = loader_->load_adapter(id, path);
+    if (!error.empty()) return error;
+    {
+        std::lock_guard lock(adapters_mu_);
+        for (auto& e : adapters_)
+            if (e.id == id) e.resident = true;
+    }
+    engine_.adapter_loaded(id);
+    metrics_.count_lora_event("loaded");
+    return "";
+}
+
+void Service::set_adapters(const std::vector<std::pair<std::string, std::string>>& adapters, size_t resident) {
     std::lock_guard lock(adapters_mu_);
     adapters_.clear();
-    for (const std::string& n : names) adapters_.emplace_back(n, next_adapter_id_++);
+    for (const auto& [name, path] : adapters) {
+        AdapterEntry e;
+        e.name = name;
+        e.id = next_adapter_id_++;
+        e.path = path;
+        e.resident = adapters_.size() < resident;
+        adapters_.push_back(std::move(e));
+    }
 }
 
 std::vector<std::string> Service::adapters() const {
     std::lock_guard lock(adapters_mu_);
     std::vector<std::string> names;
-    for (const auto& a : adapters_) names.push_back(a.first);
+    for (const auto& a : adapters_) names.push_back(a.name);
     return names;
 }
 
 void Service::load_adapter_async(const std::string& name, const std::string& path, AdapterDone done) {
-    if (!loader_)
+    if (!runtime_loading_ || !loader_)
         return done(ApiError(403, "invalid_request_error",
                              "runtime LoRA loading is off on this server (set lora.allow_runtime_loading: true)"));
     if (name.empty() || name.find_first_of(" \t\n/") != std::string::npos || name == model_name_)
@@ -377,32 +466,40 @@ void Service::load_adapter_async(const std::string& name, const std::string& pat
                              "model's",
                              "lora_name"));
     if (path.empty()) return done(ApiError(400, "invalid_request_error", "'lora_path' is required", "lora_path"));
+    const auto taken = [&] {
+        for (const auto& a : adapters_)
+            if (a.name == name) return true;
+        return false;
+    };
+    const auto duplicate = [&] {
+        return ApiError(400, "invalid_request_error", fmt::format("a LoRA adapter named '{}' is already loaded", name),
+                        "lora_name");
+    };
     int32_t id = 0;
     {
         std::lock_guard lock(adapters_mu_);
-        for (const auto& a : adapters_)
-            if (a.first == name)
-                return done(ApiError(400, "invalid_request_error",
-                                     fmt::format("a LoRA adapter named '{}' is already loaded", name), "lora_name"));
+        if (taken()) return done(duplicate());
         id = next_adapter_id_++;
     }
-    engine_.post_control([this, name, path, id, done = std::move(done)] {
+    engine_.post_control([this, name, path, id, taken, duplicate, done = std::move(done)] {
         {
             std::lock_guard lock(adapters_mu_);
-            for (const auto& a : adapters_)
-                if (a.first == name)  // a concurrent load of the same name got there first
-                    return done(ApiError(400, "invalid_request_error",
-                                         fmt::format("a LoRA adapter named '{}' is already loaded", name), "lora_name"));
+            if (taken()) return done(duplicate());  // a concurrent load of the same name got there first
+            AdapterEntry e;
+            e.name = name;
+            e.id = id;
+            e.path = path;
+            e.last_used = ++adapter_clock_;
+            adapters_.push_back(std::move(e));
         }
-        const std::string error = loader_->load_adapter(id, path);
-        if (!error.empty())
+        const std::string error = make_resident(id);
+        if (!error.empty()) {
+            std::lock_guard lock(adapters_mu_);
+            adapters_.erase(std::remove_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.id == id; }),
+                            adapters_.end());
             return done(ApiError(400, "invalid_request_error",
                                  fmt::format("LoRA adapter '{}' could not be loaded from {}: {}", name, path, error),
                                  "lora_path"));
-        engine_.adapter_loaded(id);
-        {
-            std::lock_guard lock(adapters_mu_);
-            adapters_.emplace_back(name, id);
         }
         log().info("LoRA adapter '{}' loaded from {} on every rank (id {})", name, path, id);
         done(std::nullopt);
@@ -410,18 +507,20 @@ void Service::load_adapter_async(const std::string& name, const std::string& pat
 }
 
 void Service::unload_adapter_async(const std::string& name, AdapterDone done) {
-    if (!loader_)
+    if (!runtime_loading_ || !loader_)
         return done(ApiError(403, "invalid_request_error",
                              "runtime LoRA loading is off on this server (set lora.allow_runtime_loading: true)"));
     engine_.post_control([this, name, done = std::move(done)] {
         int32_t id = 0;
+        bool resident = false;
         {
             std::lock_guard lock(adapters_mu_);
-            const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.first == name; });
+            const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.name == name; });
             if (it == adapters_.end())
                 return done(ApiError(404, "not_found_error", fmt::format("no LoRA adapter named '{}' is loaded", name),
                                      "lora_name"));
-            id = it->second;
+            id = it->id;
+            resident = it->resident;
             const int64_t users = engine_.requests_with_adapter(id);
             if (users > 0)
                 return done(ApiError(409, "invalid_request_error",
@@ -432,7 +531,7 @@ void Service::unload_adapter_async(const std::string& name, AdapterDone done) {
             adapters_.erase(it);  // new requests no longer find it
         }
         engine_.adapter_unloaded(id);  // requests accepted before this end with an error, never reach a rank
-        loader_->unload_adapter(id);
+        if (resident) loader_->unload_adapter(id);
         log().info("LoRA adapter '{}' unloaded on every rank", name);
         done(std::nullopt);
     });

@@ -184,14 +184,20 @@ public:
     /// Prometheus text exposition of the engine's and the servers' counters.
     std::string metrics_text() const;
     const std::string& model_name() const { return model_name_; }
-    /// LoRA adapters every rank holds at start, by name; adapter i has id i + 1
-    /// (app::load_adapters). Set before serving.
-    void set_adapters(const std::vector<std::string>& names);
-    /// The adapters served now, in the order they were loaded.
+    /// LoRA adapters of the config, (name, folder); adapter i has id i + 1 (app::load_adapters),
+    /// and the first `resident` of them are loaded on every rank. Set before serving.
+    void set_adapters(const std::vector<std::pair<std::string, std::string>>& adapters, size_t resident);
+    /// The adapters served now (loaded or loadable on demand), in the order they were added.
     std::vector<std::string> adapters() const;
-    /// Runtime loading (lora.allow_runtime_loading): adapters are loaded and dropped on every rank
-    /// through `exec` (rank 0's executor, driven by the engine thread). Null: refused.
-    void set_runtime_loading(StepExecutor* exec) { loader_ = exec; }
+    /// Adapter loading on every rank through `exec` (rank 0's executor, driven by the engine thread):
+    /// `runtime` allows /v1/load_lora_adapter and /v1/unload_lora_adapter; `max_cpu_loras` > 0 keeps
+    /// at most that many adapters in memory, evicting the least recently used one no request uses
+    /// and reloading an evicted one when a request names it (lora.max_cpu_loras).
+    void set_adapter_loading(StepExecutor* exec, bool runtime, int64_t max_cpu_loras) {
+        loader_ = exec;
+        runtime_loading_ = runtime;
+        max_cpu_loras_ = max_cpu_loras;
+    }
     using AdapterDone = std::function<void(std::optional<ApiError>)>;
     /// Loads adapter `name` from `path` on every rank, between steps; `done` runs on the engine
     /// thread with nothing, or the error to answer (403 when runtime loading is off, 400 for a bad
@@ -212,10 +218,24 @@ private:
     const tokenizer::Tokenizer* tok_;
     std::unique_ptr<chat::ChatTemplate> chat_;
     std::string model_name_;
+    struct AdapterEntry {
+        std::string name;
+        int32_t id = 0;          // never reused
+        std::string path;
+        bool resident = false;   // loaded on every rank (engine thread changes it)
+        uint64_t last_used = 0;  // for LRU eviction
+    };
+    /// Engine thread: loads adapter `id` on every rank if it is not, first evicting the least
+    /// recently used unused adapters above max_cpu_loras. Returns why it failed, or "".
+    std::string make_resident(int32_t id);
+    void submit_choices(const std::shared_ptr<Request>& r, const PreparedRequest& p);
     mutable std::mutex adapters_mu_;
-    std::vector<std::pair<std::string, int32_t>> adapters_;  // name, id (ids never reused)
+    mutable std::vector<AdapterEntry> adapters_;
     int32_t next_adapter_id_ = 1;
+    mutable uint64_t adapter_clock_ = 0;
     StepExecutor* loader_ = nullptr;
+    bool runtime_loading_ = false;
+    int64_t max_cpu_loras_ = 0;
     ServiceLimits limits_;
     Metrics& metrics_;
     std::atomic<bool> ready_{false};

@@ -226,7 +226,9 @@ def main():
     check(rc == 0, f"graceful stop exit code {rc}")
     if solo:
         run_draft_speculation(solo)
-    run_lora()
+    lora = run_lora()
+    if lora:
+        run_lora_lru(*lora)
     run_lora_hf_parity()
     run_admission_and_drain()
     print(f"e2e: {checks[0] - len(failures)} passed, {len(failures)} failed")
@@ -345,6 +347,7 @@ def run_lora():
     them with their parent; the native `adapter` field; unknown names get 404; per-model metrics; a
     malformed adapter stops start-up with its reason."""
     c = Cluster(extra=LORA)
+    result = None
     try:
         st, body = http_get(c.http_port, "/v1/models")
         data = json.loads(body)["data"]
@@ -389,6 +392,7 @@ def run_lora():
         wait_blocks_free(c.http_port, "lora")
         print("lora: 32 concurrent streams over 4 adapters and the base model checked", flush=True)
         run_lora_runtime_loading(c, req, solo)
+        result = (req, solo)
     except Exception as e:  # noqa: BLE001
         check(False, f"lora exception {e!r}")
         c.dump()
@@ -400,6 +404,38 @@ def run_lora():
         check(False, "a folder without adapter_config.json was accepted as an adapter")
     except RuntimeError as e:
         check("LoRA adapter 'broken'" in str(e), f"malformed adapter refusal: {str(e)[-600:]}")
+    return result
+
+
+def run_lora_lru(req, solo):
+    """lora.max_cpu_loras 2 with four adapters: the two least recently used unused ones are evicted and
+    reloaded on demand; every request, one at a time and 32 at once, still gives its solo text."""
+    c = Cluster(extra=LORA.replace("  max_loras: 2\n", "  max_loras: 2\n  max_cpu_loras: 2\n"))
+    try:
+        for i in range(10):
+            st, body, _ = http_post(c.http_port, "/v1/completions", req(i))
+            check(st == 200 and body["choices"][0]["text"] == solo[i], f"lru solo {i}: {st}")
+        results = [None] * 32
+
+        def client(i):
+            results[i] = sse_completion(c.http_port, req(i))
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        for i in range(32):
+            check(results[i] is not None and results[i][0] == solo[i], f"lru stream {i} differs from its solo text")
+        evicted = metric(c.http_port, 'phi_lora_adapter_events_total{event="evicted"}')
+        loaded = metric(c.http_port, 'phi_lora_adapter_events_total{event="loaded"}')
+        print(f"lora lru: {loaded} loads, {evicted} evictions", flush=True)
+        check(evicted and evicted > 0 and loaded and loaded > 0, f"max_cpu_loras: loads {loaded} evictions {evicted}")
+        wait_blocks_free(c.http_port, "lora lru")
+    except Exception as e:  # noqa: BLE001
+        check(False, f"lora lru exception {e!r}")
+        c.dump()
+    rc = c.stop()
+    check(rc == 0, f"lora lru: graceful stop exit code {rc}")
 
 
 def run_lora_hf_parity():

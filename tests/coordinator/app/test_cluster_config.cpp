@@ -110,7 +110,10 @@ TEST(ClusterConfig, LoraSection) {
     EXPECT_NE(error_of("model: m\nmodel_name: base\nlora: {adapters: {base: x}}\n").find("served model's own name"),
               std::string::npos);
     EXPECT_NE(error_of("model: m\nlora: {adapters: [x]}\n").find("must be a map"), std::string::npos);
-    EXPECT_NE(error_of("model: m\nlora: {max_cpu_loras: 3}\n").find("unknown key"), std::string::npos);
+    EXPECT_NE(error_of("model: m\nlora: {max_gpu_loras: 3}\n").find("unknown key"), std::string::npos);
+    EXPECT_EQ(parse_cluster_config("model: m\nlora: {max_cpu_loras: 3, max_loras: 2}\n", "x.yaml", "/").max_cpu_loras, 3);
+    EXPECT_NE(error_of("model: m\nlora: {max_cpu_loras: 1, max_loras: 2}\n").find("must be at least lora.max_loras"),
+              std::string::npos);
     EXPECT_NE(error_of("model: m\nbackend: cuda\nlora: {adapters: {a: x}}\n").find("CPU backend only"),
               std::string::npos);
 }
