@@ -13,7 +13,10 @@ tests/fixtures/<model>/lora/<adapter>/:
 A seed is accepted only when the adapter moves the prompt logits by >= 1e-3 (100x the C++ tolerance), changes
 the greedy continuation, and every greedy step's margin (top-1 minus top-2) is >= 1e-3.
 
-Usage:  python scripts/make_lora_goldens.py [--only NAME ...]
+golden.json also holds "prompt_logits_bf16_base": the same with every base parameter rounded to bf16
+(the reference for dtype: bf16; --bf16-base-only adds it to existing fixtures without touching them).
+
+Usage:  python scripts/make_lora_goldens.py [--only NAME ...] [--bf16-base-only]
 """
 
 import argparse
@@ -143,13 +146,37 @@ def make_adapter(name, out_root):
           f"{min(margins):.3g}, tensors: {sorted(saved)[:2]}...")
 
 
+def add_bf16_base(name, out_root):
+    """prompt_logits_bf16_base: HF + PEFT (fp32 arithmetic) with every BASE parameter rounded to bf16 and
+    the adapter's values as saved: the reference for `dtype: bf16` with an adapter (adapters are always
+    computed in fp32). Added to the existing golden.json; the adapter files are not touched."""
+    from peft import PeftModel
+    fixture = SPECS[name][0]
+    out = out_root / fixture / "lora" / name
+    golden = json.loads((out / "golden.json").read_text())
+    model = PeftModel.from_pretrained(load_base(FIXTURES / fixture), str(out)).eval()
+    if (forward_logits(model, golden["prompt"]) - torch.tensor(golden["prompt_logits"])).abs().max().item() > 1e-5:
+        sys.exit(f"{name}: the saved adapter no longer reproduces golden.json's prompt_logits")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" not in n:
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    golden["prompt_logits_bf16_base"] = as_f32(forward_logits(model, golden["prompt"]))
+    (out / "golden.json").write_text(dump_json(golden) + "\n")
+    print(f"{name}: prompt_logits_bf16_base written")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=list(SPECS))
     ap.add_argument("--out", type=Path, default=FIXTURES)
+    ap.add_argument("--bf16-base-only", action="store_true",
+                    help="only add prompt_logits_bf16_base to existing adapter fixtures")
     args = ap.parse_args()
     for name in args.only:
-        make_adapter(name, args.out)
+        if not args.bf16_base_only:
+            make_adapter(name, args.out)
+        add_bf16_base(name, args.out)
 
 
 if __name__ == "__main__":

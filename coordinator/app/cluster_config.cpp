@@ -235,6 +235,10 @@ ClusterConfig parse_cluster_config(const std::string& text, const std::string& o
               "{}: vocab_limit is for token-ids-only mode (skip_tokenizer_init: true); with a tokenizer its size "
               "is the limit",
               origin);
+    PHI_CHECK((c.lora_adapters.empty() && !c.lora_runtime_loading) || (c.dtype != "int8" && c.dtype != "int4"),
+              "{}: LoRA adapters run on f32 and bf16 weights (each checked against HF + PEFT); with dtype: {} they are "
+              "not verified yet: use dtype: bf16",
+              origin, c.dtype);
     PHI_CHECK(c.max_cpu_loras == 0 || c.max_cpu_loras >= std::max<int64_t>(c.max_loras, 1),
               "{}: lora.max_cpu_loras ({}) must be at least lora.max_loras ({}): the adapters of one batch stay in "
               "memory",

@@ -147,6 +147,9 @@ int run_offline(MpiCommunicator& comm, const OfflineArgs& a) {
     ModelRunner* runner = gpu ? static_cast<ModelRunner*>(&gpu_rank->model()) : cpu_model.get();
     std::unique_ptr<FixedAdapterRunner> with_adapter;
     if (!a.adapter_dir.empty()) {
+        PHI_CHECK(!precision.quant, "--adapter runs on f32 and bf16 weights (each checked against HF + PEFT); with "
+                                    "--dtype {} it is not verified yet: use --dtype bf16",
+                  a.dtype);
         app::load_adapters(*cpu_model, comm, {{"adapter", a.adapter_dir}}, a.max_lora_rank);
         with_adapter = std::make_unique<FixedAdapterRunner>(*cpu_model, 1);
         runner = with_adapter.get();

@@ -65,6 +65,7 @@ LoraGolden load_lora_golden(const std::string& fixture, const std::string& name)
     const nlohmann::json j = nlohmann::json::parse(f);
     g.prompt = j.at("prompt").get<std::vector<int32_t>>();
     g.prompt_logits = matrix(j.at("prompt_logits"));
+    g.prompt_logits_bf16_base = matrix(j.at("prompt_logits_bf16_base"));
     g.greedy = j.at("greedy").get<std::vector<int32_t>>();
     g.greedy_margins = j.at("greedy_margins").get<std::vector<float>>();
     g.base_max_abs_diff = j.at("base_max_abs_diff").get<double>();

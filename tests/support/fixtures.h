@@ -38,6 +38,8 @@ struct LoraGolden {
     int64_t tokenizer_size = 0;
     std::vector<int32_t> prompt;
     std::vector<std::vector<float>> prompt_logits;  // HF + PEFT fp32, [len][vocab]
+    /// The same with every base parameter rounded to bf16 (the reference for `dtype: bf16`).
+    std::vector<std::vector<float>> prompt_logits_bf16_base;
     std::vector<int32_t> greedy;
     std::vector<float> greedy_margins;
     double base_max_abs_diff = 0;  // how far the adapter moves the base prompt logits

@@ -42,9 +42,10 @@ TEST(LoraFixtures, AllAdapterFixturesAreListed) {
     EXPECT_EQ(listed, test::lora_fixture_names());
 }
 
-std::unique_ptr<PhiModel> load_fixture(const std::string& fixture, Communicator& comm) {
+std::unique_ptr<PhiModel> load_fixture(const std::string& fixture, Communicator& comm, DType dtype = DType::F32) {
     ModelOptions opts;
     opts.isa = kernels::cpu::choose_isa();
+    opts.weight_dtype = dtype;
     opts.kv = KvCacheConfig{64, 4};
     return load_model(test::fixture_dir(fixture), comm, opts);
 }
@@ -96,6 +97,30 @@ TEST_P(LoraGoldenTest, PromptLogitsMatchHfPeft) {
             EXPECT_GE(worst, 100.0f * k_tolerance);
         }
     }
+}
+
+// `dtype: bf16` with an adapter: the base weights rounded to bf16, the adapter in fp32, against
+// HF + PEFT computing in fp32 with the same rounded base (prompt_logits_bf16_base).
+TEST_P(LoraGoldenTest, PromptLogitsMatchHfPeftOnABf16Base) {
+    const test::LoraGolden g = test::load_lora_golden(GetParam().fixture, GetParam().adapter);
+    auto model = load_fixture(g.fixture, comm_, DType::BF16);
+    model->add_adapter(1, load_lora_adapter(g.dir, model->config(), model->plan()));
+    SeqStep s;
+    s.tokens = g.prompt;
+    const std::vector<int32_t> table = blocks(0, 16);
+    s.block_table = table;
+    s.all_logits = true;
+    s.adapter = 1;
+    std::vector<float> logits;
+    ASSERT_EQ(model->forward(std::span<const SeqStep>(&s, 1), &logits), int64_t(g.prompt.size()));
+    const int64_t vp = model->vocab_padded(), v = model->config().vocab_size;
+    float worst = 0.0f;
+    for (size_t r = 0; r < g.prompt.size(); ++r)
+        for (int64_t j = 0; j < v; ++j)
+            worst = std::max(worst,
+                             std::fabs(logits[r * size_t(vp) + size_t(j)] - g.prompt_logits_bf16_base[r][size_t(j)]));
+    std::printf("[%s] bf16 base: prompt logits vs HF+PEFT: max abs error %.3g\n", g.name.c_str(), worst);
+    EXPECT_LE(worst, k_tolerance);
 }
 
 TEST_P(LoraGoldenTest, GreedyTokensMatchHfPeft) {

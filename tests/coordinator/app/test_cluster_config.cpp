@@ -111,6 +111,8 @@ TEST(ClusterConfig, LoraSection) {
               std::string::npos);
     EXPECT_NE(error_of("model: m\nlora: {adapters: [x]}\n").find("must be a map"), std::string::npos);
     EXPECT_NE(error_of("model: m\nlora: {max_gpu_loras: 3}\n").find("unknown key"), std::string::npos);
+    EXPECT_NE(error_of("model: m\ndtype: int4\nlora: {adapters: {a: x}}\n").find("not verified yet"),
+              std::string::npos);
     EXPECT_EQ(parse_cluster_config("model: m\nlora: {max_cpu_loras: 3, max_loras: 2}\n", "x.yaml", "/").max_cpu_loras, 3);
     EXPECT_NE(error_of("model: m\nlora: {max_cpu_loras: 1, max_loras: 2}\n").find("must be at least lora.max_loras"),
               std::string::npos);
