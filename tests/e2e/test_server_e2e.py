@@ -43,12 +43,13 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, max_queued=256, max_num_seqs=64, shutdown_timeout=30, ranks=2, extra="", quiet=False):
+    def __init__(self, max_queued=256, max_num_seqs=64, shutdown_timeout=30, ranks=2, extra="", quiet=False,
+                 model=MODEL):
         self.http_port, self.tcp_port = free_port(), free_port()
         self.dir = tempfile.mkdtemp()
         cfg = os.path.join(self.dir, "cluster.yaml")
         with open(cfg, "w") as f:
-            f.write(f"""model: {MODEL}
+            f.write(f"""model: {model}
 tokenizer: {TOKENIZER}
 model_name: phi-test
 tp: {ranks}
@@ -440,44 +441,53 @@ def run_lora_lru(req, solo):
 
 def run_lora_hf_parity():
     """Through the HTTP server, on 2 ranks, in token-ids mode with the fixture tokenizer's size as the
-    vocabulary limit (the mask HF's goldens used): each LoRA fixture's greedy tokens equal HF + PEFT's,
-    alone and all at once beside the base model's golden."""
-    base = json.load(open(os.path.join(MODEL, "golden.json")))
-    goldens = {name: json.load(open(os.path.join(LORA_DIR, name, "golden.json")))
-               for name in ("phi3_r8_pattern", "phi3_r4_layers")}
-    c = Cluster(extra=f"""skip_tokenizer_init: true
+    vocabulary limit (the mask HF's goldens used): every LoRA fixture's greedy tokens equal HF + PEFT's,
+    alone and all at once beside its base model's golden (one cluster per base fixture)."""
+    fixtures = os.path.join(SRC, "tests/fixtures")
+    for base_name in sorted(os.listdir(fixtures)):
+        lora_dir = os.path.join(fixtures, base_name, "lora")
+        if not os.path.isdir(lora_dir):
+            continue
+        model = os.path.join(fixtures, base_name)
+        base = json.load(open(os.path.join(model, "golden.json")))
+        goldens = {name: json.load(open(os.path.join(lora_dir, name, "golden.json")))
+                   for name in sorted(os.listdir(lora_dir))}
+        adapters = ", ".join(f"{name}: {os.path.join(lora_dir, name)}" for name in goldens)
+        c = Cluster(model=model, extra=f"""skip_tokenizer_init: true
 vocab_limit: {base["tokenizer_size"]}
 lora:
-  adapters: {{phi3_r8_pattern: {LORA_DIR}/phi3_r8_pattern, phi3_r4_layers: {LORA_DIR}/phi3_r4_layers}}
+  adapters: {{{adapters}}}
 """)
-    try:
-        jobs = [("phi-test", base)] + list(goldens.items())
+        try:
+            jobs = [("phi-test", base)] + list(goldens.items())
 
-        def ask(model, g):
-            st, body, _ = http_post(c.http_port, "/v1/completions", {"model": model, "prompt": g["prompt"],
-                                                                   "max_tokens": len(g["greedy"]), "temperature": 0,
-                                                                   "ignore_eos": True})
-            return body["choices"][0].get("token_ids") if st == 200 else (st, body)
-        for model, g in jobs:
-            got = ask(model, g)
-            check(got == g["greedy"], f"HF+PEFT parity through HTTP, {model} alone: {got} vs {g['greedy']}")
-        results = {}
+            def ask(name, g):
+                st, body, _ = http_post(c.http_port, "/v1/completions",
+                                        {"model": name, "prompt": g["prompt"], "max_tokens": len(g["greedy"]),
+                                         "temperature": 0, "ignore_eos": True})
+                return body["choices"][0].get("token_ids") if st == 200 else (st, body)
+            for name, g in jobs:
+                got = ask(name, g)
+                check(got == g["greedy"], f"HF+PEFT parity through HTTP, {base_name}/{name} alone: {got}")
+            results = {}
 
-        def client(i, model, g):
-            results[i] = ask(model, g)
-        ts = [threading.Thread(target=client, args=(i, *jobs[i % 3])) for i in range(12)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
-        for i in range(12):
-            check(results.get(i) == jobs[i % 3][1]["greedy"], f"HF+PEFT parity through HTTP, {jobs[i % 3][0]} batched")
-        print("lora: HF + PEFT greedy tokens through the HTTP server checked", flush=True)
-    except Exception as e:  # noqa: BLE001
-        check(False, f"lora HF parity exception {e!r}")
-        c.dump()
-    rc = c.stop()
-    check(rc == 0, f"lora HF parity: graceful stop exit code {rc}")
+            def client(i, name, g):
+                results[i] = ask(name, g)
+            ts = [threading.Thread(target=client, args=(i, *jobs[i % len(jobs)])) for i in range(12)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(120)
+            for i in range(12):
+                check(results.get(i) == jobs[i % len(jobs)][1]["greedy"],
+                      f"HF+PEFT parity through HTTP, {base_name}/{jobs[i % len(jobs)][0]} batched")
+            print(f"lora: HF + PEFT greedy tokens through the HTTP server checked on {base_name} "
+                  f"({', '.join(goldens)})", flush=True)
+        except Exception as e:  # noqa: BLE001
+            check(False, f"lora HF parity exception {e!r}")
+            c.dump()
+        rc = c.stop()
+        check(rc == 0, f"lora HF parity ({base_name}): graceful stop exit code {rc}")
 
 
 def run_lora_runtime_loading(c, req, solo):
