@@ -456,6 +456,17 @@ std::vector<std::string> Service::adapters() const {
     return names;
 }
 
+bool Service::adapter_named(const std::string& name) const {
+    for (const auto& a : adapters_)
+        if (a.name == name) return true;
+    return false;
+}
+
+ApiError Service::duplicate_adapter(const std::string& name) {
+    return ApiError(400, "invalid_request_error", fmt::format("a LoRA adapter named '{}' is already loaded", name),
+                    "lora_name");
+}
+
 void Service::load_adapter_async(const std::string& name, const std::string& path, AdapterDone done) {
     if (!runtime_loading_ || !loader_)
         return done(ApiError(403, "invalid_request_error",
@@ -466,25 +477,17 @@ void Service::load_adapter_async(const std::string& name, const std::string& pat
                              "model's",
                              "lora_name"));
     if (path.empty()) return done(ApiError(400, "invalid_request_error", "'lora_path' is required", "lora_path"));
-    const auto taken = [&] {
-        for (const auto& a : adapters_)
-            if (a.name == name) return true;
-        return false;
-    };
-    const auto duplicate = [&] {
-        return ApiError(400, "invalid_request_error", fmt::format("a LoRA adapter named '{}' is already loaded", name),
-                        "lora_name");
-    };
     int32_t id = 0;
     {
         std::lock_guard lock(adapters_mu_);
-        if (taken()) return done(duplicate());
+        if (adapter_named(name)) return done(duplicate_adapter(name));
         id = next_adapter_id_++;
     }
-    engine_.post_control([this, name, path, id, taken, duplicate, done = std::move(done)] {
+    engine_.post_control([this, name, path, id, done = std::move(done)] {
         {
             std::lock_guard lock(adapters_mu_);
-            if (taken()) return done(duplicate());  // a concurrent load of the same name got there first
+            // A concurrent load of the same name may have got there first.
+            if (adapter_named(name)) return done(duplicate_adapter(name));
             AdapterEntry e;
             e.name = name;
             e.id = id;

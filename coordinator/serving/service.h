@@ -229,6 +229,8 @@ private:
     /// recently used unused adapters above max_cpu_loras. Returns why it failed, or "".
     std::string make_resident(int32_t id);
     void submit_choices(const std::shared_ptr<Request>& r, const PreparedRequest& p);
+    bool adapter_named(const std::string& name) const;  // adapters_mu_ held
+    static ApiError duplicate_adapter(const std::string& name);
     mutable std::mutex adapters_mu_;
     mutable std::vector<AdapterEntry> adapters_;
     int32_t next_adapter_id_ = 1;
