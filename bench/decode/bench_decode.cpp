@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/common/flops.h"
 #include "bench/common/membw.h"
 #include "cluster/mpi_communicator.h"
 #include "common/log.h"
@@ -56,9 +57,13 @@ int main(int argc, char** argv) {
     phi::MpiSession mpi(&argc, &argv);
     phi::MpiCommunicator comm;
     phi::init_logging("warn", comm.rank());
-    double bw = 0;
+    double bw = 0, peak = 0;
     // All cores of the machine, as all ranks together use them.
-    if (comm.rank() == 0) bw = phi::bench::measure_read_bandwidth_gbs(size_t(1) << 30, int(std::thread::hardware_concurrency()));
+    if (comm.rank() == 0) {
+        const int cores = int(std::thread::hardware_concurrency());
+        bw = phi::bench::measure_read_bandwidth_gbs(size_t(1) << 30, cores);
+        peak = phi::bench::measure_peak_gflops(phi::bench::PeakKind::F32Fma, cores);
+    }
     comm.barrier();
 
     std::vector<int> bs;
@@ -92,6 +97,9 @@ int main(int argc, char** argv) {
     std::printf("measured read bandwidth: %.1f GB/s; weights streamed per step: %.2f GB (all ranks)\n", bw,
                 double(bytes_all) / 1e9);
     std::printf("bandwidth-bound limit at batch 1: %.2f tok/s\n", bw * 1e9 / double(bytes_all));
+    const double flops_per_token = 2.0 * matmul_params(model->config());
+    std::printf("measured fp32 FMA peak (%s, all cores): %.1f GFLOP/s; compute-bound limit: %.1f tok/s\n",
+                phi::bench::peak_isa_name(phi::bench::PeakKind::F32Fma), peak, peak * 1e9 / flops_per_token);
 
     std::mt19937 rng(7);
     std::uniform_int_distribution<int32_t> tok(0, int32_t(model->config().vocab_size - 1));
@@ -130,8 +138,10 @@ int main(int argc, char** argv) {
         const double tps = b / step;
         if (b == 1) tps_b1 = tps;
         const double gbs = double(bytes_all) / step / 1e9;
-        std::printf("decode batch %2d: %7.2f tok/s, %7.1f ms/step, weights %.1f GB/s = %.2f of measured bandwidth%s\n",
-                    b, tps, step * 1e3, gbs, gbs / bw,
+        const double gflops = flops_per_token * tps / 1e9;
+        std::printf("decode batch %2d: %7.2f tok/s, %7.1f ms/step, weights %.1f GB/s = %.2f of measured bandwidth, "
+                    "%.1f GFLOP/s = %.2f of FMA peak%s\n",
+                    b, tps, step * 1e3, gbs, gbs / bw, gflops, gflops / peak,
                     b > 1 && tps_b1 > 0 ? (" (" + std::to_string(tps / tps_b1).substr(0, 5) + "x batch 1)").c_str()
                                         : "");
     }
@@ -147,9 +157,9 @@ int main(int argc, char** argv) {
         const auto t0 = clock_type::now();
         exec.run(plan, &logits);
         const double dt = std::chrono::duration<double>(clock_type::now() - t0).count();
-        const double flops = 2.0 * matmul_params(model->config()) * prefill_len;
-        std::printf("prefill %d tokens: %.2f s, %.1f tok/s, %.1f GFLOP/s (weights only)\n", prefill_len, dt,
-                    prefill_len / dt, flops / dt / 1e9);
+        const double flops = flops_per_token * prefill_len;
+        std::printf("prefill %d tokens: %.2f s, %.1f tok/s, %.1f GFLOP/s (weights only) = %.2f of FMA peak\n",
+                    prefill_len, dt, prefill_len / dt, flops / dt / 1e9, flops / dt / 1e9 / peak);
     }
     exec.shutdown();
     return 0;
