@@ -49,6 +49,7 @@ struct Copies {
     Shape shape;
     std::vector<std::vector<uint16_t>> bf16;
     std::vector<QuantTensor> q;
+    std::vector<QuantTensor> packed;  // the Dot16 layout the Int8 mode reads at this level, if any
     size_t bytes = 0;
 
     Copies(Kind k, const Shape& s) : kind(k), shape(s) {
@@ -66,6 +67,9 @@ struct Copies {
             bf16.assign(copies, w);
         } else {
             while (q.size() < copies) q.push_back(q[0]);
+            if (quant_packs_for_int8_dot(choose_isa())) {
+                for (const QuantTensor& t : q) packed.push_back(pack_for_int8_dot(t));
+            }
         }
     }
     size_t count() const { return kind == Kind::Bf16 ? bf16.size() : q.size(); }
@@ -88,8 +92,9 @@ int main() {
     const Isa isa = choose_isa();
     const int threads = omp_get_max_threads();
     const bool thread_cpu = threads == 1;
-    std::printf("bench_quant: isa=%s vnni=%d threads=%d clock=%s\n", std::string(isa_name(isa)).c_str(),
-                int(quant_uses_vnni(isa)), threads, thread_cpu ? "thread-cpu" : "wall");
+    std::printf("bench_quant: isa=%s vnni=%d int8-act layout=%s threads=%d clock=%s\n",
+                std::string(isa_name(isa)).c_str(), int(quant_uses_vnni(isa)),
+                quant_packs_for_int8_dot(isa) ? "dot16" : "rows", threads, thread_cpu ? "thread-cpu" : "wall");
     const double bw = phi::bench::measure_read_bandwidth_gbs(size_t(512) << 20, threads);
     std::printf("measured read bandwidth (512 MiB, %d threads): %.1f GB/s\n", threads, bw);
 
@@ -146,7 +151,10 @@ int main() {
                                                    w.shape.cols};
                                 linear(isa, y.data(), x.data(), n, v, nullptr);
                             } else {
-                                linear_quant(isa, y.data(), x.data(), n, w.q[i % w.count()].view(), nullptr,
+                                const bool use_packed =
+                                    configs[c].mode == QuantActivations::Int8 && !w.packed.empty();
+                                const auto& q = use_packed ? w.packed : w.q;
+                                linear_quant(isa, y.data(), x.data(), n, q[i % w.count()].view(), nullptr,
                                              configs[c].mode);
                             }
                         },

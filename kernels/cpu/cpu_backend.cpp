@@ -1,7 +1,8 @@
 // Each operation is one call (or one loop of calls per sequence) of the CPU kernels, so results
 // keep the kernels' fixed reduction orders: the same bits alone or batched, at any thread count.
 // F32/BF16 weights are read where the caller holds them; Q8/Q4 weights are quantized at upload
-// into a QuantTensor the backend owns (the caller then frees its host copy: one resident copy).
+// into a QuantTensor the backend owns (the caller then frees its host copy: one resident copy), in
+// the Dot16 layout when the int8-activation kernel of the level reads that one.
 #include "kernels/cpu/cpu_backend.h"
 
 #include <cstring>
@@ -68,6 +69,10 @@ public:
                       dtype_name(host.dtype));
             auto q = std::make_shared<QuantTensor>(
                 quantize(quant_format(format), WeightView{host.data, host.dtype, host.rows, host.cols}));
+            // The int8-activation kernel of this level reads its own layout: repack, replacing the
+            // row layout (one resident copy; the results are bitwise the same).
+            if (quant_acts_ == QuantActivations::Int8 && quant_packs_for_int8_dot(isa_))
+                *q = pack_for_int8_dot(*q);
             Tensor t{q.get(), DType::F32, format, host.rows, host.cols};
             return Buffer(t, q);
         }

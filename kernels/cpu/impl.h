@@ -84,6 +84,9 @@ PHI_KERNELS_LEVEL_DECLS
 
 namespace avx512 {
 PHI_KERNELS_LEVEL_DECLS
+/// The Int8 mode on a Dot16-packed weight (pack_for_int8_dot); `a` in the same layout, its sum
+/// holding the offset sums. Needs AVX512-VNNI.
+void linear_quant_i8_dot16(float* y, const QuantActs& a, int64_t n, const QuantWeightView& w, const float* bias);
 }  // namespace avx512
 
 #undef PHI_KERNELS_LEVEL_DECLS

@@ -108,6 +108,7 @@ QuantTensor quantize(QuantFormat format, const WeightView& w) {
 
 QuantTensor quant_slice(const QuantWeightView& w, int64_t row_lo, int64_t row_hi, int64_t col_lo,
                         int64_t col_hi) {
+    PHI_CHECK(w.layout == QuantLayout::Rows, "quant_slice: only a Rows-layout weight can be sliced");
     PHI_CHECK(0 <= row_lo && row_lo <= row_hi && row_hi <= w.rows && 0 <= col_lo && col_lo <= col_hi &&
                   col_hi <= w.cols,
               "quant_slice: rows [{}, {}) x columns [{}, {}) are outside the [{}, {}] weight", row_lo, row_hi,
@@ -134,6 +135,7 @@ QuantTensor quant_slice(const QuantWeightView& w, int64_t row_lo, int64_t row_hi
 }
 
 void dequantize(const QuantWeightView& w, float* out) {
+    PHI_CHECK(w.layout == QuantLayout::Rows, "dequantize: only a Rows-layout weight can be read back");
     const int64_t nb = w.cols / k_quant_block;
     for (int64_t o = 0; o < w.rows; ++o) {
         for (int64_t b = 0; b < nb; ++b) {
@@ -151,6 +153,39 @@ void dequantize(const QuantWeightView& w, float* out) {
             }
         }
     }
+}
+
+QuantTensor pack_for_int8_dot(const QuantTensor& t) {
+    PHI_CHECK(t.layout == QuantLayout::Rows, "pack_for_int8_dot: the weight is packed already");
+    const int64_t nb = t.cols / k_quant_block, nbp = quant_dot16_blocks(t.cols), bb = quant_block_bytes(t.format);
+    const bool q8 = t.format == QuantFormat::Q8;
+    const uint8_t pad = q8 ? 128 : 0x88;  // q = 0 in both formats
+    QuantTensor out;
+    out.format = t.format;
+    out.rows = t.rows;
+    out.cols = t.cols;
+    out.layout = QuantLayout::Dot16;
+    out.qs.assign(size_t(t.rows * nbp * bb), pad);
+    out.scales.assign(size_t(t.rows * nbp), 0);
+    for (int64_t o = 0; o < t.rows; ++o) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t g = b / 16, l = b % 16;
+            const uint8_t* src = t.qs.data() + (o * nb + b) * bb;
+            uint8_t* group = out.qs.data() + (o * nbp + g * 16) * bb;
+            for (int64_t i = 0; i < bb / 4; ++i) {
+                for (int64_t c = 0; c < 4; ++c) {
+                    const uint8_t v = src[4 * i + c];
+                    group[i * 64 + l * 4 + c] = q8 ? uint8_t(int(int8_t(v)) + 128) : v;
+                }
+            }
+            out.scales[size_t(o * nbp + b)] = t.scales[size_t(o * nb + b)];
+        }
+    }
+    return out;
+}
+
+bool quant_packs_for_int8_dot(Isa isa) {
+    return isa == Isa::Avx512 && (cpu_features() & k_feature_avx512vnni) != 0;
 }
 
 QuantizedActivations quantize_activations(const float* x, int64_t n, int64_t cols) {

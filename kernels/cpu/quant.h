@@ -8,7 +8,9 @@
 // the same whether the whole tensor or only that slice is quantized (quant_slice checks the bounds).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string_view>
 #include <vector>
 
@@ -44,7 +46,13 @@ enum class QuantActivations : uint8_t {
     Int8,  // opt-in: activations quantized to int8 per block of 32 (fp32 scale), integer dot products
 };
 
-/// A quantized [rows, cols] weight (cols a multiple of 32). Row o, block b:
+/// How a quantized weight's bytes are laid out.
+enum class QuantLayout : uint8_t {
+    Rows,   // the row-major blocks below: what quantize() and quant_slice() produce
+    Dot16,  // pack_for_int8_dot(): the int8-activation kernel's layout at avx512 with VNNI
+};
+
+/// A quantized [rows, cols] weight (cols a multiple of 32). Row o, block b (QuantLayout::Rows):
 ///   Q8: qs[o * cols + 32 b + i] (int8) for i < 32
 ///   Q4: qs[o * cols / 2 + 16 b + j] (uint8): low nibble = element j, high nibble = element j + 16,
 ///       each holding q + 8
@@ -55,17 +63,38 @@ struct QuantWeightView {
     const uint16_t* scales = nullptr;
     int64_t rows = 0;
     int64_t cols = 0;
+    QuantLayout layout = QuantLayout::Rows;
 };
+
+/// Allocates on 64-byte boundaries: the Dot16 kernel reads whole cache lines, and a load that
+/// straddles two lines (malloc's large blocks sit 16 bytes past a page) costs it a third of the
+/// batch-1 bandwidth.
+template <class T>
+struct CacheLineAllocator {
+    using value_type = T;
+    CacheLineAllocator() = default;
+    template <class U>
+    CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
+    T* allocate(size_t count) { return static_cast<T*>(::operator new(count * sizeof(T), std::align_val_t{64})); }
+    void deallocate(T* p, size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+    template <class U>
+    bool operator==(const CacheLineAllocator<U>&) const noexcept {
+        return true;
+    }
+};
+template <class T>
+using CacheLineVector = std::vector<T, CacheLineAllocator<T>>;
 
 /// Owning storage of a quantized weight (the one resident copy).
 struct QuantTensor {
     QuantFormat format = QuantFormat::Q8;
     int64_t rows = 0;
     int64_t cols = 0;
-    std::vector<uint8_t> qs;
+    CacheLineVector<uint8_t> qs;
     std::vector<uint16_t> scales;
+    QuantLayout layout = QuantLayout::Rows;
 
-    QuantWeightView view() const { return {format, qs.data(), scales.data(), rows, cols}; }
+    QuantWeightView view() const { return {format, qs.data(), scales.data(), rows, cols, layout}; }
 };
 
 /// Quantizes an F32 or BF16 [rows, cols] weight (cols a multiple of 32; every value finite and
@@ -76,6 +105,25 @@ QuantTensor quantize(QuantFormat format, const WeightView& w);
 /// be multiples of 32 (a block is never split). Bitwise equal to quantizing that slice of the source.
 QuantTensor quant_slice(const QuantWeightView& w, int64_t row_lo, int64_t row_hi, int64_t col_lo,
                         int64_t col_hi);
+
+/// Blocks per row of a Dot16 tensor: the row's blocks rounded up to a multiple of 16.
+constexpr int64_t quant_dot16_blocks(int64_t cols) {
+    return (cols / k_quant_block + 15) / 16 * 16;
+}
+
+/// The same weight in the Dot16 layout (docs/QUANT.md, "Packed layout"): each row's blocks, padded
+/// with zero blocks (q = 0, scale 0) to a multiple of 16, go in groups of 16 stored as runs of 64
+/// bytes, run i holding bytes 4i .. 4i+3 of each of the group's 16 blocks in turn (Q8: 8 runs of
+/// q + 128 as unsigned bytes; Q4: 4 runs of the block's packed bytes, whose high nibbles pair with
+/// run i + 4 of the activations). One VPDPBUSD of a run with the same run of the activations then
+/// adds to lane l a part of block 16g + l's dot product, so a group's 16 block sums need no
+/// horizontal reduction. Scales: [rows, quant_dot16_blocks(cols)]. Results are bitwise those of the
+/// Rows layout (integer sums are exact); only the Int8 mode at avx512 with AVX512-VNNI reads it.
+QuantTensor pack_for_int8_dot(const QuantTensor& rows_layout);
+
+/// Whether the Int8 mode at this level on this CPU reads weights in the Dot16 layout (avx512 with
+/// AVX512-VNNI), so a backend should pack its weights with pack_for_int8_dot.
+bool quant_packs_for_int8_dot(Isa isa);
 
 /// out[o, k] = fp32(d) * q (exact in fp32): the values the weight-only mode multiplies by.
 void dequantize(const QuantWeightView& w, float* out);

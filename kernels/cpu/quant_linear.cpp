@@ -2,12 +2,52 @@
 // (portable and shared by every level, so its rounding is the same at each), then the level.
 #include <omp.h>
 
+#include <vector>
+
 #include "common/error.h"
 #include "kernels/cpu/impl.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/quant.h"
 
 namespace phi::kernels::cpu {
+namespace {
+
+/// The int8 activations in the Dot16 layout of pack_for_int8_dot: per token, the row's blocks
+/// padded to a multiple of 16 (zero blocks), each group of 16 as 8 runs of 64 bytes (run i: bytes
+/// 4i .. 4i+3 of each block); d padded with 0; offset_sum = the block's sum of q times the weight
+/// format's offset (128 for Q8's unsigned q + 128, 8 for Q4's q + 8), subtracted from the integer
+/// dot product to undo it.
+struct Dot16Activations {
+    CacheLineVector<int8_t> q;
+    CacheLineVector<float> d;
+    CacheLineVector<int32_t> offset_sum;
+};
+
+Dot16Activations pack_activations_dot16(const QuantizedActivations& a, int64_t n, int64_t cols,
+                                        QuantFormat format) {
+    const int64_t nb = cols / k_quant_block, nbp = quant_dot16_blocks(cols);
+    const int32_t offset = format == QuantFormat::Q8 ? 128 : 8;
+    Dot16Activations p;
+    p.q.assign(size_t(n * nbp * k_quant_block), 0);
+    p.d.assign(size_t(n * nbp), 0.0f);
+    p.offset_sum.assign(size_t(n * nbp), 0);
+#pragma omp parallel for schedule(static) if (n * cols >= (1 << 16))
+    for (int64_t t = 0; t < n; ++t) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t g = b / 16, l = b % 16;
+            const int8_t* src = a.q.data() + t * cols + b * k_quant_block;
+            int8_t* group = p.q.data() + (t * nbp + g * 16) * k_quant_block;
+            for (int64_t i = 0; i < k_quant_block / 4; ++i) {
+                for (int64_t c = 0; c < 4; ++c) group[i * 64 + l * 4 + c] = src[4 * i + c];
+            }
+            p.d[size_t(t * nbp + b)] = a.d[size_t(t * nb + b)];
+            p.offset_sum[size_t(t * nbp + b)] = a.sum[size_t(t * nb + b)] * offset;
+        }
+    }
+    return p;
+}
+
+}  // namespace
 
 bool quant_uses_vnni(Isa isa) {
     switch (isa) {
@@ -31,6 +71,9 @@ void linear_quant(Isa isa, float* y, const float* x, int64_t n, const QuantWeigh
               "linear_quant: weight data is null");
     if (n == 0 || w.rows == 0) return;
     if (mode == QuantActivations::F32) {
+        PHI_CHECK(w.layout == QuantLayout::Rows,
+                  "linear_quant: the weight-only mode reads Rows-layout weights; this one is packed for int8 "
+                  "activations");
         switch (isa) {
             case Isa::Scalar:
                 ref::linear_quant_f32(y, x, n, w, bias);
@@ -45,6 +88,15 @@ void linear_quant(Isa isa, float* y, const float* x, int64_t n, const QuantWeigh
         return;
     }
     const QuantizedActivations qa = quantize_activations(x, n, w.cols);
+    if (w.layout == QuantLayout::Dot16) {
+        PHI_CHECK(isa == Isa::Avx512 && quant_packs_for_int8_dot(isa),
+                  "linear_quant: a Dot16-packed weight is read only by the int8-activation kernel at avx512 with "
+                  "AVX512-VNNI, not at {}",
+                  isa_name(isa));
+        const Dot16Activations p = pack_activations_dot16(qa, n, w.cols, w.format);
+        avx512::linear_quant_i8_dot16(y, QuantActs{p.q.data(), p.d.data(), p.offset_sum.data()}, n, w, bias);
+        return;
+    }
     const QuantActs a{qa.q.data(), qa.d.data(), qa.sum.data()};
     const bool vnni = quant_uses_vnni(isa);
     switch (isa) {

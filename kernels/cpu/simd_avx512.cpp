@@ -93,4 +93,10 @@ struct QV {
 #define PHI_QUANT_VNNI_DPBUSD(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
 #include "kernels/cpu/simd_quant.inl"
 
+// The Int8 mode on Dot16-packed weights: 512-bit VPDPBUSD (AVX512-VNNI), called only when the CPU
+// has it (quant_packs_for_int8_dot).
+PHI_QUANT_VNNI_BEGIN
+#include "kernels/cpu/simd_quant_dot16.inl"
+PHI_QUANT_VNNI_END
+
 }  // namespace phi::kernels::cpu::avx512

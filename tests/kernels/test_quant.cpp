@@ -57,9 +57,9 @@ std::map<std::string, int64_t> read_shapes() {
 }
 
 template <typename A, typename B>
-bool same_bytes(const std::vector<A>& a, const std::vector<B>& b) {
-    return a.size() * sizeof(A) == b.size() * sizeof(B) &&
-           std::memcmp(a.data(), b.data(), a.size() * sizeof(A)) == 0;
+bool same_bytes(const A& a, const B& b) {
+    const size_t na = a.size() * sizeof(a[0]), nb = b.size() * sizeof(b[0]);
+    return na == nb && std::memcmp(a.data(), b.data(), na) == 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +190,15 @@ struct QProblem {
         linear_quant(isa, y.data(), x.data() + t0 * cols, nt, q.view(), with_bias ? bias.data() : nullptr, m);
         return y;
     }
+    /// The Int8 mode at avx512 on the Dot16-packed weight (quant_packs_for_int8_dot must hold).
+    std::vector<float> run_packed(bool with_bias, int64_t t0 = 0, int64_t nt = -1) const {
+        if (nt < 0) nt = n;
+        const QuantTensor packed = pack_for_int8_dot(q);
+        std::vector<float> y(size_t(nt * rows), NAN);
+        linear_quant(Isa::Avx512, y.data(), x.data() + t0 * cols, nt, packed.view(), with_bias ? bias.data() : nullptr,
+                     QuantActivations::Int8);
+        return y;
+    }
     std::vector<float> run_fp32(Isa isa, bool with_bias) const {
         std::vector<float> y(size_t(n * rows), NAN);
         linear(isa, y.data(), x.data(), n, WeightView{dq.data(), DType::F32, rows, cols},
@@ -266,6 +275,107 @@ TEST(QuantLinear, Int8ModeEveryLevelBitwiseEqualsScalar) {
                     }
                 }
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Dot16 layout of the int8-activation kernel at avx512 with AVX512-VNNI.
+
+bool dot16_runs_here() { return quant_packs_for_int8_dot(Isa::Avx512); }
+#define SKIP_WITHOUT_DOT16() \
+    if (!dot16_runs_here()) GTEST_SKIP() << "this CPU lacks AVX-512 with AVX512-VNNI (the Dot16 kernel's level)"
+
+TEST(QuantDot16, PackingFollowsTheSpecifiedLayout) {
+    const int64_t rows = 3, cols = 32 * 19;  // 19 blocks: one full group and one padded group
+    const std::vector<float> w = random_floats(size_t(rows * cols), 41, -3.0f, 3.0f);
+    for (QuantFormat f : k_formats) {
+        const QuantTensor q = quantize(f, WeightView{w.data(), DType::F32, rows, cols});
+        const QuantTensor p = pack_for_int8_dot(q);
+        const int64_t nb = cols / 32, nbp = quant_dot16_blocks(cols), bb = quant_block_bytes(f);
+        ASSERT_EQ(nbp, 32);
+        ASSERT_EQ(p.layout, QuantLayout::Dot16);
+        ASSERT_EQ(p.qs.size(), size_t(rows * nbp * bb));
+        ASSERT_EQ(p.scales.size(), size_t(rows * nbp));
+        for (int64_t o = 0; o < rows; ++o) {
+            for (int64_t b = 0; b < nbp; ++b) {
+                const int64_t g = b / 16, l = b % 16;
+                EXPECT_EQ(p.scales[size_t(o * nbp + b)], b < nb ? q.scales[size_t(o * nb + b)] : 0);
+                for (int64_t k = 0; k < bb; ++k) {
+                    const uint8_t got = p.qs[size_t((o * nbp + g * 16) * bb + (k / 4) * 64 + l * 4 + k % 4)];
+                    uint8_t want = f == QuantFormat::Q8 ? 128 : 0x88;  // q = 0 in the padding
+                    if (b < nb) {
+                        const uint8_t v = q.qs[size_t((o * nb + b) * bb + k)];
+                        want = f == QuantFormat::Q8 ? uint8_t(int(int8_t(v)) + 128) : v;
+                    }
+                    ASSERT_EQ(got, want) << quant_format_name(f) << " o=" << o << " b=" << b << " k=" << k;
+                }
+            }
+        }
+        EXPECT_THROW(pack_for_int8_dot(p), Error);
+        std::vector<float> out(size_t(rows * cols));
+        EXPECT_THROW(dequantize(p.view(), out.data()), Error);
+        EXPECT_THROW(quant_slice(p.view(), 0, 1, 0, 32), Error);
+    }
+}
+
+// A packed weight is read only where it was packed for: the weight-only mode and the other levels
+// refuse it with a message instead of reading the bytes in the wrong layout.
+TEST(QuantDot16, OtherModesAndLevelsRefuseAPackedWeight) {
+    const QProblem p(QuantFormat::Q8, 2, 3, 64, 5);
+    const QuantTensor packed = pack_for_int8_dot(p.q);
+    std::vector<float> y(6);
+    for (Isa isa : levels_to_test()) {
+        EXPECT_THROW(linear_quant(isa, y.data(), p.x.data(), 2, packed.view(), nullptr, QuantActivations::F32), Error)
+            << isa_name(isa);
+        if (isa != Isa::Avx512 || !dot16_runs_here()) {
+            EXPECT_THROW(linear_quant(isa, y.data(), p.x.data(), 2, packed.view(), nullptr, QuantActivations::Int8),
+                         Error)
+                << isa_name(isa);
+        }
+    }
+}
+
+TEST(QuantDot16, BitwiseEqualsTheScalarInt8Mode) {
+    SKIP_WITHOUT_DOT16();
+    uint32_t seed = 900;
+    for (int threads : {1, 2}) {
+        ThreadCount tc(threads);
+        for (QuantFormat f : k_formats) {
+            // Block counts 1, 7, 8, 9, 16, 17, 40 and 80: partial halves, full and padded groups.
+            for (int64_t n : {1, 2, 3, 4, 7, 16}) {
+                for (int64_t rows : {1, 5, 17}) {
+                    for (int64_t cols : {32, 224, 256, 288, 512, 544, 1280, 2560}) {
+                        const QProblem p(f, n, rows, cols, seed += 3);
+                        const bool with_bias = seed % 2 == 0;
+                        ASSERT_TRUE(bitwise_equal(p.run_packed(with_bias),
+                                                  p.run(Isa::Scalar, QuantActivations::Int8, with_bias)))
+                            << quant_format_name(f) << " n=" << n << " rows=" << rows << " cols=" << cols
+                            << " threads=" << threads;
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(QuantDot16, BatchInvarianceAndNonFiniteInput) {
+    SKIP_WITHOUT_DOT16();
+    for (QuantFormat f : k_formats) {
+        const int64_t n = 40, rows = 19, cols = 3008;  // 94 blocks: crosses the token super-blocks
+        const QProblem p(f, n, rows, cols, 11);
+        const std::vector<float> all = p.run_packed(true);
+        for (int64_t t = 0; t < n; ++t) {
+            const std::vector<float> one = p.run_packed(true, t, 1);
+            ASSERT_EQ(std::memcmp(one.data(), all.data() + t * rows, size_t(rows) * sizeof(float)), 0)
+                << quant_format_name(f) << " token " << t;
+        }
+        QProblem bad(f, 2, 3, 64, 9);
+        bad.x[40] = INFINITY;  // token 0, block 1
+        const std::vector<float> y = bad.run_packed(false);
+        for (int64_t o = 0; o < 3; ++o) {
+            EXPECT_TRUE(std::isnan(y[size_t(o)])) << quant_format_name(f);
+            EXPECT_TRUE(std::isfinite(y[size_t(3 + o)])) << quant_format_name(f);
         }
     }
 }
