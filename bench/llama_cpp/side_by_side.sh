@@ -91,7 +91,8 @@ ours_round() {
         /^decode batch  1:/{print c, "decode1", $4} /^decode batch 16:/{print c, "decode16", $4}
         /^prefill 512 tokens:/{print c, "prefill512", $6}' >> "$results"
 }
-for round in 1 2 3; do
+rounds=${PHI_SIDE_BY_SIDE_ROUNDS:-3}  # fewer for a quick look; the table says how many
+for round in $(seq 1 "$rounds"); do
     echo "round $round"
     for t in F16 BF16 Q8_0 Q4_0; do llama_round "$t"; done
     ours_round bf16 f32
@@ -102,7 +103,7 @@ for round in 1 2 3; do
 done
 
 # ---- the table -----------------------------------------------------------------------------------
-"$py" - "$results" <<'PY'
+"$py" - "$results" "$rounds" <<'PY'
 import sys, statistics as st
 rows = {}
 for line in open(sys.argv[1]):
@@ -118,7 +119,7 @@ bytes_per_tok = {"llama-F16": 2 * (lin + head), "llama-BF16": 2 * (lin + head),
 peer = {"phi-bf16": "llama-BF16", "phi-int8": "llama-Q8_0", "phi-int8-a8": "llama-Q8_0",
         "phi-int4": "llama-Q4_0", "phi-int4-a8": "llama-Q4_0"}
 configs = ["llama-F16", "llama-BF16", "llama-Q8_0", "llama-Q4_0", "phi-bf16", "phi-int8", "phi-int8-a8", "phi-int4", "phi-int4-a8"]
-print(f"read bandwidth measured by bench_decode in the same run: {bw:.1f} GB/s (median); 2 threads; min/median/max of 3 rounds")
+print(f"read bandwidth measured by bench_decode in the same run: {bw:.1f} GB/s (median); 2 threads; min/median/max of {sys.argv[2]} round(s)")
 print("bw column: median tokens/s x bytes read per token / bandwidth (weights only; llama-quantize's Q4_0 keeps "
       "the output tensor in Q6_K)")
 print("| tokens/s | " + " | ".join(configs) + " |")

@@ -172,8 +172,8 @@ public:
 private:
     struct Sequence;
     struct Scheduled {
-        Sequence* seq;
-        int64_t chunk;  // tokens computed this step, proposals included
+        Sequence* seq = nullptr;
+        int64_t chunk = 0;  // tokens computed this step, proposals included
         std::vector<int32_t> proposals;
         int64_t draft_k = 0;  // draft method: proposals room reserved in `chunk` before drafting
         bool exact_k = false;  // rejection sampling: exactly draft_k proposals, blocks already taken
