@@ -36,7 +36,9 @@ uint64_t xgetbv0() {
 
 // CPUID read directly: GCC's __builtin_cpu_supports knows these names, but clang 14 rejects "f16c"
 // ("invalid cpu feature string"), and the sanitizer and fuzz builds use clang.
-uint64_t cpu_features() {
+namespace {
+
+uint64_t detect_cpu_features() {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
@@ -63,6 +65,15 @@ uint64_t cpu_features() {
         }
     }
     return f;
+}
+
+}  // namespace
+
+uint64_t cpu_features() {
+    // CPUID traps to the hypervisor in a VM (about 10 us each here); kernels ask per call (VNNI,
+    // the int8 layout), so the answer is read once. The CPU does not change under a process.
+    static const uint64_t features = detect_cpu_features();
+    return features;
 }
 
 uint64_t isa_features(Isa isa) {
