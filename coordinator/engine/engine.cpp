@@ -351,23 +351,36 @@ void Engine::preempt(Sequence& s) {
 
 void Engine::trim_blocks(Sequence& s) { shrink_blocks(blocks_, s.blocks, s.computed); }
 
-int64_t Engine::proposal_room(const Sequence& s, int64_t budget) const {
-    const SpeculativeConfig& sc = cfg_.speculative;
-    if (!sc.enabled() || !s.req.speculative) return 0;
+int64_t Engine::proposal_limit(const Sequence& s, int64_t k) const {
     const int64_t L = int64_t(s.tokens.size());
-    int64_t k = std::min<int64_t>(sc.k, budget - 1);
     // At most 1 + k tokens come out: stay within max_tokens and what one sequence can reach.
     if (s.req.params.max_tokens) k = std::min<int64_t>(k, *s.req.params.max_tokens - s.generated() - 1);
     k = std::min<int64_t>(k, max_seq_tokens_ - L - 1);
-    // Proposals take blocks only while free ones are left: they never preempt anyone.
-    const int64_t bs = blocks_.block_size();
-    const int64_t have = int64_t(s.blocks.size());
-    while (k > 0 && (L + k + bs - 1) / bs - have > blocks_.num_available()) --k;
     // LongRoPE: every position of the step must use the factors chosen for its length now, so a
     // verification step never crosses original_max_position_embeddings.
     const bool long_now = uses_long_rope(model_cfg_, L);
     while (k > 0 && uses_long_rope(model_cfg_, L + k) != long_now) --k;
+    if (draft_) {
+        // The draft's cache reaches L + k - 1 tokens (proposal k - 1 is never fed): within its
+        // context and its current LongRoPE factors.
+        const ModelConfig& dc = draft_->config();
+        k = std::min<int64_t>(k, dc.max_position_embeddings - L + 1);
+        const bool draft_long = uses_long_rope(dc, L);
+        while (k > 0 && uses_long_rope(dc, L + k - 1) != draft_long) --k;
+    }
     return std::max<int64_t>(k, 0);
+}
+
+int64_t Engine::proposal_room(const Sequence& s, int64_t budget) const {
+    const SpeculativeConfig& sc = cfg_.speculative;
+    if (!sc.enabled() || !s.req.speculative) return 0;
+    int64_t k = proposal_limit(s, std::min<int64_t>(sc.k, budget - 1));
+    // Proposals take blocks only while free ones are left: they never preempt anyone.
+    const int64_t L = int64_t(s.tokens.size());
+    const int64_t bs = blocks_.block_size();
+    const int64_t have = int64_t(s.blocks.size());
+    while (k > 0 && (L + k + bs - 1) / bs - have > blocks_.num_available()) --k;
+    return k;
 }
 
 bool Engine::adapter_fits(const Sequence& s) const {
@@ -393,26 +406,12 @@ bool Engine::rejection_applies(const Sequence& s) const {
     return draft_ && cfg_.speculative.rejection_sampling && s.req.speculative && !s.req.params.greedy();
 }
 
-int64_t Engine::request_k(const Sequence& s) const {
-    const int64_t L = int64_t(s.tokens.size());
-    int64_t k = cfg_.speculative.k;
-    if (s.req.params.max_tokens) k = std::min<int64_t>(k, *s.req.params.max_tokens - s.generated() - 1);
-    k = std::min<int64_t>(k, max_seq_tokens_ - L - 1);
-    const ModelConfig& dc = draft_->config();
-    k = std::min<int64_t>(k, dc.max_position_embeddings - L + 1);
-    const bool long_now = uses_long_rope(model_cfg_, L), draft_long = uses_long_rope(dc, L);
-    while (k > 0 && (uses_long_rope(model_cfg_, L + k) != long_now || uses_long_rope(dc, L + k - 1) != draft_long))
-        --k;
-    return std::max<int64_t>(k, 0);
-}
-
 // The draft model proposes for every scheduled sequence that reserved room: round 0 feeds what its
 // draft cache lacks (the new tokens since the last step; a whole prompt the first time, within the
 // step's token budget) and reads proposal 0 from its last row; round r feeds proposal r - 1 and
 // reads proposal r. Each round is one draft step on every rank. Proposals are the draft's greedy
 // tokens: verification accepts only what the target's own sampler draws, so they only set the speed.
 void Engine::run_draft(std::vector<Scheduled>& sched) {
-    const ModelConfig& dc = draft_->config();
     struct Job {
         size_t index;  // into sched
         int64_t k;     // proposals wanted (0: only catching up)
@@ -430,10 +429,7 @@ void Engine::run_draft(std::vector<Scheduled>& sched) {
             jobs.push_back({i, x.draft_k, L - s.draft_computed});
             continue;
         }
-        const bool long_now = s.draft_long_rope;
-        // The draft's cache reaches L + k - 1 tokens (proposal k - 1 is never fed).
-        int64_t k = std::min<int64_t>(x.draft_k, dc.max_position_embeddings - L + 1);
-        while (k > 0 && uses_long_rope(dc, L + k - 1) != long_now) --k;
+        int64_t k = x.draft_k;  // within the draft's context and factors already (proposal_limit)
         int64_t feed = L - s.draft_computed;
         if (feed > budget) {
             feed = budget;  // catch up over several steps; no proposals until then
@@ -643,7 +639,8 @@ bool Engine::step() {
         int64_t draft_k = 0;  // the draft model proposes after scheduling (run_draft)
         const bool exact_k = int64_t(s->tokens.size()) - s->computed == 1 && rejection_applies(*s);
         if (exact_k) {
-            draft_k = request_k(*s);
+            // From the request and its length alone, never the load: the tokens must not depend on it.
+            draft_k = proposal_limit(*s, cfg_.speculative.k);
         } else if (int64_t(s->tokens.size()) - s->computed == 1) {
             const int64_t room = proposal_room(*s, budget);
             if (draft_)
@@ -672,7 +669,13 @@ bool Engine::step() {
             if (victim == s) break;
         }
         if (std::find(running_.begin(), running_.end(), s) == running_.end()) continue;  // preempted itself
-        sched.push_back({s, chunk, std::move(proposals), draft_k, exact_k, {}});
+        Scheduled x;
+        x.seq = s;
+        x.chunk = chunk;
+        x.proposals = std::move(proposals);
+        x.draft_k = draft_k;
+        x.exact_k = exact_k;
+        sched.push_back(std::move(x));
         budget -= chunk;
     }
 
@@ -694,7 +697,10 @@ bool Engine::step() {
             --queued_count_;
         }
         if (chunk == 0) continue;  // only its last token is left: a verification step next time
-        sched.push_back({s, chunk, {}});
+        Scheduled x;
+        x.seq = s;
+        x.chunk = chunk;
+        sched.push_back(std::move(x));
         budget -= chunk;
     }
 

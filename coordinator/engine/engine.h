@@ -198,14 +198,16 @@ private:
     void admit_prefix(Sequence& s);
     BlockKey chain_root(const Sequence& s) const;
     void update_stats_locked();
+    /// At most k proposals, cut by what the request and the models allow a step of `s` (max_tokens,
+    /// max_sequence_tokens, LongRoPE, the draft's context); no budget or block cuts.
+    int64_t proposal_limit(const Sequence& s, int64_t k) const;
+    /// proposal_limit within the step's token budget and the free blocks (never preempting).
     int64_t proposal_room(const Sequence& s, int64_t budget) const;
     bool rejection_applies(const Sequence& s) const;
     /// max_loras: `s` may join the running batch with its adapter.
     bool adapter_fits(const Sequence& s) const;
     /// Tokens of `s` a prefill chunk may still take (see prefill_left in engine.cpp).
     int64_t prefill_left(const Sequence& s) const;
-    /// Rejection sampling: the proposals a step of `s` carries, from the request and its length alone.
-    int64_t request_k(const Sequence& s) const;
     void trim_blocks(Sequence& s);
     /// Ends a step's token for `s`: appends it, sends its event, and finishes the sequence on a
     /// failing sink, a stop token, max_tokens or max_sequence_tokens. False when `s` has finished.

@@ -122,8 +122,9 @@ def http_post(port, path, body, raw=None, headers=None):
     return r.status, parsed, dict(r.getheaders())
 
 
-def sse_completion(port, body, stop_after=None):
-    """Streams; returns (text, finish_reason, usage, t_first, t_done, chunks)."""
+def sse_completion(port, body, stop_after=None, on_first=None):
+    """Streams; returns (text, finish_reason, usage, t_first, t_done, chunks). on_first() is called
+    when the first text arrives."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     c.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True,
               stream_options={"include_usage": True})).encode(), headers={"Content-Type": "application/json"})
@@ -148,6 +149,8 @@ def sse_completion(port, body, stop_after=None):
             if ch.get("text"):
                 if t_first is None:
                     t_first = time.time() - t0
+                    if on_first is not None:
+                        on_first()
                 text += ch["text"]
                 n += 1
             if ch.get("finish_reason"):
@@ -510,16 +513,17 @@ def run_lora_runtime_loading(c, req, solo):
     st, body, _ = http_post(c.http_port, "/v1/completions", req(2))
     check(st == 200 and body["choices"][0]["text"] == solo[2], "the cluster stopped serving after a failed load")
     result = {}
+    streaming = threading.Event()
 
     def long_request():
-        result["r"] = sse_completion(c.http_port, dict(req(1), model="extra", max_tokens=480))
+        result["r"] = sse_completion(c.http_port, dict(req(1), model="extra", max_tokens=480),
+                                     on_first=streaming.set)
     th = threading.Thread(target=long_request)
     th.start()
     busy = None
-    for _ in range(500):  # until the request runs (before that, unloading it is allowed)
-        if (metric(c.http_port, "phi_running_sequences") or 0) > 0:
-            break
-        time.sleep(0.01)
+    # Until the request streams (before it is submitted, unloading is allowed; a metric polled here
+    # may still count an earlier request as running).
+    check(streaming.wait(30), "the request using the runtime adapter never streamed")
     for _ in range(100):
         st, body, _ = http_post(c.http_port, "/v1/unload_lora_adapter", {"lora_name": "extra"})
         if st == 409:

@@ -8,62 +8,30 @@
 
 #include "cluster/communicator.h"
 #include "coordinator/engine/engine.h"
-#include "tests/support/fake_runner.h"
+#include "tests/support/fake_engine.h"
 
 namespace phi::engine {
 namespace {
 
 constexpr int64_t k_vocab = 60;
 
-struct Outcome {
-    std::vector<int32_t> tokens;
-    bool done = false;
-    int64_t first_token_step = -1;
-};
+using test::Outcome;
 
-class AdapterEngine {
+// The shared fake-runner harness serving adapters 1-4 beside the base model (0).
+class AdapterEngine : public test::FakeEngine {
 public:
-    explicit AdapterEngine(EngineConfig cfg) : runner_(k_vocab, 512, 256, 4), exec_(runner_, comm_, WatchdogOptions{}) {
-        cfg.adapters = {1, 2, 3, 4};
-        engine_ = std::make_unique<Engine>(exec_, cfg);
-    }
+    explicit AdapterEngine(EngineConfig cfg)
+        : test::FakeEngine(test::fake_options(k_vocab, 256, 4), with_adapters(cfg)) {}
     void submit(std::vector<int32_t> prompt, int32_t adapter, int max_tokens, Outcome* out) {
-        EngineRequest r;
-        r.prompt = std::move(prompt);
-        r.params.temperature = 0.0f;
-        r.params.max_tokens = max_tokens;
-        r.adapter = adapter;
-        engine_->submit(std::move(r), [this, out](const Event& e) {
-            if (e.kind == Event::Kind::Token) {
-                if (out->tokens.empty()) out->first_token_step = steps_;
-                out->tokens.push_back(e.token);
-            } else {
-                out->done = true;
-            }
-        });
+        test::FakeEngine::submit(test::greedy_request(std::move(prompt), max_tokens, adapter), out);
     }
-    void step() {
-        engine_->step();
-        ++steps_;
-    }
-    void run(const std::vector<Outcome>& outs) {
-        for (int i = 0; i < 100000; ++i) {
-            bool all = true;
-            for (const Outcome& o : outs) all = all && o.done;
-            if (all) return;
-            step();
-        }
-        FAIL() << "requests did not finish";
-    }
-    Engine& engine() { return *engine_; }
-    test::FakeRunner& runner() { return runner_; }
+    void run(const std::vector<Outcome>& outs) { run_until_done(outs, 100000); }
 
 private:
-    LocalCommunicator comm_;
-    test::FakeRunner runner_;
-    StepExecutor exec_;
-    std::unique_ptr<Engine> engine_;
-    int64_t steps_ = 0;
+    static EngineConfig with_adapters(EngineConfig cfg) {
+        cfg.adapters = {1, 2, 3, 4};
+        return cfg;
+    }
 };
 
 TEST(EngineAdapters, MixedBatchesGiveSoloOutputsAndNeverShareBlocksAcrossAdapters) {

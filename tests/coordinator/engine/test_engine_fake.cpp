@@ -10,72 +10,27 @@
 #include "cluster/communicator.h"
 #include "coordinator/engine/block_manager.h"
 #include "coordinator/engine/engine.h"
-#include "tests/support/fake_runner.h"
+#include "tests/support/fake_engine.h"
 
 namespace phi::engine {
 namespace {
 
 constexpr int64_t k_vocab = 50;
 
-struct Outcome {
-    std::vector<int32_t> tokens;
-    FinishReason reason = FinishReason::Error;
-    int64_t cached_prompt_tokens = 0;
-    bool done = false;
-};
+using test::Outcome;
 
-class FakeEngine {
+// The shared fake-runner harness with greedy requests of a prompt and a length.
+class FakeEngine : public test::FakeEngine {
 public:
     FakeEngine(int64_t kv_blocks, int64_t block_size, EngineConfig cfg = {}, int64_t context = 512)
-        : runner_(k_vocab, context, kv_blocks, block_size), exec_(runner_, comm_, WatchdogOptions{}) {
-        engine_ = std::make_unique<Engine>(exec_, cfg);
-    }
+        : test::FakeEngine(test::fake_options(k_vocab, kv_blocks, block_size, context), std::move(cfg)) {}
+    using test::FakeEngine::submit;
     uint64_t submit(std::vector<int32_t> prompt, int32_t max_tokens, Outcome* out) {
-        EngineRequest r;
-        r.prompt = std::move(prompt);
-        r.params.temperature = 0.0f;
-        r.params.max_tokens = max_tokens;
-        return engine_->submit(std::move(r), [out](const Event& e) {
-            if (e.kind == Event::Kind::Token) {
-                out->tokens.push_back(e.token);
-            } else {
-                out->reason = e.reason;
-                out->cached_prompt_tokens = e.cached_prompt_tokens;
-                out->done = true;
-            }
-        });
+        return submit(test::greedy_request(std::move(prompt), max_tokens), out);
     }
-    /// Steps until every outcome is done (bounded).
-    void run_until_done(const std::vector<Outcome>& outs, int max_steps = 100000) {
-        std::vector<const Outcome*> ptrs;
-        for (const Outcome& o : outs) ptrs.push_back(&o);
-        run_until_done(ptrs, max_steps);
-    }
-    void run_until_done(const std::vector<const Outcome*>& outs, int max_steps = 100000) {
-        for (int i = 0; i < max_steps; ++i) {
-            bool all = true;
-            for (const Outcome* o : outs) all = all && o->done;
-            if (all) return;
-            engine_->step();
-        }
-        FAIL() << "requests did not finish within " << max_steps << " steps";
-    }
-    Engine& engine() { return *engine_; }
-    test::FakeRunner& runner() { return runner_; }
-
-private:
-    LocalCommunicator comm_;
-    test::FakeRunner runner_;
-    StepExecutor exec_;
-    std::unique_ptr<Engine> engine_;
 };
 
-std::vector<int32_t> random_prompt(std::mt19937& rng, int len) {
-    std::uniform_int_distribution<int32_t> tok(0, int32_t(k_vocab - 1));
-    std::vector<int32_t> p;
-    for (int i = 0; i < len; ++i) p.push_back(tok(rng));
-    return p;
-}
+std::vector<int32_t> random_prompt(std::mt19937& rng, int len) { return test::random_prompt(rng, len, k_vocab); }
 
 TEST(EngineFake, OneGreedyRequestFollowsTheModel) {
     FakeEngine e(64, 4);

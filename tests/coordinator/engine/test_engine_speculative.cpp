@@ -12,20 +12,14 @@
 #include "cluster/communicator.h"
 #include "coordinator/engine/engine.h"
 #include "coordinator/engine/speculative.h"
-#include "tests/support/fake_runner.h"
+#include "tests/support/fake_engine.h"
 
 namespace phi::engine {
 namespace {
 
 constexpr int64_t k_vocab = 50;
 
-struct Outcome {
-    std::vector<int32_t> tokens;
-    std::vector<float> logprobs;
-    FinishReason reason = FinishReason::Error;
-    bool done = false;
-    bool indices_contiguous = true;
-};
+using test::Outcome;
 
 struct Req {
     std::vector<int32_t> prompt;
@@ -33,69 +27,33 @@ struct Req {
     bool speculative = true;
 };
 
-// The draft model of the draft-method tests: the fake model with another salt (it agrees with the
-// target where both copy, about half the time), or the target itself (salt 0).
-struct DraftSpec {
-    uint64_t salt = 1;
-    int64_t kv_blocks = 512;
-};
+using DraftSpec = test::FakeDraft;
 
-class SpecEngine {
+// The shared fake-runner harness with repetitive models (copy period 7) and requests from Req.
+class SpecEngine : public test::FakeEngine {
 public:
     SpecEngine(int64_t kv_blocks, int64_t block_size, EngineConfig cfg, std::optional<DraftSpec> draft = std::nullopt)
-        : runner_(k_vocab, 512, kv_blocks, block_size),
-          draft_(draft ? std::make_unique<test::FakeRunner>(k_vocab, 512, draft->kv_blocks, block_size) : nullptr),
-          exec_(runner_, comm_, WatchdogOptions{}, draft_.get()) {
-        runner_.set_copy_period(7);
-        if (draft_) {
-            draft_->set_copy_period(7);
-            draft_->set_salt(draft->salt);
-        }
-        engine_ = std::make_unique<Engine>(exec_, cfg);
-    }
+        : test::FakeEngine(options(kv_blocks, block_size, draft), std::move(cfg)) {}
+    using test::FakeEngine::submit;
     uint64_t submit(const Req& q, Outcome* out) {
         EngineRequest r;
         r.prompt = q.prompt;
         r.params = q.params;
         r.want_logprobs = q.params.logprobs > 0;
         r.speculative = q.speculative;
-        return engine_->submit(std::move(r), [out](const Event& e) {
-            if (e.kind == Event::Kind::Token) {
-                if (e.index != int64_t(out->tokens.size())) out->indices_contiguous = false;
-                out->tokens.push_back(e.token);
-                out->logprobs.push_back(e.logprob);
-            } else {
-                out->reason = e.reason;
-                out->done = true;
-            }
-        });
+        return submit(std::move(r), out);
     }
-    void run_until_done(const std::vector<Outcome>& outs) {
-        for (int i = 0; i < 200000; ++i) {
-            bool all = true;
-            for (const Outcome& o : outs) all = all && o.done;
-            if (all) return;
-            engine_->step();
-        }
-        FAIL() << "requests did not finish";
-    }
-    Engine& engine() { return *engine_; }
-    test::FakeRunner& runner() { return runner_; }
 
 private:
-    LocalCommunicator comm_;
-    test::FakeRunner runner_;
-    std::unique_ptr<test::FakeRunner> draft_;
-    StepExecutor exec_;
-    std::unique_ptr<Engine> engine_;
+    static test::FakeEngineOptions options(int64_t kv_blocks, int64_t block_size, std::optional<DraftSpec> draft) {
+        test::FakeEngineOptions o = test::fake_options(k_vocab, kv_blocks, block_size);
+        o.copy_period = 7;
+        o.draft = draft;
+        return o;
+    }
 };
 
-std::vector<int32_t> random_prompt(std::mt19937& rng, int len) {
-    std::uniform_int_distribution<int32_t> tok(0, int32_t(k_vocab - 1));
-    std::vector<int32_t> p;
-    for (int i = 0; i < len; ++i) p.push_back(tok(rng));
-    return p;
-}
+std::vector<int32_t> random_prompt(std::mt19937& rng, int len) { return test::random_prompt(rng, len, k_vocab); }
 
 EngineConfig with_ngram(EngineConfig cfg, int32_t k) {
     cfg.speculative.method = SpeculativeConfig::Method::Ngram;
@@ -493,7 +451,9 @@ TEST(RejectionSampling, SeededOutputsDependOnTheRequestAlone) {
         EXPECT_EQ(tight.outs[i].tokens, alone.outs[0].tokens) << "request " << i;
         EXPECT_EQ(batch.outs[i].tokens.size(), 30u) << "request " << i;
         EXPECT_TRUE(batch.outs[i].indices_contiguous) << "request " << i;
-        if (reqs[i].params.greedy()) EXPECT_EQ(batch.outs[i].tokens, plain.outs[i].tokens) << "request " << i;
+        if (reqs[i].params.greedy()) {
+            EXPECT_EQ(batch.outs[i].tokens, plain.outs[i].tokens) << "request " << i;
+        }
     }
     EXPECT_GT(acceptance(batch.stats), 0.1);
     EXPECT_LT(acceptance(batch.stats), 0.9);

@@ -840,7 +840,7 @@ TEST(HttpIo, TokenizationDoesNotBlockTheNetworkThread) {
     std::thread t([&] { io.run(); });
     std::string text;
     uint64_t x = 88172645463325252ull;
-    while (text.size() < (size_t(6) << 20)) {  // no two words alike: no cache shortens it
+    while (text.size() < (size_t(12) << 20)) {  // no two words alike: no cache shortens it
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         for (int i = 0; i < 6; ++i) text += char('a' + (x >> (6 * i)) % 26);
         text += ' ';
@@ -853,8 +853,11 @@ TEST(HttpIo, TokenizationDoesNotBlockTheNetworkThread) {
         const size_t at = m.find(key);
         return at == std::string::npos ? 0 : std::stoi(m.substr(at + key.size()));
     };
-    // Wait until the server has the whole body (it is then tokenizing), then ask for health.
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // send() returns once the body is in the socket: give the server a moment to read its end (it
+    // is then tokenizing, which takes far longer: about 1 s for this prompt on a fast core), then
+    // ask for health. Were tokenization on the io thread, the health check would wait behind it
+    // however soon it was sent.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     Client small(server.port());
     EXPECT_EQ(small.get("/health").status, 200u);
     EXPECT_EQ(rejected(), 0) << "the big request was answered first: it was tokenized on the io thread";

@@ -382,11 +382,19 @@ TEST(Service, CancelFreesBlocksAndMetricsRender) {
     Collected c;
     auto r = h.service().submit(
         parse_generation_request({{"prompt", "long"}, {"max_tokens", 2000}, {"ignore_eos", true}}, false), c.sink(1));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Cancel it while it runs, after its first tokens (so the latency histograms have samples; a
+    // fixed sleep was too short on a loaded machine and too long on a fast one).
+    for (int i = 0; i < 2000; ++i) {
+        {
+            std::lock_guard lock(c.mu);
+            if (c.ids[0].size() >= 2 || c.done) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     h.service().cancel(r);
     c.wait();
     EXPECT_EQ(c.reasons[0], "cancelled");
-    for (int i = 0; i < 100 && h.engine().stats().kv_blocks_used != 0; ++i)
+    for (int i = 0; i < 1000 && h.engine().stats().kv_blocks_used != 0; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     EXPECT_EQ(h.engine().stats().kv_blocks_used, 0);
     const std::string m = h.service().metrics_text();
