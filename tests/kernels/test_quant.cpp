@@ -99,6 +99,21 @@ TEST(Quant, ActivationsMatchPythonReferenceBitwise) {
     EXPECT_TRUE(same_bytes(a.sum, read_raw<int32_t>("act_sum.bin", size_t(n * cols / 32))));
 }
 
+// Halves and their neighbours (d = 1: the block's largest |x| is 127): q is std::round, halves away
+// from zero, as the Python reference (numpy's rint would round them to even).
+TEST(Quant, ActivationRoundingIsHalfAwayFromZeroAtTheEdges) {
+    const float vals[] = {127.0f,        -127.0f,      0.5f,    -0.5f,   1.5f,       -1.5f,        2.5f,    -2.5f,
+                          126.5f,        -126.5f,      0.49999997f, -0.49999997f, 0.50000006f, -0.50000006f,
+                          1.4999999f,    -1.4999999f,  1e-8f,   -1e-8f,  0.0f,       -0.0f,        63.5f,   -63.5f,
+                          126.49999f,    -126.49999f,  3.0f,    -3.0f,   100.25f,    -100.75f,     7.5f,    -8.5f,
+                          0.75f,         -0.25f};
+    static_assert(std::size(vals) == 32);
+    const QuantizedActivations a = quantize_activations(vals, 1, 32);
+    ASSERT_EQ(a.d[0], 1.0f);
+    for (int i = 0; i < 32; ++i)
+        EXPECT_EQ(int(a.q[size_t(i)]), int(std::round(vals[i]))) << "x = " << vals[i];
+}
+
 TEST(Quant, Bf16SourceEqualsF32SourceWithSameValues) {
     std::vector<float> w = random_floats(7 * 96, 5, -3.0f, 3.0f);
     const std::vector<uint16_t> wb = round_to_bf16(w);
