@@ -89,7 +89,7 @@ void linear_quant(Isa isa, float* y, const float* x, int64_t n, const QuantWeigh
     }
     const QuantizedActivations qa = quantize_activations(x, n, w.cols);
     if (w.layout == QuantLayout::Dot16) {
-        PHI_CHECK(isa == Isa::Avx512 && quant_packs_for_int8_dot(isa),
+        PHI_CHECK(quant_packs_for_int8_dot(isa),
                   "linear_quant: a Dot16-packed weight is read only by the int8-activation kernel at avx512 with "
                   "AVX512-VNNI, not at {}",
                   isa_name(isa));

@@ -199,6 +199,22 @@ class Tcp:
         self.s.close()
 
 
+
+def stream_all(port, bodies, stagger=0.0):
+    """Streams every body at once, one thread each (the i-th starting after stagger * (i % 8) s, so
+    they join at different steps); returns sse_completion's results in order (None: no answer)."""
+    results = [None] * len(bodies)
+
+    def client(i):
+        time.sleep(stagger * (i % 8))
+        results[i] = sse_completion(port, bodies[i])
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(len(bodies))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return results
+
 def metric(port, name):
     _, body = http_get(port, "/metrics")
     for line in body.decode().splitlines():
@@ -298,16 +314,8 @@ def run_draft_speculation(solo):
     c = Cluster(extra=DRAFT)
     try:
         ps = prompts()
-        results = [None] * 16
-
-        def client(i):
-            results[i] = sse_completion(c.http_port, {"prompt": ps[i], "max_tokens": 40, "temperature": 0,
-                                                      "ignore_eos": True})
-        ts = [threading.Thread(target=client, args=(i,)) for i in range(16)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
+        results = stream_all(c.http_port, [{"prompt": ps[i], "max_tokens": 40, "temperature": 0, "ignore_eos": True}
+                                           for i in range(16)])
         for i in range(16):
             check(results[i] is not None and results[i][0] == solo[i], f"draft speculation: stream {i} differs from solo")
         proposed = metric(c.http_port, 'phi_spec_proposed_tokens_total')
@@ -369,16 +377,7 @@ def run_lora():
         base = [http_post(c.http_port, "/v1/completions", dict(req(i), model="phi-test"))[1]["choices"][0]["text"]
                 for i in range(1, 5)]
         check(any(base[i - 1] != solo[i] for i in range(1, 5)), "LoRA adapters did not change any output")
-        results = [None] * 32
-
-        def client(i):
-            time.sleep(0.02 * (i % 8))  # joining at different steps
-            results[i] = sse_completion(c.http_port, req(i))
-        ts = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
+        results = stream_all(c.http_port, [req(i) for i in range(32)], stagger=0.02)  # joining at different steps
         for i in range(32):
             check(results[i] is not None and results[i][0] == solo[i],
                   f"lora stream {i} ({LORA_MODELS[i % 5]}) differs from its solo text")
@@ -419,15 +418,7 @@ def run_lora_lru(req, solo):
         for i in range(10):
             st, body, _ = http_post(c.http_port, "/v1/completions", req(i))
             check(st == 200 and body["choices"][0]["text"] == solo[i], f"lru solo {i}: {st}")
-        results = [None] * 32
-
-        def client(i):
-            results[i] = sse_completion(c.http_port, req(i))
-        ts = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(120)
+        results = stream_all(c.http_port, [req(i) for i in range(32)])
         for i in range(32):
             check(results[i] is not None and results[i][0] == solo[i], f"lru stream {i} differs from its solo text")
         evicted = metric(c.http_port, 'phi_lora_adapter_events_total{event="evicted"}')

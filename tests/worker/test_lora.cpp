@@ -56,6 +56,17 @@ std::vector<int32_t> blocks(int32_t first, int32_t n) {
     return t;
 }
 
+/// Largest |logit - reference| over the prompt's rows (logits padded to the model's vocab_padded).
+float worst_logit_error(const PhiModel& model, const std::vector<float>& logits,
+                        const std::vector<std::vector<float>>& ref) {
+    const int64_t vp = model.vocab_padded(), v = model.config().vocab_size;
+    float worst = 0.0f;
+    for (size_t r = 0; r < ref.size(); ++r)
+        for (int64_t j = 0; j < v; ++j)
+            worst = std::max(worst, std::fabs(logits[r * size_t(vp) + size_t(j)] - ref[r][size_t(j)]));
+    return worst;
+}
+
 class LoraGoldenTest : public ::testing::TestWithParam<LoraCase> {
 protected:
     LocalCommunicator comm_;
@@ -84,11 +95,7 @@ TEST_P(LoraGoldenTest, PromptLogitsMatchHfPeft) {
         s.adapter = adapter;
         std::vector<float> logits;
         ASSERT_EQ(model->forward(std::span<const SeqStep>(&s, 1), &logits), int64_t(g.prompt.size()));
-        const int64_t vp = model->vocab_padded(), v = model->config().vocab_size;
-        float worst = 0.0f;
-        for (size_t r = 0; r < g.prompt.size(); ++r)
-            for (int64_t j = 0; j < v; ++j)
-                worst = std::max(worst, std::fabs(logits[r * size_t(vp) + size_t(j)] - g.prompt_logits[r][size_t(j)]));
+        const float worst = worst_logit_error(*model, logits, g.prompt_logits);
         if (adapter == 1) {
             std::printf("[%s] prompt logits vs HF+PEFT: max abs error %.3g\n", g.name.c_str(), worst);
             EXPECT_LE(worst, k_tolerance);
@@ -113,12 +120,7 @@ TEST_P(LoraGoldenTest, PromptLogitsMatchHfPeftOnABf16Base) {
     s.adapter = 1;
     std::vector<float> logits;
     ASSERT_EQ(model->forward(std::span<const SeqStep>(&s, 1), &logits), int64_t(g.prompt.size()));
-    const int64_t vp = model->vocab_padded(), v = model->config().vocab_size;
-    float worst = 0.0f;
-    for (size_t r = 0; r < g.prompt.size(); ++r)
-        for (int64_t j = 0; j < v; ++j)
-            worst = std::max(worst,
-                             std::fabs(logits[r * size_t(vp) + size_t(j)] - g.prompt_logits_bf16_base[r][size_t(j)]));
+    const float worst = worst_logit_error(*model, logits, g.prompt_logits_bf16_base);
     std::printf("[%s] bf16 base: prompt logits vs HF+PEFT: max abs error %.3g\n", g.name.c_str(), worst);
     EXPECT_LE(worst, k_tolerance);
 }
