@@ -327,12 +327,17 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
     }
     in_flight_.fetch_add(1);
     bool deferred = false;
+    // Held from the residency check until the choices are in the engine's inbox: an eviction
+    // (make_resident, engine thread) then either counts them as users or finds the adapter no
+    // longer resident and this request deferred, never evicts it under an accepted request.
+    std::unique_lock residency(adapters_mu_, std::defer_lock);
+    if (p.adapter != 0) residency.lock();
     if (p.adapter != 0 && max_cpu_loras_ > 0 && loader_) {
-        std::lock_guard lock(adapters_mu_);
         const auto it = std::find_if(adapters_.begin(), adapters_.end(), [&](const auto& a) { return a.id == p.adapter; });
         deferred = it == adapters_.end() || !it->resident;
     }
     if (deferred) {
+        residency.unlock();
         // Its adapter was evicted (lora.max_cpu_loras): it is loaded again on the engine thread,
         // between steps, and the request submitted there; a failure ends the request with the reason.
         engine_.post_control([this, r, p = std::move(p)] {
@@ -355,7 +360,9 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
     }
     try {
         submit_choices(r, p);
+        if (residency.owns_lock()) residency.unlock();
     } catch (const engine::SubmitError& e) {
+        if (residency.owns_lock()) residency.unlock();
         // Choices already submitted were cancelled silently; the request no longer counts as in
         // flight (its remaining choices will never report).
         r->muted = true;
@@ -410,9 +417,10 @@ std::string Service::make_resident(int32_t id) {
     int64_t count = int64_t(resident.size());
     for (const AdapterEntry& a : resident) {
         if (max_cpu_loras_ <= 0 || count < max_cpu_loras_) break;
-        if (engine_.requests_with_adapter(a.id) > 0) continue;
         {
+            // One step with submit()'s residency check (see there).
             std::lock_guard lock(adapters_mu_);
+            if (engine_.requests_with_adapter(a.id) > 0) continue;
             for (auto& e : adapters_)
                 if (e.id == a.id) e.resident = false;
         }

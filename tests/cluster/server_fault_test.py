@@ -30,6 +30,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from listen_ports import wait_bound_ports  # noqa: E402
+
 WORKER, SRC, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 1
 SLACK = float(os.environ.get("PHI_FAULT_SLACK", "1"))
@@ -38,19 +41,10 @@ TOKENIZER = os.path.join(SRC, "tests/fixtures/serving_tokenizer")
 N_SSE, N_NATIVE = 6, 4
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 class Cluster:
     """The shipped watchdog defaults (no watchdog section): what an operator gets."""
 
     def __init__(self):
-        self.http_port, self.tcp_port = free_port(), free_port()
         self.dir = tempfile.mkdtemp()
         self.cfg = os.path.join(self.dir, "cluster.yaml")
         with open(self.cfg, "w") as f:
@@ -62,22 +56,27 @@ dtype: f32
 threads_per_rank: 1
 kv_cache: {{blocks: 6000, block_size: 8}}
 batching: {{max_num_seqs: 16, max_batched_tokens: 256}}
-listen: {{tcp: 127.0.0.1:{self.tcp_port}, http: 127.0.0.1:{self.http_port}}}
+listen: {{tcp: 127.0.0.1:0, http: 127.0.0.1:0}}
 log_level: info
 """)
-        self.log = open(os.path.join(self.dir, "log.txt"), "w+")
+        self.log_path = os.path.join(self.dir, "log.txt")
+        self.log = open(self.log_path, "w")
         env = dict(os.environ, PHI_THREADS_PER_RANK="1")
         self.proc = subprocess.Popen([os.path.join(SRC, "scripts/mpirun.sh"), "-np", "2", WORKER, "--config", self.cfg],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.time() + 180
+        try:
+            self.tcp_port, self.http_port = wait_bound_ports(self.read_log, self.proc, 180)
+        except RuntimeError as e:
+            self.dump()
+            self.kill()
+            raise RuntimeError(f"cluster did not become healthy: {e}") from None
         while time.time() < deadline:
             if health(self.http_port) == 200:
                 break
             if self.proc.poll() is not None:
                 break
             time.sleep(0.2)
-        else:
-            pass
         if health(self.http_port) != 200:
             self.dump()
             self.kill()
@@ -105,9 +104,13 @@ log_level: info
             raise RuntimeError(f"cannot find both ranks by OMPI_COMM_WORLD_RANK: {ranks}")
         return ranks
 
+    def read_log(self):
+        # Its own handle: the ranks write through a copy of self.log's file offset.
+        with open(self.log_path) as f:
+            return f.read()
+
     def dump(self):
-        self.log.seek(0)
-        print(self.log.read()[-5000:], flush=True)
+        print(self.read_log()[-5000:], flush=True)
 
     def kill(self):
         for pid in self.ranks.values() if hasattr(self, "ranks") else []:

@@ -27,6 +27,9 @@ import tempfile
 import time
 import json
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from listen_ports import wait_bound_ports  # noqa: E402
+
 CASE, WORKER, CLIENT, SRC = sys.argv[1:5]
 MPIRUN_SH = os.path.join(SRC, "scripts/mpirun.sh")
 DEFAULT_CONFIG = os.path.join(SRC, "configs/default.yaml")
@@ -42,23 +45,15 @@ def fail(msg, log=None):
     sys.exit(1)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def default_config_copy(tcp_port, http_port):
+def default_config_copy():
     """configs/default.yaml as shipped, with only its model path made absolute and its ports moved
-    off the fixed defaults (other tests and servers may hold them)."""
+    off the fixed defaults to ports the kernel picks (other tests and servers may hold them)."""
     text = open(DEFAULT_CONFIG).read()
     if re.search(r"^tp:", text, re.M):
         fail("configs/default.yaml sets tp; it should be left to the MPI world size")
     text = re.sub(r"^model: *\S+", f"model: {os.path.join(SRC, 'models/phi-tiny-code')}", text, flags=re.M)
-    text = re.sub(r"^( *tcp:) *\S+", rf"\1 127.0.0.1:{tcp_port}", text, flags=re.M)
-    text = re.sub(r"^( *http:) *\S+", rf"\1 127.0.0.1:{http_port}", text, flags=re.M)
+    text = re.sub(r"^( *tcp:) *\S+", r"\1 127.0.0.1:0", text, flags=re.M)
+    text = re.sub(r"^( *http:) *\S+", r"\1 127.0.0.1:0", text, flags=re.M)
     d = tempfile.mkdtemp()
     path = os.path.join(d, "default.yaml")
     with open(path, "w") as f:
@@ -68,22 +63,30 @@ def default_config_copy(tcp_port, http_port):
 
 class Server:
     def __init__(self, argv, env):
-        self.logf = tempfile.TemporaryFile("w+")
+        self.log_path = os.path.join(tempfile.mkdtemp(), "log.txt")
+        self.logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 
     def log(self):
-        self.logf.seek(0)
-        return self.logf.read()
+        # Its own handle: the ranks write through a copy of self.logf's file offset.
+        with open(self.log_path) as f:
+            return f.read()
 
-    def wait_serving(self, port, timeout=120):
+    def wait_serving(self, timeout=120):
+        """The native port rank 0 bound, once it accepts connections."""
         deadline = time.time() + timeout
+        try:
+            port, _ = wait_bound_ports(self.log, self.proc, timeout, http=False)
+        except RuntimeError as e:
+            self.kill()
+            fail(str(e), self.log())
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 fail(f"the cluster exited ({self.proc.returncode}) before serving", self.log())
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
+                return port
             except OSError:
                 time.sleep(0.2)
         self.kill()
@@ -143,11 +146,10 @@ def case_usage():
 
 
 def case_default_np4():
-    tcp, http = free_port(), free_port()
-    cfg = default_config_copy(tcp, http)
+    cfg = default_config_copy()
     srv = Server([MPIRUN_SH, "-np", "4", WORKER, "--config", cfg], os.environ)
     try:
-        srv.wait_serving(tcp)
+        tcp = srv.wait_serving()
         r = subprocess.run([CLIENT, "--port", str(tcp), "--max-tokens", "8", "--temperature", "0", "def add(a, b):"],
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0 or not r.stdout.strip():
@@ -164,17 +166,16 @@ def case_default_np4():
         srv.kill()
 
 
-def plain_mpirun(tcp, cfg):
+def plain_mpirun(cfg):
     return Server(["mpirun", "-np", "2", WORKER, "--config", cfg], ROOT_ENV)
 
 
 def case_plain_mpirun():
     # Drain: kill -USR1 <mpirun pid>; the request in flight finishes, every rank exits 0.
-    tcp, http = free_port(), free_port()
-    cfg = default_config_copy(tcp, http)
-    srv = plain_mpirun(tcp, cfg)
+    cfg = default_config_copy()
+    srv = plain_mpirun(cfg)
     try:
-        srv.wait_serving(tcp)
+        tcp = srv.wait_serving()
         c = Tcp(tcp)
         c.send(dict(type="generate", id="d", prompt="def f(x):", max_tokens=48, ignore_eos=True, temperature=0))
         first = c.recv()
@@ -200,11 +201,10 @@ def case_plain_mpirun():
 def case_plain_mpirun_term():
     # Teardown: SIGTERM to mpirun ends the job at once; the client in flight gets an error frame
     # (rank 0 fails every client on a raw SIGTERM, issue 13) before OpenMPI's SIGKILL 1 s later.
-    tcp, http = free_port(), free_port()
-    cfg = default_config_copy(tcp, http)
-    srv = plain_mpirun(tcp, cfg)
+    cfg = default_config_copy()
+    srv = plain_mpirun(cfg)
     try:
-        srv.wait_serving(tcp)
+        tcp = srv.wait_serving()
         c = Tcp(tcp)
         # 32 long requests keep the cluster busy for seconds (one alone on this tiny model can finish
         # before mpirun has forwarded the signal on a quiet machine).

@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "cluster/communicator.h"
 #include "coordinator/engine/engine.h"
@@ -20,6 +22,7 @@
 #include "kernels/cpu/isa.h"
 #include "tests/support/fixtures.h"
 #include "worker/load_model.h"
+#include "worker/lora_weights.h"
 #include "worker/step_executor.h"
 
 namespace phi::test {
@@ -32,6 +35,10 @@ struct ServingHarnessOptions {
     std::string fixture = "phi3_mini_4k_swa";
     bool token_ids_only = false;  // no tokenizer; vocab_limit is the model's vocabulary
     std::optional<std::filesystem::path> debug_dump_dir;  // PHI_DEBUG_DUMP for this model only
+    /// LoRA adapters (name, folder), none resident at start: each is loaded on the engine thread
+    /// when a request names it, at most `max_cpu_loras` in memory (lora.max_cpu_loras).
+    std::vector<std::pair<std::string, std::filesystem::path>> lora_adapters;
+    int64_t max_cpu_loras = 0;
 };
 
 class ServingHarness {
@@ -44,11 +51,25 @@ public:
         opts.debug_dump_dir = o.debug_dump_dir;
         model_ = load_model(fixture_dir(o.fixture), comm_, opts);
         exec_ = std::make_unique<StepExecutor>(*model_, comm_, WatchdogOptions{});
+        if (!o.lora_adapters.empty())
+            exec_->set_adapter_hooks(
+                [this](int32_t id, const std::string& path) {
+                    model_->add_adapter(id, load_lora_adapter(path, model_->config(), model_->plan(), {}));
+                },
+                [this](int32_t id) {
+                    if (model_->has_adapter(id)) model_->remove_adapter(id);
+                });
         o.engine.vocab_limit = tok_ ? tok_->vocab_size() : model_->config().vocab_size;
         if (o.engine.eos_ids.empty() && tok_ && tok_->eos_token_id()) o.engine.eos_ids = {*tok_->eos_token_id()};
         engine_ = std::make_unique<engine::Engine>(*exec_, o.engine);
         service_ = std::make_unique<serving::Service>(*engine_, tok_ ? &*tok_ : nullptr, "phi-test", o.limits,
                                                       metrics_);
+        if (!o.lora_adapters.empty()) {
+            std::vector<std::pair<std::string, std::string>> adapters;
+            for (const auto& [name, dir] : o.lora_adapters) adapters.emplace_back(name, dir.string());
+            service_->set_adapters(adapters, 0);
+            service_->set_adapter_loading(exec_.get(), false, o.max_cpu_loras);
+        }
         service_->set_ready(true);
         thread_ = std::thread([this] { engine_->run(stop_); });
     }
