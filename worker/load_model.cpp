@@ -29,14 +29,12 @@ std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Com
     mo.debug_dump_dir = opts.debug_dump_dir;
     const kernels::WeightFormat plain =
         opts.weight_dtype == DType::BF16 ? kernels::WeightFormat::BF16 : kernels::WeightFormat::F32;
-    mo.weight_format = plain;
-    if (opts.quant) {
-        switch (*opts.quant) {
-            case kernels::cpu::QuantFormat::Q8: mo.weight_format = kernels::WeightFormat::Q8; break;
-            case kernels::cpu::QuantFormat::Q4: mo.weight_format = kernels::WeightFormat::Q4; break;
-        }
-    }
-    mo.table_format = plain;  // the embedding and LM head are never quantized (docs/QUANT.md)
+    auto format_of = [](kernels::cpu::QuantFormat q) {
+        return q == kernels::cpu::QuantFormat::Q8 ? kernels::WeightFormat::Q8 : kernels::WeightFormat::Q4;
+    };
+    mo.weight_format = opts.quant ? format_of(*opts.quant) : plain;
+    mo.table_format = plain;  // the embedding is never quantized (docs/QUANT.md)
+    if (const auto head = precision.lm_head_quant()) mo.lm_head_format = format_of(*head);
     return std::make_unique<PhiModel>(cfg, plan, std::move(w), comm, kernels::cpu::make_cpu_backend(opts.isa, opts.quant_activations),
                                       make_host_collectives(comm), mo);
 }

@@ -19,7 +19,13 @@ class Loader {
 public:
     Loader(const Checkpoint& ckpt, const WeightPrecision& precision, int world, ModelWeights& w,
            std::vector<HeldTensor>* dry_run)
-        : ckpt_(ckpt), dtype_(precision.dtype), quant_(precision.quant), world_(world), w_(w), dry_run_(dry_run) {}
+        : ckpt_(ckpt),
+          dtype_(precision.dtype),
+          quant_(precision.quant),
+          head_quant_(precision.lm_head_quant()),
+          world_(world),
+          w_(w),
+          dry_run_(dry_run) {}
 
     const TensorInfo& tensor(const std::string& name, std::initializer_list<int64_t> shape) {
         const TensorInfo& t = ckpt_.get(name);
@@ -31,16 +37,17 @@ public:
     // quantized, in the checkpoint's exact values (the backend quantizes them at upload).
     OwnedTensor linear(const std::vector<Piece>& pieces, Range cols) {
         if (!quant_) return concat(pieces, cols, dtype_);
-        bool all_bf16 = true;
-        for (const Piece& p : pieces) {
-            check_quant_columns(*p.t, cols);
-            all_bf16 = all_bf16 && p.t->dtype == DType::BF16;
-        }
-        return concat(pieces, cols, all_bf16 ? DType::BF16 : DType::F32, quant_);
+        return exact(pieces, cols, *quant_);
     }
 
-    // The embedding or the LM head (never quantized): in the run-time dtype.
+    // The embedding, or a 16-bit LM head: in the run-time dtype.
     OwnedTensor table(const std::vector<Piece>& pieces) { return concat(pieces, Range{}, dtype_); }
+
+    // An untied LM head: like a linear (whole rows of the vocab split) when it is quantized.
+    OwnedTensor head(const std::vector<Piece>& pieces) {
+        if (!head_quant_) return table(pieces);
+        return exact(pieces, Range{}, *head_quant_);
+    }
 
     // Small fp32 tensor (norm, bias, router): rounded through bf16 when weights are bf16.
     OwnedTensor small(const std::vector<Piece>& pieces) {
@@ -55,6 +62,16 @@ public:
     }
 
 private:
+    // A weight the backend quantizes to `format` at upload: the checkpoint's exact values.
+    OwnedTensor exact(const std::vector<Piece>& pieces, Range cols, kernels::cpu::QuantFormat format) {
+        bool all_bf16 = true;
+        for (const Piece& p : pieces) {
+            check_quant_columns(*p.t, cols);
+            all_bf16 = all_bf16 && p.t->dtype == DType::BF16;
+        }
+        return concat(pieces, cols, all_bf16 ? DType::BF16 : DType::F32, format);
+    }
+
     // Quantization is defined on the whole tensor (blocks of 32 along each row's input columns), so
     // a rank may hold only whole blocks: a slice of them is then bitwise the rank's part of the
     // whole tensor's quantization (quant_slice), and no scale comes from part of a block.
@@ -135,6 +152,7 @@ private:
     const Checkpoint& ckpt_;
     DType dtype_;
     std::optional<kernels::cpu::QuantFormat> quant_;
+    std::optional<kernels::cpu::QuantFormat> head_quant_;
     int world_;
     ModelWeights& w_;
     std::vector<HeldTensor>* dry_run_;
@@ -188,10 +206,6 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
     w.embed = ld.table({{&embed, plan.vocab}});
     w.final_norm_w = ld.small({{&ld.tensor(mn.final_norm_w, {d}), all_d}});
     if (!mn.final_norm_b.empty()) w.final_norm_b = ld.small({{&ld.tensor(mn.final_norm_b, {d}), all_d}});
-    if (!cfg.tie_word_embeddings) {
-        w.lm_head = ld.table({{&ld.tensor(mn.lm_head_w, {cfg.vocab_size, d}), plan.vocab}});
-    }
-    if (!mn.lm_head_b.empty()) w.lm_head_b = ld.small({{&ld.tensor(mn.lm_head_b, {cfg.vocab_size}), plan.vocab}});
 
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const LayerTensorNames n = layer_tensor_names(cfg, l);
@@ -250,6 +264,10 @@ ModelWeights load_or_plan(const Checkpoint& ckpt, const ModelConfig& cfg, const 
         }
         w.layers.push_back(std::move(lw));
     }
+    // After the layers: a width that int8/int4 cannot split is then named by a layer's linear.
+    if (!cfg.tie_word_embeddings)
+        w.lm_head = ld.head({{&ld.tensor(mn.lm_head_w, {cfg.vocab_size, d}), plan.vocab}});
+    if (!mn.lm_head_b.empty()) w.lm_head_b = ld.small({{&ld.tensor(mn.lm_head_b, {cfg.vocab_size}), plan.vocab}});
     return w;
 }
 }  // namespace

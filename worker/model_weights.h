@@ -2,7 +2,8 @@
 // configured dtype (F32 or BF16); norms, biases and the MoE router are fp32 (rounded through bf16
 // when the weights are bf16, as a bf16 checkpoint would hold them). With int8/int4 weights the
 // layers' linear weights are held with the checkpoint's exact values (BF16 when it stores bf16,
-// otherwise F32) until the backend quantizes them; the embedding and LM head stay in `dtype`.
+// otherwise F32) until the backend quantizes them, and so is an untied LM head (quantized to int8:
+// WeightPrecision::lm_head_quant); the embedding stays in `dtype`.
 #pragma once
 
 #include <cstdint>
@@ -19,11 +20,11 @@
 
 namespace phi {
 
-/// How a rank holds its weights. `dtype` (F32 or BF16): the embedding and LM head, and the rounding
-/// of norms and biases (fp32 values rounded through bf16 when BF16). `quant`, when set: every
-/// layer's linear weights (QKV, output, MLP and expert projections) are quantized to it; they are
-/// then defined on the unsharded tensor, so each rank's input columns must start and end on a
-/// multiple of 32 (refused otherwise, naming the tensor and the tp size; docs/QUANT.md).
+/// How a rank holds its weights. `dtype` (F32 or BF16): the embedding (and a 16-bit LM head), and
+/// the rounding of norms and biases (fp32 values rounded through bf16 when BF16). `quant`, when
+/// set: every layer's linear weights (QKV, output, MLP and expert projections) are quantized to it;
+/// they are then defined on the unsharded tensor, so each rank's input columns must start and end
+/// on a multiple of 32 (refused otherwise, naming the tensor and the tp size; docs/QUANT.md).
 struct WeightPrecision {
     DType dtype = DType::F32;
     std::optional<kernels::cpu::QuantFormat> quant;
@@ -33,6 +34,12 @@ struct WeightPrecision {
     WeightPrecision(DType d, std::optional<kernels::cpu::QuantFormat> q) : dtype(d), quant(q) {}
     /// "f32", "bf16", "int8" or "int4" (the YAML dtype: word).
     std::string name() const;
+    /// How an untied LM head is held: int8 (Q8) blocks whenever the layers are quantized, for int4
+    /// models too (a Q4 head failed the quality gate, a Q8 one passes it: docs/QUANT.md); unset: 16-bit
+    /// in `dtype`. A head tied to the embedding stays 16-bit (the embedding lookup reads its rows).
+    std::optional<kernels::cpu::QuantFormat> lm_head_quant() const {
+        return quant ? std::optional(kernels::cpu::QuantFormat::Q8) : std::nullopt;
+    }
 };
 
 struct LayerWeights {

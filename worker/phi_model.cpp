@@ -126,7 +126,8 @@ PhiModel::PhiModel(const ModelConfig& cfg, const ShardPlan& plan, ModelWeights w
     }
     const bool tied = host_.lm_head.empty();
     embed_ = table(host_.embed);
-    lm_head_ = tied ? embed_ : table(host_.lm_head);  // tied: the embedding shard
+    lm_head_ = tied ? embed_  // the embedding shard
+                    : upload(host_.lm_head, opts.lm_head_format.value_or(opts.table_format.value_or(opts.weight_format)));
     lm_head_b_ = param(host_.lm_head_b);
     final_norm_w_ = param(host_.final_norm_w);
     final_norm_b_ = param(host_.final_norm_b);

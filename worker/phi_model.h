@@ -28,8 +28,10 @@ struct PhiModelOptions {
     KvCacheConfig kv;
     /// The layers' linear weights (QKV, output, MLP, experts).
     kernels::WeightFormat weight_format = kernels::WeightFormat::F32;
-    /// The embedding and the LM head; unset: weight_format. (Quantized models keep them 16-bit.)
+    /// The embedding and the LM head; unset: weight_format. (Quantized models keep the embedding 16-bit.)
     std::optional<kernels::WeightFormat> table_format;
+    /// An untied LM head; unset: table_format (int8/int4 models hold it as Q8 blocks).
+    std::optional<kernels::WeightFormat> lm_head_format;
     /// Scratch is sized for this many tokens per step up front (backends that record steps need
     /// stable addresses); larger steps grow it.
     int64_t reserve_tokens = 0;

@@ -359,8 +359,8 @@ int main(int argc, char** argv) {
     cli.add_option("--dtype", a.dtype,
                    "offline: weight dtype. bf16 (the default) rounds f32 checkpoints' weights to bf16 and halves "
                    "their memory; --dtype f32 keeps full precision, as the parity checks against HF transformers "
-                   "do; int8 and int4 quantize the layers' linear weights in blocks of 32 (docs/QUANT.md; embedding "
-                   "and LM head stay bf16) (server mode: `dtype: ...` in the YAML)")
+                   "do; int8 and int4 quantize the layers' linear weights in blocks of 32 and an untied LM head to int8 "
+                   "(docs/QUANT.md; the embedding stays bf16) (server mode: `dtype: ...` in the YAML)")
         ->check(CLI::IsMember({"f32", "bf16", "int8", "int4"}))
         ->capture_default_str();
     cli.add_option("--quant-activations", a.quant_activations,

@@ -18,7 +18,7 @@ namespace phi::app {
 struct ClusterSizing {
     int world = 1;
     int rank = 0;
-    WeightPrecision weight{DType::BF16};  // from dtype: (int8/int4: bf16 embedding and LM head)
+    WeightPrecision weight{DType::BF16};  // from dtype: (int8/int4: bf16 embedding, int8 untied LM head)
     DType kv_dtype = DType::F32;
     int64_t weight_bytes = 0;        // this rank's weights
     int64_t kv_bytes_per_token = 0;  // this rank's K and V for one token, all layers
@@ -47,7 +47,7 @@ struct DraftSizing {
 DraftSizing size_draft(const ClusterSizing& target, const ModelConfig& served, const ModelConfig& draft);
 
 /// The weight precision of a `dtype:` word (f32, bf16, int8, int4). Quantized dtypes keep the
-/// embedding and the LM head in bf16 (docs/QUANT.md).
+/// embedding (and a tied LM head) in bf16 and hold an untied LM head as int8 blocks (docs/QUANT.md).
 WeightPrecision weight_precision(const std::string& dtype);
 
 /// Sizes rank `rank` of `world` (every rank holds the same amounts: heads split evenly, the vocabulary

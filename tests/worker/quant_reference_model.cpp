@@ -1,6 +1,6 @@
 // See quant_reference_model.h. The int8-activation reference is a Backend decorator so that the
-// model code stays the one forward: only linears with Q8/Q4 weights are computed differently; the
-// LM head (bf16) and every other operation pass through to the CPU backend untouched.
+// model code stays the one forward: only linears with Q8/Q4 weights (the LM head's Q8 included) are
+// computed differently; every other operation passes through to the CPU backend untouched.
 #include "tests/worker/quant_reference_model.h"
 
 #include <vector>
@@ -122,11 +122,14 @@ std::unique_ptr<PhiModel> dequantized_reference_model(const std::filesystem::pat
     const ModelConfig cfg = load_model_config(model_dir / "config.json");
     const ShardPlan plan = make_shard_plan(cfg, 1, 0);
     Checkpoint ckpt(model_dir);
-    // The quantized model's precision: exact source values for the linears, bf16 elsewhere.
-    ModelWeights w = load_model_weights(ckpt, cfg, plan, WeightPrecision(DType::BF16, format));
+    // The quantized model's precision: exact source values for the linears and an untied LM head,
+    // bf16 elsewhere.
+    const WeightPrecision precision(DType::BF16, format);
+    ModelWeights w = load_model_weights(ckpt, cfg, plan, precision);
     PhiModelOptions mo;
     mo.kv = kv;
     mo.table_format = kernels::WeightFormat::BF16;
+    const auto head = precision.lm_head_quant();
     std::unique_ptr<Backend> be = kernels::cpu::make_cpu_backend(isa);
     switch (acts) {
         case kernels::cpu::QuantActivations::F32:
@@ -138,11 +141,14 @@ std::unique_ptr<PhiModel> dequantized_reference_model(const std::filesystem::pat
                 for (OwnedTensor& e : l.expert_up) e = dequantized(e, format);
                 for (OwnedTensor& e : l.expert_down) e = dequantized(e, format);
             }
+            if (head && !w.lm_head.empty()) w.lm_head = dequantized(w.lm_head, *head);
             mo.weight_format = kernels::WeightFormat::F32;
+            if (head) mo.lm_head_format = kernels::WeightFormat::F32;
             break;
         case kernels::cpu::QuantActivations::Int8:
             mo.weight_format =
                 format == kernels::cpu::QuantFormat::Q8 ? kernels::WeightFormat::Q8 : kernels::WeightFormat::Q4;
+            if (head) mo.lm_head_format = kernels::WeightFormat::Q8;
             be = std::make_unique<Int8ReferenceBackend>(std::move(be));
             break;
     }

@@ -1,7 +1,7 @@
 // The exactness anchor's references for int8/int4 models (docs/QUANT.md).
 //  - Weight-only mode: the fp32 forward run on the DEQUANTIZED weights (each linear weight quantized
-//    as a whole, unsharded tensor, then dequantized to fp32), with the embedding and LM head in bf16
-//    as the quantized model holds them. The fp32 forward is pinned to HF transformers by the golden
+//    as a whole, unsharded tensor, then dequantized to fp32; an untied LM head likewise from its int8
+//    blocks), with the embedding in bf16 as the quantized model holds it. The fp32 forward is pinned to HF transformers by the golden
 //    tests, so this is "HF on the dequantized weights" within the golden tolerance.
 //  - Int8-activation mode: the same forward, with every quantized linear computed by the scalar
 //    reference of that mode (quant_reference.cpp) on the whole tensor's blocks: the same input
