@@ -24,10 +24,11 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-size_t streamed_bytes_per_step(const phi::ModelWeights& w) {
+size_t streamed_bytes_per_step(const phi::ModelWeights& w, const phi::ModelConfig& c) {
     // Every weight the rank holds is read once per step (quantized ones as their blocks and scales;
-    // norms and biases are a rounding error), except an untied embedding, read only row-wise.
-    return w.resident_bytes - (w.lm_head.empty() ? 0 : w.embed.bytes.size());
+    // norms and biases are a rounding error), except an untied embedding, read only row-wise. (Asked
+    // of the config: a quantized LM head's host copy is gone once the backend holds its blocks.)
+    return w.resident_bytes - (c.tie_word_embeddings ? 0 : w.embed.bytes.size());
 }
 
 // Parameters the LM head and the layers' linears multiply per token (for prefill GFLOP/s).
@@ -89,7 +90,7 @@ int main(int argc, char** argv) {
         exec.follow();
         return 0;
     }
-    const size_t bytes_rank = streamed_bytes_per_step(model->weights());
+    const size_t bytes_rank = streamed_bytes_per_step(model->weights(), model->config());
     const size_t bytes_all = bytes_rank * size_t(comm.size());
     std::printf("model %s, %s weights (%s activations), tp %d, %d OpenMP thread(s) per rank, ISA %s, load %.1f s\n",
                 model_dir.c_str(), dtype.c_str(), quant_acts.c_str(), comm.size(), omp_get_max_threads(),

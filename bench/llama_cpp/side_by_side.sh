@@ -114,14 +114,14 @@ bw = st.median(v for (c, m), vs in rows.items() if m == "bandwidth" for v in vs)
 lin, head = 2516582400, 51200 * 2560
 bytes_per_tok = {"llama-F16": 2 * (lin + head), "llama-BF16": 2 * (lin + head),
                  "llama-Q8_0": (lin + head) * 34 / 32, "llama-Q4_0": lin * 18 / 32 + head * 210 / 256,
-                 "phi-bf16": 2 * (lin + head), "phi-int8": lin * 34 / 32 + 2 * head, "phi-int8-a8": lin * 34 / 32 + 2 * head,
-                 "phi-int4": lin * 18 / 32 + 2 * head, "phi-int4-a8": lin * 18 / 32 + 2 * head}
+                 "phi-bf16": 2 * (lin + head), "phi-int8": (lin + head) * 34 / 32, "phi-int8-a8": (lin + head) * 34 / 32,
+                 "phi-int4": lin * 18 / 32 + head * 34 / 32, "phi-int4-a8": lin * 18 / 32 + head * 34 / 32}
 peer = {"phi-bf16": "llama-BF16", "phi-int8": "llama-Q8_0", "phi-int8-a8": "llama-Q8_0",
         "phi-int4": "llama-Q4_0", "phi-int4-a8": "llama-Q4_0"}
 configs = ["llama-F16", "llama-BF16", "llama-Q8_0", "llama-Q4_0", "phi-bf16", "phi-int8", "phi-int8-a8", "phi-int4", "phi-int4-a8"]
 print(f"read bandwidth measured by bench_decode in the same run: {bw:.1f} GB/s (median); 2 threads; min/median/max of {sys.argv[2]} round(s)")
 print("bw column: median tokens/s x bytes read per token / bandwidth (weights only; llama-quantize's Q4_0 keeps "
-      "the output tensor in Q6_K)")
+      "the output tensor in Q6_K, our int8/int4 models an int8 one)")
 print("| tokens/s | " + " | ".join(configs) + " |")
 print("|---|" + "---|" * len(configs))
 for m, label in [("decode1", "decode, batch 1"), ("decode16", "decode, 16 sequences"), ("prefill512", "prefill, 512 tokens")]:
