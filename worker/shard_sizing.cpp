@@ -33,9 +33,10 @@ int64_t shard_weight_bytes(const ModelConfig& cfg, const ShardPlan& plan, const 
 
     int64_t bytes = vocab * d * ws;                          // embedding rows
     bytes += d * f * (1 + has(mn.final_norm_b));             // final norm
-    if (!cfg.tie_word_embeddings)                            // LM head rows
-        bytes += precision.lm_head_quant() ? kernels::cpu::quant_tensor_bytes(*precision.lm_head_quant(), vocab, d)
-                                           : vocab * d * ws;
+    if (!cfg.tie_word_embeddings) {                          // LM head rows
+        const auto head = precision.lm_head_quant();
+        bytes += head ? kernels::cpu::quant_tensor_bytes(*head, vocab, d) : vocab * d * ws;
+    }
     bytes += vocab * f * has(mn.lm_head_b);
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         const LayerTensorNames n = layer_tensor_names(cfg, l);

@@ -362,7 +362,7 @@ std::shared_ptr<Request> Service::submit(PreparedRequest p, OutputSink sink) {
         submit_choices(r, p);
         if (residency.owns_lock()) residency.unlock();
     } catch (const engine::SubmitError& e) {
-        if (residency.owns_lock()) residency.unlock();
+        // (Every path out of here throws, which releases `residency`.)
         // Choices already submitted were cancelled silently; the request no longer counts as in
         // flight (its remaining choices will never report).
         r->muted = true;
