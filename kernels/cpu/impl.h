@@ -87,6 +87,10 @@ PHI_KERNELS_LEVEL_DECLS
 /// The Int8 mode on a Dot16-packed weight (pack_for_int8_dot); `a` in the same layout, its sum
 /// holding the offset sums. Needs AVX512-VNNI.
 void linear_quant_i8_dot16(float* y, const QuantActs& a, int64_t n, const QuantWeightView& w, const float* bias);
+/// quantize_activations_dot16's buffers (sized and zeroed by the caller: padding stays 0) filled
+/// with the Isa::Scalar result's bits.
+void quantize_activations_dot16(const float* x, int64_t n, int64_t cols, int32_t offset, int8_t* q, float* d,
+                                int32_t* offset_sum);
 }  // namespace avx512
 
 #undef PHI_KERNELS_LEVEL_DECLS

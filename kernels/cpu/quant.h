@@ -138,6 +138,22 @@ struct QuantizedActivations {
 };
 QuantizedActivations quantize_activations(const float* x, int64_t n, int64_t cols);
 
+/// The int8 activations in the Dot16 layout of pack_for_int8_dot, what the Dot16 kernel reads: per
+/// token, the row's blocks padded to quant_dot16_blocks(cols) (zero blocks), each group of 16 as 8
+/// runs of 64 bytes (run i: bytes 4i .. 4i+3 of each block); d padded with 0; offset_sum = the
+/// block's sum of q times the weight format's offset (128 for Q8's unsigned q + 128, 8 for Q4's
+/// q + 8), subtracted from the integer dot product to undo it.
+struct Dot16Activations {
+    CacheLineVector<int8_t> q;            // [n, quant_dot16_blocks(cols) * 32]
+    CacheLineVector<float> d;             // [n, quant_dot16_blocks(cols)]
+    CacheLineVector<int32_t> offset_sum;  // [n, quant_dot16_blocks(cols)]
+};
+/// quantize_activations, then that layout. Isa::Scalar and Avx2 run the portable quantizer and move
+/// the bytes (the reference); Avx512 computes the same bits in vectors in one pass (the batch-1
+/// decode step quantizes ~18k values per layer on one thread, between parallel regions).
+Dot16Activations quantize_activations_dot16(Isa isa, const float* x, int64_t n, int64_t cols,
+                                            QuantFormat weight_format);
+
 /// y[t, o] = sum_i x[t, i] * W[o, i] (+ bias[o]) with W quantized; see QuantActivations for the two
 /// modes and docs/QUANT.md for the exact arithmetic. Every output's reduction order is fixed (batch
 /// and thread-count invariant). In the Int8 mode every level is bitwise equal to the scalar one; in

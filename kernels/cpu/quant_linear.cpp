@@ -1,5 +1,6 @@
 // Entry point of the quantized linear: argument checks, the int8 activation pass of the opt-in mode
-// (portable and shared by every level, so its rounding is the same at each), then the level.
+// (portable, shared by every level; the Dot16 path's vector version at avx512 is bitwise the same),
+// then the level.
 #include <omp.h>
 
 #include <vector>
@@ -12,25 +13,24 @@
 namespace phi::kernels::cpu {
 namespace {
 
-/// The int8 activations in the Dot16 layout of pack_for_int8_dot: per token, the row's blocks
-/// padded to a multiple of 16 (zero blocks), each group of 16 as 8 runs of 64 bytes (run i: bytes
-/// 4i .. 4i+3 of each block); d padded with 0; offset_sum = the block's sum of q times the weight
-/// format's offset (128 for Q8's unsigned q + 128, 8 for Q4's q + 8), subtracted from the integer
-/// dot product to undo it.
-struct Dot16Activations {
-    CacheLineVector<int8_t> q;
-    CacheLineVector<float> d;
-    CacheLineVector<int32_t> offset_sum;
-};
-
-Dot16Activations pack_activations_dot16(const QuantizedActivations& a, int64_t n, int64_t cols,
-                                        QuantFormat format) {
-    const int64_t nb = cols / k_quant_block, nbp = quant_dot16_blocks(cols);
-    const int32_t offset = format == QuantFormat::Q8 ? 128 : 8;
+Dot16Activations zeroed_dot16(int64_t n, int64_t cols) {
+    const int64_t nbp = quant_dot16_blocks(cols);
     Dot16Activations p;
     p.q.assign(size_t(n * nbp * k_quant_block), 0);
     p.d.assign(size_t(n * nbp), 0.0f);
     p.offset_sum.assign(size_t(n * nbp), 0);
+    return p;
+}
+
+int32_t dot16_offset(QuantFormat format) {
+    return format == QuantFormat::Q8 ? 128 : 8;
+}
+
+Dot16Activations pack_activations_dot16(const QuantizedActivations& a, int64_t n, int64_t cols,
+                                        QuantFormat format) {
+    const int64_t nb = cols / k_quant_block, nbp = quant_dot16_blocks(cols);
+    const int32_t offset = dot16_offset(format);
+    Dot16Activations p = zeroed_dot16(n, cols);
 #pragma omp parallel for schedule(static) if (n * cols >= (1 << 16))
     for (int64_t t = 0; t < n; ++t) {
         for (int64_t b = 0; b < nb; ++b) {
@@ -48,6 +48,19 @@ Dot16Activations pack_activations_dot16(const QuantizedActivations& a, int64_t n
 }
 
 }  // namespace
+
+Dot16Activations quantize_activations_dot16(Isa isa, const float* x, int64_t n, int64_t cols,
+                                            QuantFormat weight_format) {
+    PHI_CHECK(n >= 0 && cols >= 0 && cols % k_quant_block == 0,
+              "quantize_activations_dot16: {} columns are not a multiple of the block size {}", cols,
+              k_quant_block);
+    if (isa != Isa::Avx512)
+        return pack_activations_dot16(quantize_activations(x, n, cols), n, cols, weight_format);
+    Dot16Activations p = zeroed_dot16(n, cols);
+    avx512::quantize_activations_dot16(x, n, cols, dot16_offset(weight_format), p.q.data(), p.d.data(),
+                                       p.offset_sum.data());
+    return p;
+}
 
 bool quant_uses_vnni(Isa isa) {
     switch (isa) {
@@ -87,16 +100,16 @@ void linear_quant(Isa isa, float* y, const float* x, int64_t n, const QuantWeigh
         }
         return;
     }
-    const QuantizedActivations qa = quantize_activations(x, n, w.cols);
     if (w.layout == QuantLayout::Dot16) {
         PHI_CHECK(quant_packs_for_int8_dot(isa),
                   "linear_quant: a Dot16-packed weight is read only by the int8-activation kernel at avx512 with "
                   "AVX512-VNNI, not at {}",
                   isa_name(isa));
-        const Dot16Activations p = pack_activations_dot16(qa, n, w.cols, w.format);
+        const Dot16Activations p = quantize_activations_dot16(isa, x, n, w.cols, w.format);
         avx512::linear_quant_i8_dot16(y, QuantActs{p.q.data(), p.d.data(), p.offset_sum.data()}, n, w, bias);
         return;
     }
+    const QuantizedActivations qa = quantize_activations(x, n, w.cols);
     const QuantActs a{qa.q.data(), qa.d.data(), qa.sum.data()};
     const bool vnni = quant_uses_vnni(isa);
     switch (isa) {

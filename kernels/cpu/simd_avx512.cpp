@@ -7,6 +7,9 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <cmath>
+#include <cstring>
+
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/impl.h"
 
@@ -78,6 +81,7 @@ struct QV {
 }  // namespace
 
 #include "kernels/cpu/simd_kernels.inl"
+#include "kernels/cpu/simd_quant_acts.inl"
 
 // The int8-activation mode uses 256-bit integer code at this level too (one block of 32 is one
 // ymm); AVX512-VNNI provides its 256-bit VPDPBUSD (with AVX512VL).

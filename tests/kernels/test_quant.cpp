@@ -374,6 +374,62 @@ TEST(QuantDot16, BitwiseEqualsTheScalarInt8Mode) {
     }
 }
 
+// The Dot16 path's activation pass at each level against the portable quantizer and the layout
+// change, every buffer bitwise: halves and their neighbours at several scales, zero, denormal, huge
+// and non-finite blocks, random rows; one and two threads (the pass runs in parallel from 64k values).
+TEST(QuantDot16, ActivationPassEqualsThePortableQuantizerBitwise) {
+    const float edges[] = {127.0f,  -127.0f,  0.5f,     -0.5f,     1.5f,        -1.5f,        2.5f,        -2.5f,
+                           126.5f,  -126.5f,  0.49999997f, -0.49999997f, 0.50000006f, -0.50000006f, 1.4999999f,
+                           -1.4999999f, 1e-8f, -1e-8f, 0.0f,     -0.0f,     63.5f,       -63.5f,       126.49999f,
+                           -126.49999f, 3.0f,   -3.0f,    100.25f,  -100.75f,  7.5f,        -8.5f,        0.75f,
+                           -0.25f};
+    static_assert(std::size(edges) == 32);
+    const float specials[] = {0.0f, 1e-45f, 3e-39f, 3.4e38f, 3.40282347e38f, INFINITY, -INFINITY, NAN};
+    for (int threads : {1, 2}) {
+        ThreadCount tc(threads);
+        for (int64_t n : {1, 3, 8}) {
+            for (int64_t cols : {32, 224, 512, 544, 2560, 10240}) {
+                std::vector<float> x = random_floats(size_t(n * cols), uint32_t(n * 7919 + cols), -4.0f, 4.0f);
+                const int64_t nb = n * cols / 32;
+                for (int64_t b = 0; b < nb; ++b) {
+                    float* blk = x.data() + b * 32;
+                    const float scale = std::ldexp(1.0f, int(b % 41) - 20);
+                    switch (b % 5) {
+                        case 0:  // halves at a power-of-two scale: x / d lands on them exactly
+                            for (int i = 0; i < 32; ++i) blk[i] = edges[i] * scale;
+                            break;
+                        case 1:  // one special value among ordinary ones
+                            blk[b % 32] = specials[size_t(b / 5) % std::size(specials)];
+                            break;
+                        case 2:  // a block of zeros (d = 0), signed
+                            for (int i = 0; i < 32; ++i) blk[i] = i % 2 ? -0.0f : 0.0f;
+                            break;
+                        default:
+                            break;
+                    }
+                }
+                for (QuantFormat f : k_formats) {
+                    const Dot16Activations want = quantize_activations_dot16(Isa::Scalar, x.data(), n, cols, f);
+                    for (Isa isa : levels_to_test()) {
+                        const Dot16Activations got = quantize_activations_dot16(isa, x.data(), n, cols, f);
+                        const std::string what = isa_label(isa) + " " + std::string(quant_format_name(f)) +
+                                                 " n=" + std::to_string(n) + " cols=" + std::to_string(cols) +
+                                                 " threads=" + std::to_string(threads);
+                        ASSERT_EQ(got.q.size(), want.q.size()) << what;
+                        ASSERT_EQ(got.d.size(), want.d.size()) << what;
+                        EXPECT_EQ(std::memcmp(got.q.data(), want.q.data(), want.q.size()), 0) << what;
+                        EXPECT_EQ(std::memcmp(got.d.data(), want.d.data(), want.d.size() * sizeof(float)), 0) << what;
+                        EXPECT_EQ(std::memcmp(got.offset_sum.data(), want.offset_sum.data(),
+                                              want.offset_sum.size() * sizeof(int32_t)),
+                                  0)
+                            << what;
+                    }
+                }
+            }
+        }
+    }
+}
+
 TEST(QuantDot16, BatchInvarianceAndNonFiniteInput) {
     SKIP_WITHOUT_DOT16();
     for (QuantFormat f : k_formats) {
