@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace phi {
 
@@ -48,6 +49,11 @@ public:
 protected:
     CommStats stats_;
 };
+
+/// Every rank's outcome of a step all ranks took (loading a LoRA adapter) in one all_gather_u64,
+/// so all agree: the ranks where it failed, as "1, 3", or empty when it succeeded everywhere. A
+/// collective: every rank calls it.
+std::string ranks_that_failed(Communicator& comm, bool succeeded_here);
 
 /// One rank: every collective is a no-op (or a copy).
 class LocalCommunicator final : public Communicator {

@@ -163,12 +163,7 @@ void StepExecutor::execute_adapter(const StepPlan& plan) {
     if (!error.empty()) log().error("rank {}: LoRA adapter {}: {}", comm_.rank(), plan.adapter_path, error);
     // All ranks agree before any step may name the adapter; a failure anywhere drops it everywhere.
     comm_.set_timeout(wd_.adapter_load);
-    const uint64_t ok = error.empty() ? 1 : 0;
-    std::vector<uint64_t> all(size_t(comm_.size()));
-    comm_.all_gather_u64(&ok, 1, all.data());
-    std::string failed;
-    for (int r = 0; r < comm_.size(); ++r)
-        if (all[size_t(r)] != 1) failed += (failed.empty() ? "" : ", ") + std::to_string(r);
+    const std::string failed = ranks_that_failed(comm_, error.empty());
     adapter_error_.clear();
     if (failed.empty()) return;
     if (error.empty() && drop_adapter_) drop_adapter_(plan.adapter_id);

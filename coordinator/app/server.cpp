@@ -24,6 +24,7 @@
 #include "kernels/cpu/isa.h"
 #include "sharding/model_config.h"
 #include "worker/load_model.h"
+#include "worker/adapter_hooks.h"
 #include "worker/lora_weights.h"
 
 namespace phi::app {
@@ -141,17 +142,9 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     wd.step_base = cfg.watchdog_step_base;
     wd.plan_wait = cfg.plan_wait;
     StepExecutor exec(model, comm, wd, draft_model.get());
-    if (cfg.lora_runtime_loading || cfg.max_cpu_loras > 0) {
+    if (cpu_model && (cfg.lora_runtime_loading || cfg.max_cpu_loras > 0)) {
         // Every rank loads (or drops) its slices when rank 0's LoadAdapter plan arrives.
-        exec.set_adapter_hooks(
-            [&cpu_model, rank = cfg.max_lora_rank](int32_t id, const std::string& path) {
-                LoraLoadOptions lo;
-                lo.max_lora_rank = rank;
-                cpu_model->add_adapter(id, load_lora_adapter(path, cpu_model->config(), cpu_model->plan(), lo));
-            },
-            [&cpu_model](int32_t id) {
-                if (cpu_model->has_adapter(id)) cpu_model->remove_adapter(id);
-            });
+        install_adapter_hooks(exec, *cpu_model, LoraLoadOptions{.max_lora_rank = cfg.max_lora_rank});
     }
     if (comm.rank() != 0) {
         // Teardown (mpirun saw a rank die, or the operator's raw SIGTERM): nothing to hand over

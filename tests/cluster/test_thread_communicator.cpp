@@ -8,6 +8,7 @@
 #include <cmath>
 #include <exception>
 #include <functional>
+#include <string>
 #include <thread>
 
 #include "cluster/thread_communicator.h"
@@ -79,6 +80,23 @@ TEST(ThreadCommunicator, BroadcastGatherAllGather) {
         EXPECT_EQ(comm.stats().broadcasts, 1);
         EXPECT_EQ(comm.stats().gathers, 2);
     });
+}
+
+TEST(ThreadCommunicator, RanksThatFailedIsTheSameListOnEveryRank) {
+    LocalCommunicator one;
+    EXPECT_EQ(ranks_that_failed(one, true), "");
+    EXPECT_EQ(ranks_that_failed(one, false), "0");
+    const int n = 4;
+    for (unsigned failing : {0u, 0b0010u, 0b1011u, 0b1111u}) {
+        std::vector<std::string> got(static_cast<size_t>(n));
+        run_ranks(n, [&](ThreadCommunicator& comm) {
+            got[size_t(comm.rank())] = ranks_that_failed(comm, ((failing >> comm.rank()) & 1u) == 0);
+        });
+        std::string want;
+        for (int r = 0; r < n; ++r)
+            if ((failing >> r) & 1u) want += (want.empty() ? "" : ", ") + std::to_string(r);
+        for (int r = 0; r < n; ++r) EXPECT_EQ(got[size_t(r)], want) << "rank " << r << ", failing mask " << failing;
+    }
 }
 
 TEST(ThreadCommunicator, StalledRankTimesOutNamingIt) {

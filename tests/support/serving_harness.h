@@ -22,6 +22,7 @@
 #include "kernels/cpu/isa.h"
 #include "tests/support/fixtures.h"
 #include "worker/load_model.h"
+#include "worker/adapter_hooks.h"
 #include "worker/lora_weights.h"
 #include "worker/step_executor.h"
 
@@ -51,14 +52,7 @@ public:
         opts.debug_dump_dir = o.debug_dump_dir;
         model_ = load_model(fixture_dir(o.fixture), comm_, opts);
         exec_ = std::make_unique<StepExecutor>(*model_, comm_, WatchdogOptions{});
-        if (!o.lora_adapters.empty())
-            exec_->set_adapter_hooks(
-                [this](int32_t id, const std::string& path) {
-                    model_->add_adapter(id, load_lora_adapter(path, model_->config(), model_->plan(), {}));
-                },
-                [this](int32_t id) {
-                    if (model_->has_adapter(id)) model_->remove_adapter(id);
-                });
+        if (!o.lora_adapters.empty()) install_adapter_hooks(*exec_, *model_);
         o.engine.vocab_limit = tok_ ? tok_->vocab_size() : model_->config().vocab_size;
         if (o.engine.eos_ids.empty() && tok_ && tok_->eos_token_id()) o.engine.eos_ids = {*tok_->eos_token_id()};
         engine_ = std::make_unique<engine::Engine>(*exec_, o.engine);
