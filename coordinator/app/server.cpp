@@ -23,8 +23,8 @@
 #include "coordinator/tokenizer/tokenizer.h"
 #include "kernels/cpu/isa.h"
 #include "sharding/model_config.h"
-#include "worker/load_model.h"
 #include "worker/adapter_hooks.h"
+#include "worker/load_model.h"
 #include "worker/lora_weights.h"
 
 namespace phi::app {

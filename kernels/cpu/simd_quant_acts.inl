@@ -55,6 +55,7 @@ inline int32_t quantize_block(const float* x, int8_t* q, float* d_out) {
 
 void quantize_activations_dot16(const float* x, int64_t n, int64_t cols, int32_t offset, int8_t* q, float* d,
                                 int32_t* offset_sum) {
+    // nbp: quant_dot16_blocks(cols), spelled out (impl.h: no inline function shared across levels).
     const int64_t nb = cols / k_quant_block, nbp = (nb + 15) / 16 * 16;
 #pragma omp parallel for schedule(static) if (n * cols >= (1 << 16))
     for (int64_t t = 0; t < n; ++t) {
