@@ -20,7 +20,8 @@ std::unique_ptr<PhiModel> load_model(const std::filesystem::path& model_dir, Com
     PHI_CHECK(opts.quant || opts.quant_activations == kernels::cpu::QuantActivations::F32,
               "int8 activations (quant_activations: int8) apply to int8/int4 weights only; the weights are {}",
               opts.weight_dtype == DType::BF16 ? "bf16" : "f32");
-    const WeightPrecision precision(opts.weight_dtype, opts.quant);
+    WeightPrecision precision(opts.weight_dtype, opts.quant);
+    precision.layout = kernels::cpu::quant_weight_layout(opts.quant_activations, opts.isa);
     ModelWeights w = load_model_weights(ckpt, cfg, plan, precision);
     log().debug("loaded {} ({} weights): {} bytes read, {} bytes resident; {}", model_dir.string(), precision.name(),
                 w.checkpoint_bytes_read, w.resident_bytes, describe_shard_plan(cfg, plan));

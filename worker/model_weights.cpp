@@ -23,6 +23,7 @@ public:
           dtype_(precision.dtype),
           quant_(precision.quant),
           head_quant_(precision.lm_head_quant()),
+          layout_(precision.layout),
           world_(world),
           w_(w),
           dry_run_(dry_run) {}
@@ -122,8 +123,9 @@ private:
     }
 
     // Bytes the model keeps of `t`: a quantized weight's host copy goes once the backend has its blocks.
-    static size_t resident(const OwnedTensor& t, std::optional<kernels::cpu::QuantFormat> quant) {
-        return quant ? size_t(kernels::cpu::quant_tensor_bytes(*quant, t.rows(), t.cols())) : t.bytes.size();
+    size_t resident(const OwnedTensor& t, std::optional<kernels::cpu::QuantFormat> quant) const {
+        return quant ? size_t(kernels::cpu::quant_tensor_bytes(*quant, t.rows(), t.cols(), layout_))
+                     : t.bytes.size();
     }
 
     void record(const std::vector<Piece>& pieces, Range cols, DType dst,
@@ -144,7 +146,7 @@ private:
         }
         h.dtype = dst;
         h.quant = quant;
-        h.bytes = quant ? size_t(kernels::cpu::quant_tensor_bytes(*quant, rows, width))
+        h.bytes = quant ? size_t(kernels::cpu::quant_tensor_bytes(*quant, rows, width, layout_))
                         : size_t(rows) * size_t(width) * dtype_size(dst);
         dry_run_->push_back(std::move(h));
     }
@@ -153,6 +155,7 @@ private:
     DType dtype_;
     std::optional<kernels::cpu::QuantFormat> quant_;
     std::optional<kernels::cpu::QuantFormat> head_quant_;
+    kernels::cpu::QuantLayout layout_;
     int world_;
     ModelWeights& w_;
     std::vector<HeldTensor>* dry_run_;

@@ -28,6 +28,9 @@ namespace phi {
 struct WeightPrecision {
     DType dtype = DType::F32;
     std::optional<kernels::cpu::QuantFormat> quant;
+    /// How the backend keeps quantized weights (kernels::cpu::quant_weight_layout): Dot16 pads each
+    /// row's blocks to a multiple of 16, and the resident bytes count that padding.
+    kernels::cpu::QuantLayout layout = kernels::cpu::QuantLayout::Rows;
 
     WeightPrecision() = default;
     WeightPrecision(DType d) : dtype(d) {}  // NOLINT(google-explicit-constructor): F32/BF16 only

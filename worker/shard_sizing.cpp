@@ -28,14 +28,14 @@ int64_t shard_weight_bytes(const ModelConfig& cfg, const ShardPlan& plan, const 
                   "quantization blocks of the unsharded tensor; use a tp size that splits it into multiples of "
                   "{} columns, or dtype: bf16",
                   precision.name(), plan.world, cols, width, name, blk, blk);
-        return kernels::cpu::quant_tensor_bytes(*precision.quant, rows, cols);
+        return kernels::cpu::quant_tensor_bytes(*precision.quant, rows, cols, precision.layout);
     };
 
     int64_t bytes = vocab * d * ws;                          // embedding rows
     bytes += d * f * (1 + has(mn.final_norm_b));             // final norm
     if (!cfg.tie_word_embeddings) {                          // LM head rows
         const auto head = precision.lm_head_quant();
-        bytes += head ? kernels::cpu::quant_tensor_bytes(*head, vocab, d) : vocab * d * ws;
+        bytes += head ? kernels::cpu::quant_tensor_bytes(*head, vocab, d, precision.layout) : vocab * d * ws;
     }
     bytes += vocab * f * has(mn.lm_head_b);
     for (int64_t l = 0; l < cfg.n_layers; ++l) {

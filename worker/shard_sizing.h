@@ -14,7 +14,8 @@
 namespace phi {
 
 /// Bytes of plan.rank's weights once the model is built: linear weights in `precision` (F32, BF16,
-/// or int8/int4 blocks with their fp16 scales; the embedding and LM head then in precision.dtype),
+/// or int8/int4 blocks with their fp16 scales in precision.layout, padding included; the embedding
+/// and a 16-bit LM head then in precision.dtype),
 /// norms, biases and the MoE router in fp32. A quantized dtype whose blocks a rank's input columns
 /// would cut is refused, naming the tensor and the tp size (as the loader refuses it).
 int64_t shard_weight_bytes(const ModelConfig& cfg, const ShardPlan& plan, const WeightPrecision& precision);

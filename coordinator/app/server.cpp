@@ -74,13 +74,13 @@ int serve(MpiCommunicator& comm, const ClusterConfig& cfg) {
     if (gpu) {
         sized.kv_dtype = "bf16";  // the device cache
         if (cfg.kv_gpu_memory_fraction > 0) {
-            const ClusterSizing weights_only = size_cluster(sized, mc, comm.size(), comm.rank());
+            const ClusterSizing weights_only = size_cluster(sized, mc, comm.size(), comm.rank(), launch.isa.isa);
             sized.kv_bytes = gpu_kv_bytes(cfg.kv_gpu_memory_fraction, gpu_free_bytes(placement.device),
                                           placement.ranks_per_gpu, weights_only.weight_bytes,
                                           gpu_activation_reserve(mc, cfg.max_batched_tokens));
         }
     }
-    const ClusterSizing sizing = size_cluster(sized, mc, comm.size(), comm.rank());
+    const ClusterSizing sizing = size_cluster(sized, mc, comm.size(), comm.rank(), launch.isa.isa);
     log().info("{}", describe_sizing(sizing));
     check_sizing(sizing);
     std::optional<DraftSizing> draft_sizing;

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "kernels/cpu/quant.h"
 #include "sharding/shard_plan.h"
 #include "worker/shard_sizing.h"
 
@@ -27,12 +28,19 @@ WeightPrecision weight_precision(const std::string& dtype) {
     PHI_FAIL("dtype: '{}' is not one of f32, bf16, int8, int4", dtype);
 }
 
-ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int world, int rank) {
+ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int world, int rank,
+                           kernels::cpu::Isa isa) {
     const ShardPlan plan = make_shard_plan(mc, world, rank);
     ClusterSizing s;
     s.world = world;
     s.rank = rank;
     s.weight = weight_precision(cfg.dtype);
+    if (cfg.backend == "cpu") {
+        s.weight.layout = kernels::cpu::quant_weight_layout(cfg.quant_activations == "int8"
+                                                                ? kernels::cpu::QuantActivations::Int8
+                                                                : kernels::cpu::QuantActivations::F32,
+                                                            isa);
+    }
     s.kv_dtype = cfg.kv_dtype == "bf16" ? DType::BF16 : DType::F32;
     s.weight_bytes = shard_weight_bytes(mc, plan, s.weight);
     s.kv_bytes_per_token = kv_bytes_per_token(mc, plan, s.kv_dtype);

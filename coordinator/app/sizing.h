@@ -10,6 +10,7 @@
 
 #include "coordinator/app/cluster_config.h"
 #include "common/dtype.h"
+#include "kernels/cpu/isa.h"
 #include "sharding/model_config.h"
 #include "worker/model_weights.h"
 
@@ -51,8 +52,11 @@ DraftSizing size_draft(const ClusterSizing& target, const ModelConfig& served, c
 WeightPrecision weight_precision(const std::string& dtype);
 
 /// Sizes rank `rank` of `world` (every rank holds the same amounts: heads split evenly, the vocabulary
-/// padded to a multiple of `world`). Throws when kv_cache.bytes holds no block.
-ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int world, int rank);
+/// padded to a multiple of `world`); `isa` is the level the CPU ranks agreed on, which with
+/// quant_activations: int8 decides how the quantized weights are laid out (and padded). Throws when
+/// kv_cache.bytes holds no block.
+ClusterSizing size_cluster(const ClusterConfig& cfg, const ModelConfig& mc, int world, int rank,
+                           kernels::cpu::Isa isa);
 
 /// Throws when max_context exceeds the KV cache's tokens, naming both and the settings that fix it.
 void check_sizing(const ClusterSizing& s);

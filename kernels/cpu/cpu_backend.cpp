@@ -71,8 +71,7 @@ public:
                 quantize(quant_format(format), WeightView{host.data, host.dtype, host.rows, host.cols}));
             // The int8-activation kernel of this level reads its own layout: repack, replacing the
             // row layout (one resident copy; the results are bitwise the same).
-            if (quant_acts_ == QuantActivations::Int8 && quant_packs_for_int8_dot(isa_))
-                *q = pack_for_int8_dot(*q);
+            if (quant_weight_layout(quant_acts_, isa_) == QuantLayout::Dot16) *q = pack_for_int8_dot(*q);
             Tensor t{q.get(), DType::F32, format, host.rows, host.cols};
             return Buffer(t, q);
         }

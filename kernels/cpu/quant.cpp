@@ -190,6 +190,10 @@ bool quant_packs_for_int8_dot(Isa isa) {
     return isa == Isa::Avx512 && (cpu_features() & k_feature_avx512vnni) != 0;
 }
 
+QuantLayout quant_weight_layout(QuantActivations acts, Isa isa) {
+    return acts == QuantActivations::Int8 && quant_packs_for_int8_dot(isa) ? QuantLayout::Dot16 : QuantLayout::Rows;
+}
+
 QuantizedActivations quantize_activations(const float* x, int64_t n, int64_t cols) {
     PHI_CHECK(n >= 0 && cols >= 0 && cols % k_quant_block == 0,
               "quantize_activations: {} columns are not a multiple of the block size {}", cols,

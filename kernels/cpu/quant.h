@@ -35,11 +35,6 @@ constexpr int64_t quant_block_bytes(QuantFormat f) {
     return f == QuantFormat::Q8 ? k_quant_block : k_quant_block / 2;
 }
 
-/// Bytes of a quantized [rows, cols] weight (cols a multiple of 32): its values and fp16 scales.
-constexpr int64_t quant_tensor_bytes(QuantFormat f, int64_t rows, int64_t cols) {
-    return rows * (cols / k_quant_block) * (quant_block_bytes(f) + 2);
-}
-
 /// How a quantized linear treats its activations.
 enum class QuantActivations : uint8_t {
     F32,   // weight-only: fp32 activations, exactly the fp32 kernel on the dequantized weights
@@ -51,6 +46,19 @@ enum class QuantLayout : uint8_t {
     Rows,   // the row-major blocks below: what quantize() and quant_slice() produce
     Dot16,  // pack_for_int8_dot(): the int8-activation kernel's layout at avx512 with VNNI
 };
+
+/// Blocks per row of a Dot16 tensor: the row's blocks rounded up to a multiple of 16.
+constexpr int64_t quant_dot16_blocks(int64_t cols) {
+    return (cols / k_quant_block + 15) / 16 * 16;
+}
+
+/// Bytes of a quantized [rows, cols] weight (cols a multiple of 32) in `layout`: its values and
+/// fp16 scales, the Dot16 layout's zero blocks of padding included.
+constexpr int64_t quant_tensor_bytes(QuantFormat f, int64_t rows, int64_t cols,
+                                     QuantLayout layout = QuantLayout::Rows) {
+    const int64_t blocks = layout == QuantLayout::Dot16 ? quant_dot16_blocks(cols) : cols / k_quant_block;
+    return rows * blocks * (quant_block_bytes(f) + 2);
+}
 
 /// A quantized [rows, cols] weight (cols a multiple of 32). Row o, block b (QuantLayout::Rows):
 ///   Q8: qs[o * cols + 32 b + i] (int8) for i < 32
@@ -106,11 +114,6 @@ QuantTensor quantize(QuantFormat format, const WeightView& w);
 QuantTensor quant_slice(const QuantWeightView& w, int64_t row_lo, int64_t row_hi, int64_t col_lo,
                         int64_t col_hi);
 
-/// Blocks per row of a Dot16 tensor: the row's blocks rounded up to a multiple of 16.
-constexpr int64_t quant_dot16_blocks(int64_t cols) {
-    return (cols / k_quant_block + 15) / 16 * 16;
-}
-
 /// The same weight in the Dot16 layout (docs/QUANT.md, "Packed layout"): each row's blocks, padded
 /// with zero blocks (q = 0, scale 0) to a multiple of 16, go in groups of 16 stored as runs of 64
 /// bytes, run i holding bytes 4i .. 4i+3 of each of the group's 16 blocks in turn (Q8: 8 runs of
@@ -124,6 +127,11 @@ QuantTensor pack_for_int8_dot(const QuantTensor& rows_layout);
 /// Whether the Int8 mode at this level on this CPU reads weights in the Dot16 layout (avx512 with
 /// AVX512-VNNI), so a backend should pack its weights with pack_for_int8_dot.
 bool quant_packs_for_int8_dot(Isa isa);
+
+/// The layout a CPU backend keeps its quantized weights in for this activation mode and level
+/// (Dot16 where the Int8 mode reads it, Rows otherwise): what the backend packs and what the
+/// start-up sizing counts.
+QuantLayout quant_weight_layout(QuantActivations acts, Isa isa);
 
 /// out[o, k] = fp32(d) * q (exact in fp32): the values the weight-only mode multiplies by.
 void dequantize(const QuantWeightView& w, float* out);

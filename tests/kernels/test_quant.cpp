@@ -312,6 +312,9 @@ TEST(QuantDot16, PackingFollowsTheSpecifiedLayout) {
         ASSERT_EQ(p.layout, QuantLayout::Dot16);
         ASSERT_EQ(p.qs.size(), size_t(rows * nbp * bb));
         ASSERT_EQ(p.scales.size(), size_t(rows * nbp));
+        // What the start-up sizing counts for this layout.
+        EXPECT_EQ(int64_t(p.qs.size() + 2 * p.scales.size()), quant_tensor_bytes(f, rows, cols, QuantLayout::Dot16));
+        EXPECT_EQ(int64_t(q.qs.size() + 2 * q.scales.size()), quant_tensor_bytes(f, rows, cols));
         for (int64_t o = 0; o < rows; ++o) {
             for (int64_t b = 0; b < nbp; ++b) {
                 const int64_t g = b / 16, l = b % 16;
@@ -332,6 +335,16 @@ TEST(QuantDot16, PackingFollowsTheSpecifiedLayout) {
         EXPECT_THROW(dequantize(p.view(), out.data()), Error);
         EXPECT_THROW(quant_slice(p.view(), 0, 1, 0, 32), Error);
     }
+}
+
+TEST(QuantDot16, OnlyTheInt8ModeAtAvx512WithVnniKeepsThePackedLayout) {
+    EXPECT_EQ(quant_weight_layout(QuantActivations::Int8, Isa::Avx512),
+              dot16_runs_here() ? QuantLayout::Dot16 : QuantLayout::Rows);
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+        EXPECT_EQ(quant_weight_layout(QuantActivations::F32, isa), QuantLayout::Rows) << isa_name(isa);
+    }
+    EXPECT_EQ(quant_weight_layout(QuantActivations::Int8, Isa::Avx2), QuantLayout::Rows);
+    EXPECT_EQ(quant_weight_layout(QuantActivations::Int8, Isa::Scalar), QuantLayout::Rows);
 }
 
 // A packed weight is read only where it was packed for: the weight-only mode and the other levels

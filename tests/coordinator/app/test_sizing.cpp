@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "coordinator/app/cluster_config.h"
 #include "coordinator/app/sizing.h"
+#include "kernels/cpu/quant.h"
 #include "tests/support/fixtures.h"
 
 namespace phi::app {
@@ -99,7 +100,7 @@ TEST(Sizing, ShapesGiveThePublishedParameterCounts) {
         for (int r = 0; r < world; ++r) {
             ClusterConfig c;
             c.dtype = "f32";
-            bytes += size_cluster(c, models.at(name), world, r).weight_bytes;
+            bytes += size_cluster(c, models.at(name), world, r, kernels::cpu::Isa::Scalar).weight_bytes;
         }
         return bytes / 4;
     };
@@ -120,7 +121,7 @@ TEST(Sizing, Int8AndInt4CountQuantizedBytes) {
     auto bytes = [&](const std::string& dtype, int world, int rank) {
         ClusterConfig c;
         c.dtype = dtype;
-        return size_cluster(c, models.at("phi-2"), world, rank).weight_bytes;
+        return size_cluster(c, models.at("phi-2"), world, rank, kernels::cpu::Isa::Scalar).weight_bytes;
     };
     const int64_t head_saving = 2 * head - head / 32 * 34;
     EXPECT_EQ(bytes("int8", 1, 0), bytes("bf16", 1, 0) - 2 * linear + linear / 32 * 34 - head_saving);
@@ -139,12 +140,33 @@ TEST(Sizing, Int8AndInt4CountQuantizedBytes) {
     }
 }
 
+TEST(Sizing, Int8ActivationsCountTheDot16Padding) {
+    // With quant_activations: int8 at avx512 with VNNI the backend keeps each row's blocks padded to a
+    // multiple of 16 (kernels/cpu/quant.h). phi-2 at TP 2: the dense weight's 1280 input columns a
+    // rank are 40 blocks, padded to 48 (8 zero blocks of 34 bytes on each of its 2560 rows, 32
+    // layers); qkv and fc1 (80 blocks), fc2 (160) and the LM head (80) need none.
+    const auto models = released_models();
+    ClusterConfig c;
+    c.dtype = "int8";
+    const int64_t rows = size_cluster(c, models.at("phi-2"), 2, 0, kernels::cpu::Isa::Avx512).weight_bytes;
+    c.quant_activations = "int8";
+    const ClusterSizing s = size_cluster(c, models.at("phi-2"), 2, 0, kernels::cpu::Isa::Avx512);
+    const bool packs = kernels::cpu::quant_packs_for_int8_dot(kernels::cpu::Isa::Avx512);
+    EXPECT_EQ(s.weight.layout, packs ? kernels::cpu::QuantLayout::Dot16 : kernels::cpu::QuantLayout::Rows);
+    EXPECT_EQ(s.weight_bytes, rows + (packs ? int64_t(32) * 2560 * 8 * 34 : 0));
+    // Below avx512 (and on any level without VNNI) the Int8 mode reads the row layout.
+    EXPECT_EQ(size_cluster(c, models.at("phi-2"), 2, 0, kernels::cpu::Isa::Avx2).weight_bytes, rows);
+    c.backend = "cuda";
+    EXPECT_EQ(size_cluster(c, models.at("phi-2"), 2, 0, kernels::cpu::Isa::Avx512).weight.layout,
+              kernels::cpu::QuantLayout::Rows);
+}
+
 TEST(Sizing, TheIssuesNumbersAreRefused) {
     // configs/phi3.5-mini-tp4.yaml before the fix: 8 GiB of fp32 K/V per rank hold 43,680 tokens.
     const auto models = released_models();
     ClusterConfig c;
     c.kv_bytes = int64_t(8) << 30;
-    ClusterSizing s = size_cluster(c, models.at("Phi-3.5-mini-instruct"), 4, 0);
+    ClusterSizing s = size_cluster(c, models.at("Phi-3.5-mini-instruct"), 4, 0, kernels::cpu::Isa::Scalar);
     EXPECT_EQ(s.kv_bytes_per_token, 196608);  // 32 layers x 2 x 8 KV heads x 96 x 4 bytes
     EXPECT_EQ(s.kv_tokens, 43680);
     EXPECT_EQ(s.max_context, 131072);
@@ -158,12 +180,12 @@ TEST(Sizing, TheIssuesNumbersAreRefused) {
     EXPECT_NE(e.find("kv_cache.blocks: 8192"), std::string::npos) << e;
     // configs/phi4-mini-tp4.yaml before the fix: 4 GiB hold 65,536 tokens.
     c.kv_bytes = int64_t(4) << 30;
-    s = size_cluster(c, models.at("Phi-4-mini-instruct"), 4, 0);
+    s = size_cluster(c, models.at("Phi-4-mini-instruct"), 4, 0, kernels::cpu::Isa::Scalar);
     EXPECT_EQ(s.kv_tokens, 65536);
     EXPECT_NE(refusal(s), "<accepted>");
     // An explicit max_context within the cache is accepted.
     c.max_context = 65536;
-    EXPECT_EQ(refusal(size_cluster(c, models.at("Phi-4-mini-instruct"), 4, 0)), "<accepted>");
+    EXPECT_EQ(refusal(size_cluster(c, models.at("Phi-4-mini-instruct"), 4, 0, kernels::cpu::Isa::Scalar)), "<accepted>");
 }
 
 TEST(Sizing, EveryShippedConfigFitsItsContext) {
@@ -177,7 +199,7 @@ TEST(Sizing, EveryShippedConfigFitsItsContext) {
         // tp left out follows mpirun; check the sizes the config's comment shows (2 ranks).
         const int world = c.tp > 0 ? c.tp : 2;
         for (int r = 0; r < world; ++r) {
-            const ClusterSizing s = size_cluster(c, models.at(name), world, r);
+            const ClusterSizing s = size_cluster(c, models.at(name), world, r, kernels::cpu::Isa::Scalar);
             EXPECT_EQ(refusal(s), "<accepted>") << e.path();
             EXPECT_EQ(s.largest_request, s.max_context) << e.path();
             if (r == 0) std::printf("%s: %s\n", e.path().filename().c_str(), describe_sizing(s).c_str());
