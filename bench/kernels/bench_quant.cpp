@@ -1,6 +1,7 @@
 // Benchmark of the quantized linear (kernels/cpu/quant.h) against bf16 weights, Phi-2 shapes, at
 // the level choose_isa() picks: n=1 (decode, weight streaming: GB/s of weights read and fraction of
-// the measured read bandwidth) and n=16. Configurations run interleaved, three rounds, and each
+// the measured read bandwidth) and n=16 (`--tokens 1,16,128` picks other counts: prefill-sized ones
+// show the compute-bound regime, where tok/s is the figure). Configurations run interleaved, three rounds, and each
 // prints min/median/max of its rounds and the median ratio to bf16 from the same rounds (a shared,
 // busy machine moves all configurations of a round together). Weights rotate over >= 128 MiB of
 // copies per shape so every call streams them from DRAM. OMP_NUM_THREADS=1 times on the thread's
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -88,7 +90,27 @@ double median3(std::vector<double> v) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    std::vector<int64_t> token_counts = {1, 16};
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--tokens" && i + 1 < argc) {
+            token_counts.clear();
+            for (const char* p = argv[++i]; *p != 0;) {
+                char* end = nullptr;
+                const long long v = std::strtoll(p, &end, 10);
+                if (end == p || v < 1 || v > 4096) {
+                    std::fprintf(stderr, "bench_quant: --tokens takes counts in [1, 4096] separated by commas\n");
+                    return 2;
+                }
+                token_counts.push_back(v);
+                p = *end == ',' ? end + 1 : end;
+            }
+        } else {
+            std::fprintf(stderr, "usage: bench_quant [--tokens 1,16,128]\n");
+            return 2;
+        }
+    }
     const Isa isa = choose_isa();
     const int threads = omp_get_max_threads();
     const bool thread_cpu = threads == 1;
@@ -130,13 +152,13 @@ int main() {
         }
     }
 
-    const int64_t n_max = 16;
+    const int64_t n_max = *std::max_element(token_counts.begin(), token_counts.end());
     std::vector<float> x(size_t(n_max) * 10240), y(size_t(n_max) * 10240);
     for (size_t i = 0; i < x.size(); ++i) x[i] = hash_value(i + 12345);
 
     constexpr int k_rounds = 3;
     const size_t nc = std::size(configs);
-    for (int64_t n : {int64_t(1), n_max}) {
+    for (int64_t n : token_counts) {
         // seconds per Phi-2 layer (the four linears), per config and round
         std::vector<std::vector<double>> t(nc, std::vector<double>(k_rounds));
         for (int r = 0; r < k_rounds; ++r) {

@@ -61,6 +61,7 @@ struct QV {
     // 2 rows x 4 tokens = 8 accumulators + 2 scales + 2 weight vectors + x and temporaries.
     static constexpr int k_rows = 2;
     static constexpr int k_tokens = 4;
+    static constexpr int64_t k_wide_x_bytes = 384 * 1024;  // the fp32 kernel's super-block (L2)
     static __m256 q8(const int8_t* p) {
         return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
     }

@@ -251,7 +251,9 @@ TEST(QuantLinear, F32ModeIsTheLevelsFp32LinearOnDequantizedWeights) {
     ThreadCount tc(1);
     uint32_t seed = 1;
     for (QuantFormat f : k_formats) {
-        for (int64_t n : {1, 3, 6, 9}) {
+        // 13 and 25 tokens: the F32 mode widens weight blocks to fp32 for the fp32 tile from two
+        // of that tile's token groups on (8 tokens at avx2, 12 at avx512).
+        for (int64_t n : {1, 3, 6, 9, 13, 25}) {
             for (int64_t rows : {1, 5, 18}) {
                 for (int64_t cols : {32, 96, 288}) {
                     const QProblem p(f, n, rows, cols, seed += 3);
@@ -489,8 +491,10 @@ TEST(QuantLinear, NonFiniteActivationGivesNaNInInt8Mode) {
 // The contract: a token's output does not depend on n or on the batch's other tokens.
 TEST(QuantLinear, BatchInvarianceBitwise) {
     for (QuantFormat f : k_formats) {
-        // 40 tokens x 3008 columns crosses the token super-blocks of both modes.
-        for (auto [n, rows, cols] : {std::tuple<int64_t, int64_t, int64_t>{8, 37, 288}, {40, 19, 3008}}) {
+        // 40 tokens x 3008 columns crosses the token super-blocks of both modes; 70 x 6016 those of
+        // the F32 mode's widened path (30 tokens at avx512, 16 at avx2).
+        for (auto [n, rows, cols] :
+             {std::tuple<int64_t, int64_t, int64_t>{8, 37, 288}, {40, 19, 3008}, {70, 9, 6016}}) {
             const QProblem p(f, n, rows, cols, 7 + uint32_t(cols));
             for (QuantActivations m : k_modes) {
                 for (Isa isa : levels_to_test()) {
@@ -514,24 +518,26 @@ TEST(QuantLinear, BatchInvarianceBitwise) {
 
 TEST(QuantLinear, ThreadCountInvarianceBitwise) {
     for (QuantFormat f : k_formats) {
-        const QProblem p(f, 11, 133, 512, 99);
-        for (QuantActivations m : k_modes) {
-            for (Isa isa : levels_to_test()) {
-                std::vector<float> one, two, three;
-                {
-                    ThreadCount tc(1);
-                    one = p.run(isa, m, true);
+        for (int64_t n : {11, 29}) {  // 29: the F32 mode's widened path at every level
+            const QProblem p(f, n, 133, 512, 99);
+            for (QuantActivations m : k_modes) {
+                for (Isa isa : levels_to_test()) {
+                    std::vector<float> one, two, three;
+                    {
+                        ThreadCount tc(1);
+                        one = p.run(isa, m, true);
+                    }
+                    {
+                        ThreadCount tc(2);
+                        two = p.run(isa, m, true);
+                    }
+                    {
+                        ThreadCount tc(3);
+                        three = p.run(isa, m, true);
+                    }
+                    EXPECT_TRUE(bitwise_equal(one, two)) << label(isa, f, m) << " n=" << n;
+                    EXPECT_TRUE(bitwise_equal(one, three)) << label(isa, f, m) << " n=" << n;
                 }
-                {
-                    ThreadCount tc(2);
-                    two = p.run(isa, m, true);
-                }
-                {
-                    ThreadCount tc(3);
-                    three = p.run(isa, m, true);
-                }
-                EXPECT_TRUE(bitwise_equal(one, two)) << label(isa, f, m);
-                EXPECT_TRUE(bitwise_equal(one, three)) << label(isa, f, m);
             }
         }
     }
