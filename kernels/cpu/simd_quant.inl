@@ -134,11 +134,12 @@ inline void dequant_rows(float* out, const QuantWeightView& w, int64_t o, const 
 /// The fp32 kernel's schedule: fixed chunks of output rows per thread, tokens in super-blocks of
 /// about 384 KiB of x so each weight block is read from memory once per super-block.
 ///
-/// Super-blocks of at least two of the fp32 kernel's token tiles (prefill, large batches) first
-/// widen each V::k_rows-row block to fp32 in a per-thread buffer and run the fp32 `linear` tile on
-/// it: the per-token cost is then the fp32 kernel's (FMAs only), where the in-register tile pays a
-/// convert and a multiply per weight vector every QV::k_tokens tokens (bench_quant --tokens 128:
-/// int8 0.8x, int4 0.66x of bf16 before). Both compute each output as the same chain of FMAs on the
+/// Super-blocks of at least two of the fp32 kernel's token tiles (four for int8) first widen each
+/// V::k_rows-row block to fp32 in a per-thread buffer and run the fp32 `linear` tile on it: the
+/// per-token cost is then the fp32 kernel's (FMAs only), where the in-register tile pays a convert
+/// and a multiply per weight vector every QV::k_tokens tokens (bench_quant --tokens 128: int8 0.8x,
+/// int4 0.66x of bf16 before, ~0.88x and ~0.85x after; at 16 tokens int8 measured ~4 % faster in
+/// registers, int4 ~8 % faster widened, hence int8's higher threshold). Both compute each output as the same chain of FMAs on the
 /// same values d * q, so the two paths are bitwise equal (and equal to `linear` on dequantize(w)).
 template <QuantFormat Fmt>
 void quant_f32_impl(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias) {
@@ -149,7 +150,8 @@ void quant_f32_impl(float* y, const float* x, int64_t n, const QuantWeightView& 
     const int64_t rows = w.rows, cols = w.cols;
     const int64_t row_bytes = cols / k_quant_block * bb;
     const int64_t tb_wide = QV::k_wide_x_bytes / (4 * max64(cols, 1)) / V::k_tokens * V::k_tokens;
-    if (n >= 2 * V::k_tokens && tb_wide >= 2 * V::k_tokens) {
+    const int64_t min_wide = (Fmt == QuantFormat::Q8 ? 4 : 2) * V::k_tokens;
+    if (n >= min_wide && tb_wide >= 2 * V::k_tokens) {
         constexpr int RW = V::k_rows;
         constexpr int64_t chunk_wide = 4 * RW;
         const int64_t n_wide = (rows + chunk_wide - 1) / chunk_wide;

@@ -252,7 +252,7 @@ TEST(QuantLinear, F32ModeIsTheLevelsFp32LinearOnDequantizedWeights) {
     uint32_t seed = 1;
     for (QuantFormat f : k_formats) {
         // 13 and 25 tokens: the F32 mode widens weight blocks to fp32 for the fp32 tile from two
-        // of that tile's token groups on (8 tokens at avx2, 12 at avx512).
+        // of that tile's token groups on for int4 (8 tokens at avx2, 12 at avx512), four for int8.
         for (int64_t n : {1, 3, 6, 9, 13, 25}) {
             for (int64_t rows : {1, 5, 18}) {
                 for (int64_t cols : {32, 96, 288}) {
