@@ -131,16 +131,58 @@ inline void dequant_rows(float* out, const QuantWeightView& w, int64_t o, const 
     }
 }
 
+/// The F32 mode for prefill and large batches: each V::k_rows-row block widened to fp32 once per
+/// token super-block (tb tokens) into a per-thread buffer, then the fp32 `linear` tile on it, so a
+/// token costs the fp32 kernel's FMAs only, where quant_tile pays a convert and a multiply per
+/// weight vector every QV::k_tokens tokens. Both form the same values d * q and the same FMA
+/// chains: bitwise equal to quant_tile (and to `linear` on dequantize(w)).
+template <QuantFormat Fmt>
+void quant_f32_widened(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias,
+                       int64_t tb) {
+    constexpr int R = V::k_rows;
+    constexpr int64_t chunk = 4 * R;
+    const int64_t rows = w.rows, cols = w.cols;
+    const int64_t row_bytes = cols / k_quant_block * quant_block_bytes(Fmt);
+    const int64_t n_chunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel
+    {
+        CacheLineVector<float> buf(size_t(R * cols));
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < n_chunks; ++c) {
+            const int64_t o_lo = c * chunk;
+            const int64_t o_hi = min64(rows, o_lo + chunk);
+            for (int64_t t0 = 0; t0 < n; t0 += tb) {
+                const int64_t t_hi = min64(n, t0 + tb);
+                int64_t o = o_lo;
+                for (; o + R <= o_hi; o += R) {
+                    const char* pf = o + 2 * R <= rows
+                                         ? reinterpret_cast<const char*>(w.qs + (o + R) * row_bytes)
+                                         : nullptr;
+                    dequant_rows<Fmt>(buf.data(), w, o, pf);
+                    for (int64_t t = t0; t < t_hi; t += V::k_tokens) {
+                        linear_tile_n<float, R>(
+                            min64(V::k_tokens, t_hi - t),
+                            TileArgs<float>{y + t * rows + o, rows, x + t * cols, cols, buf.data(), cols,
+                                            cols, bias ? bias + o : nullptr, nullptr});
+                    }
+                }
+                for (; o < o_hi; ++o) {
+                    for (int64_t t = t0; t < t_hi; t += QV::k_tokens) {
+                        quant_tile_n<Fmt, 1>(min64(QV::k_tokens, t_hi - t), y + t * rows, rows, x + t * cols,
+                                             cols, w, o, bias, nullptr);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The fp32 kernel's schedule: fixed chunks of output rows per thread, tokens in super-blocks of
-/// about 384 KiB of x so each weight block is read from memory once per super-block.
-///
-/// Super-blocks of at least two of the fp32 kernel's token tiles (four for int8) first widen each
-/// V::k_rows-row block to fp32 in a per-thread buffer and run the fp32 `linear` tile on it: the
-/// per-token cost is then the fp32 kernel's (FMAs only), where the in-register tile pays a convert
-/// and a multiply per weight vector every QV::k_tokens tokens (bench_quant --tokens 128: int8 0.8x,
-/// int4 0.66x of bf16 before, ~0.88x and ~0.85x after; at 16 tokens int8 measured ~4 % faster in
-/// registers, int4 ~8 % faster widened, hence int8's higher threshold). Both compute each output as the same chain of FMAs on the
-/// same values d * q, so the two paths are bitwise equal (and equal to `linear` on dequantize(w)).
+/// about 384 KiB of x so each weight block is read from memory once per super-block. From two of
+/// the fp32 tile's token groups on (four for int8), with super-blocks of at least two such groups,
+/// quant_f32_widened instead (bench_quant --tokens 128: int8 0.8x, int4 0.66x of bf16 in registers,
+/// ~0.88x and ~0.85x widened; at 16 tokens int8 measured ~4 % faster in registers and int4 ~8 %
+/// faster widened, hence int8's higher threshold).
 template <QuantFormat Fmt>
 void quant_f32_impl(float* y, const float* x, int64_t n, const QuantWeightView& w, const float* bias) {
     constexpr int R = QV::k_rows;
@@ -152,40 +194,7 @@ void quant_f32_impl(float* y, const float* x, int64_t n, const QuantWeightView& 
     const int64_t tb_wide = QV::k_wide_x_bytes / (4 * max64(cols, 1)) / V::k_tokens * V::k_tokens;
     const int64_t min_wide = (Fmt == QuantFormat::Q8 ? 4 : 2) * V::k_tokens;
     if (n >= min_wide && tb_wide >= 2 * V::k_tokens) {
-        constexpr int RW = V::k_rows;
-        constexpr int64_t chunk_wide = 4 * RW;
-        const int64_t n_wide = (rows + chunk_wide - 1) / chunk_wide;
-#pragma omp parallel
-        {
-            CacheLineVector<float> buf(size_t(RW * cols));
-#pragma omp for schedule(static)
-            for (int64_t c = 0; c < n_wide; ++c) {
-                const int64_t o_lo = c * chunk_wide;
-                const int64_t o_hi = min64(rows, o_lo + chunk_wide);
-                for (int64_t t0 = 0; t0 < n; t0 += tb_wide) {
-                    const int64_t t_hi = min64(n, t0 + tb_wide);
-                    int64_t o = o_lo;
-                    for (; o + RW <= o_hi; o += RW) {
-                        const char* pf = o + 2 * RW <= rows
-                                             ? reinterpret_cast<const char*>(w.qs + (o + RW) * row_bytes)
-                                             : nullptr;
-                        dequant_rows<Fmt>(buf.data(), w, o, pf);
-                        for (int64_t t = t0; t < t_hi; t += V::k_tokens) {
-                            linear_tile_n<float, RW>(
-                                min64(V::k_tokens, t_hi - t),
-                                TileArgs<float>{y + t * rows + o, rows, x + t * cols, cols, buf.data(), cols,
-                                                cols, bias ? bias + o : nullptr, nullptr});
-                        }
-                    }
-                    for (; o < o_hi; ++o) {
-                        for (int64_t t = t0; t < t_hi; t += T) {
-                            quant_tile_n<Fmt, 1>(min64(T, t_hi - t), y + t * rows, rows, x + t * cols, cols,
-                                                 w, o, bias, nullptr);
-                        }
-                    }
-                }
-            }
-        }
+        quant_f32_widened<Fmt>(y, x, n, w, bias, tb_wide);
         return;
     }
     const int64_t n_chunks = (rows + chunk - 1) / chunk;
