@@ -65,11 +65,13 @@ struct QV {
     static __m256 q8(const int8_t* p) {
         return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
     }
-    static __m256 q4(const uint8_t* p, int high) {
+    // Q4: the scale itself (a 16-entry table needs two 8-lane permutes and a blend at this width).
+    static __m256 q4_scale(__m256 d) { return d; }
+    static __m256 q4_scaled(const uint8_t* p, int high, __m256 d) {
         __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
         if (high) v = _mm256_srli_epi32(v, 4);
         v = _mm256_sub_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x0f)), _mm256_set1_epi32(8));
-        return _mm256_cvtepi32_ps(v);
+        return _mm256_mul_ps(d, _mm256_cvtepi32_ps(v));
     }
 };
 

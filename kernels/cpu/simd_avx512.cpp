@@ -74,11 +74,18 @@ struct QV {
     static __m512 q8(const int8_t* p) {
         return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
     }
-    static __m512 q4(const uint8_t* p, int high) {
+    // Q4 as a 16-entry lookup: the block's table d * (j - 8), j = 0..15 (the same products the
+    // convert-and-multiply gives), indexed by each nibble with one VPERMPS, which reads only the
+    // index's low 4 bits (no mask for the low nibbles). Per 16 weights: widen, [shift], permute,
+    // instead of widen, [shift], and, subtract, convert, multiply: weight-only int4 at batch 1 is
+    // bound by these vector ops, not by memory.
+    static __m512 q4_scale(__m512 d) {
+        return _mm512_mul_ps(d, _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    static __m512 q4_scaled(const uint8_t* p, int high, __m512 table) {
         __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         if (high) v = _mm512_srli_epi32(v, 4);
-        v = _mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x0f)), _mm512_set1_epi32(8));
-        return _mm512_cvtepi32_ps(v);
+        return _mm512_permutexvar_ps(v, table);
     }
 };
 

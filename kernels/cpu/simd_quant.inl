@@ -4,8 +4,9 @@
 //   struct QV { k_rows, k_tokens (register tile of the F32 mode);
 //               k_wide_x_bytes (x per token super-block of the F32 mode's widened path);
 //               static F q8(const int8_t* p);            // V::k_width int8 values as fp32
-//               static F q4(const uint8_t* p, int high); // nibbles (high ? >> 4 : & 15) of V::k_width
-//                                                        // bytes, minus 8, as fp32 };
+//               static F q4_scale(F d);                  // what a Q4 block keeps of its scale d
+//               static F q4_scaled(const uint8_t* p, int high, F s); // d * (nibble - 8) as fp32 for
+//                                          // the nibbles (high ? >> 4 : & 15) of V::k_width bytes };
 //   PHI_QUANT_VNNI_BEGIN / _END: a region compiled with the level's 256-bit VPDPBUSD enabled;
 //   PHI_QUANT_VNNI_DPBUSD(u, s): that instruction on a zero accumulator.
 // Everything here has internal linkage (see impl.h).
@@ -23,15 +24,27 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Weight-only (F32) mode.
 
-/// Weight vector k .. k + k_width - 1 of a quantized row (k a multiple of k_width), times d.
+/// What dequant needs of a block's fp16 scale: d broadcast (Q8), QV::q4_scale(d) (Q4).
 template <QuantFormat Fmt>
-inline F dequant(const uint8_t* row_qs, int64_t k, F d) {
+inline F block_scale(uint16_t h) {
+    const F d = V::set1(_cvtsh_ss(h));
     if constexpr (Fmt == QuantFormat::Q8) {
-        return V::mul(d, QV::q8(reinterpret_cast<const int8_t*>(row_qs) + k));
+        return d;
+    } else {
+        return QV::q4_scale(d);
+    }
+}
+
+/// Weight vector k .. k + k_width - 1 of a quantized row (k a multiple of k_width): d * q, exact in
+/// fp32. s: block_scale<Fmt> of the block's scale.
+template <QuantFormat Fmt>
+inline F dequant(const uint8_t* row_qs, int64_t k, F s) {
+    if constexpr (Fmt == QuantFormat::Q8) {
+        return V::mul(s, QV::q8(reinterpret_cast<const int8_t*>(row_qs) + k));
     } else {
         const int64_t b = k / k_quant_block, c = k % k_quant_block;
-        return V::mul(d, QV::q4(row_qs + b * (k_quant_block / 2) + c % (k_quant_block / 2),
-                                c >= k_quant_block / 2 ? 1 : 0));
+        return QV::q4_scaled(row_qs + b * (k_quant_block / 2) + c % (k_quant_block / 2),
+                             c >= k_quant_block / 2 ? 1 : 0, s);
     }
 }
 
@@ -64,7 +77,7 @@ inline void quant_tile(float* y, int64_t ldy, const float* x, int64_t ldx, const
         }
         F d[R];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) d[r] = V::set1(_cvtsh_ss(ws[r][b]));
+        for (int r = 0; r < R; ++r) d[r] = block_scale<Fmt>(ws[r][b]);
 #pragma GCC unroll 4
         for (int c = 0; c < k_quant_block; c += V::k_width) {
             const int64_t k = b * k_quant_block + c;
@@ -121,7 +134,7 @@ inline void dequant_rows(float* out, const QuantWeightView& w, int64_t o, const 
                 for (int l = 0; l < k_pf_lines; ++l) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
                 pf += R * bb;
             }
-            const F d = V::set1(_cvtsh_ss(ws[b]));
+            const F d = block_scale<Fmt>(ws[b]);
 #pragma GCC unroll 4
             for (int c = 0; c < k_quant_block; c += V::k_width) {
                 const int64_t k = b * k_quant_block + c;
